@@ -1,0 +1,73 @@
+"""tessera_explore: a Jupyter-first toolkit for exploring TESSERA embeddings.
+
+The public verbs are re-exported here and resolve on first use (module
+``__getattr__``), so ``import tessera_explore`` stays fast, imports no torch, umap or
+leafmap, and touches no network.
+
+Every embeddings array follows one schema (``tessera_explore._schema``): an
+``xarray.DataArray`` named ``embedding`` with dims ``("band", "y", "x")``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from . import exceptions
+from .exceptions import TesseraExploreError
+
+__version__ = "0.1.0"
+
+# public name -> "module:attribute" (attribute empty for a submodule)
+_LAZY: dict[str, str] = {
+    # foundation
+    "open_embeddings": "tessera_explore.io.open:open_embeddings",
+    "fetch_tiles": "tessera_explore.io.fetch:fetch_tiles",
+    "validate": "tessera_explore._schema:validate",
+    "io": "tessera_explore.io:",
+    "testing": "tessera_explore.testing:",
+    "tutorial": "tessera_explore.tutorial:",
+    # projections
+    "project": "tessera_explore.project:project",
+    "to_rgb": "tessera_explore.project:to_rgb",
+    # labelling and analysis
+    "LabelStore": "tessera_explore.classify:LabelStore",
+    "sample_labels": "tessera_explore.classify:sample_labels",
+    "fit_classifier": "tessera_explore.classify:fit_classifier",
+    "predict_map": "tessera_explore.classify:predict_map",
+    "similarity": "tessera_explore.classify:similarity",
+    "change": "tessera_explore.classify:change",
+    "cluster": "tessera_explore.classify:cluster",
+    "evaluate": "tessera_explore.classify:evaluate",
+    "export_map": "tessera_explore.classify:export_map",
+    # explorer
+    "explore": "tessera_explore.widgets:explore",
+    # live encoder (torch loads only when these are used)
+    "encoder": "tessera_explore.encoder:",
+    "embed_area": "tessera_explore.encoder:embed_area",
+    "compare": "tessera_explore.encoder:compare",
+}
+
+__all__ = ["__version__", "exceptions", "TesseraExploreError", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    target = _LAZY.get(name)
+    if target is None:
+        raise AttributeError(f"module 'tessera_explore' has no attribute {name!r}")
+    mod_name, _, attr = target.partition(":")
+    module = importlib.import_module(mod_name)
+    value = getattr(module, attr) if attr else module
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
+if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
+    from . import encoder, io, testing, tutorial
+    from ._schema import validate
+    from .io.fetch import fetch_tiles
+    from .io.open import open_embeddings

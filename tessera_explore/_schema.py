@@ -1,0 +1,166 @@
+"""The one DataArray contract that every embeddings array follows.
+
+An embeddings array is a plain :class:`xarray.DataArray`:
+
+* name ``"embedding"``, dims ``("band", "y", "x")`` (rioxarray's order), 128 bands;
+* coordinates ``band`` (1..128), ``y`` and ``x`` (pixel centres, metres in a UTM CRS,
+  ``y`` decreasing), a scalar ``year`` coordinate and ``spatial_ref`` written by
+  ``.rio.write_crs``;
+* float32 values, NaN where a pixel has no embedding (never a zero vector);
+* attrs ``dataset_version``, ``dataset_variant``, ``model_generation`` and ``source``.
+
+:func:`open_embeddings` (precomputed) and ``embed_area`` (live encoder) both return
+arrays built by :func:`make_embedding_array` and checked by :func:`validate`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from .exceptions import SchemaError, VersionMismatchError
+
+__all__ = [
+    "N_BANDS",
+    "DIMS",
+    "NAME",
+    "DATASET_VERSIONS",
+    "generation_of",
+    "variant_of",
+    "make_embedding_array",
+    "validate",
+    "check_compatible",
+]
+
+NAME = "embedding"
+DIMS = ("band", "y", "x")
+N_BANDS = 128
+REQUIRED_ATTRS = ("dataset_version", "dataset_variant", "model_generation", "source")
+
+#: Known dataset versions -> (default variant, model generation).  Embeddings of
+#: different generations live in unrelated feature spaces.
+DATASET_VERSIONS: dict[str, tuple[str, str]] = {
+    "v1": ("vultr", "v1.0"),
+    "v1.1-cam": ("cambridge", "v1.1"),
+    "v1.1": ("cambridge", "v1.1"),
+    "v2-2B-L~beta1": ("beta1", "v2"),
+}
+
+
+def generation_of(dataset_version: str) -> str:
+    """Model generation (``"v1.0"``, ``"v1.1"``, ``"v2"``) of a dataset version string."""
+    if dataset_version in DATASET_VERSIONS:
+        return DATASET_VERSIONS[dataset_version][1]
+    if dataset_version.startswith("v2"):
+        return "v2"
+    if dataset_version.startswith("v1.1"):
+        return "v1.1"
+    if dataset_version.startswith("v1"):
+        return "v1.0"
+    return dataset_version
+
+
+def variant_of(dataset_version: str) -> str:
+    """Default variant of a dataset version (``"unknown"`` for versions we do not know)."""
+    return DATASET_VERSIONS.get(dataset_version, ("unknown", ""))[0]
+
+
+def make_embedding_array(
+    data: Any,
+    *,
+    x: np.ndarray,
+    y: np.ndarray,
+    crs: Any,
+    year: int,
+    dataset_version: str,
+    source: str,
+    dataset_variant: str | None = None,
+    model_generation: str | None = None,
+    extra_attrs: dict | None = None,
+) -> xr.DataArray:
+    """Wrap ``data`` of shape (128, len(y), len(x)) in the embeddings schema.
+
+    ``data`` may be a NumPy or dask array.  ``x``/``y`` are pixel-centre coordinates
+    in ``crs``.
+    """
+    attrs = {
+        "dataset_version": str(dataset_version),
+        "dataset_variant": str(dataset_variant or variant_of(dataset_version)),
+        "model_generation": str(model_generation or generation_of(dataset_version)),
+        "source": str(source),
+        "long_name": "TESSERA embedding",
+    }
+    if extra_attrs:
+        attrs.update(extra_attrs)
+    da = xr.DataArray(
+        data,
+        dims=DIMS,
+        coords={
+            "band": np.arange(1, N_BANDS + 1, dtype=np.int16),
+            "y": np.asarray(y, dtype=np.float64),
+            "x": np.asarray(x, dtype=np.float64),
+            "year": int(year),
+        },
+        name=NAME,
+        attrs=attrs,
+    )
+    da = da.rio.write_crs(crs)
+    da = da.rio.write_transform(_transform_from_coords(da.x.values, da.y.values))
+    da.rio.write_nodata(np.nan, encoded=False, inplace=True)
+    return da
+
+
+def _transform_from_coords(x: np.ndarray, y: np.ndarray):
+    from affine import Affine
+
+    rx = float(x[1] - x[0]) if len(x) > 1 else 10.0
+    ry = float(y[1] - y[0]) if len(y) > 1 else -10.0
+    return Affine(rx, 0.0, float(x[0]) - rx / 2, 0.0, ry, float(y[0]) - ry / 2)
+
+
+def validate(da: Any, *, name: str = "embeddings") -> xr.DataArray:
+    """Check that ``da`` follows the embeddings schema; return it unchanged.
+
+    Raises :class:`~tessera_explore.exceptions.SchemaError` naming every problem found.
+    """
+    if not isinstance(da, xr.DataArray):
+        raise SchemaError(f"{name}: expected an xarray.DataArray, got {type(da).__name__}")
+    problems = []
+    if tuple(da.dims) != DIMS:
+        problems.append(f"dims are {tuple(da.dims)}, expected {DIMS}")
+    elif da.sizes["band"] != N_BANDS:
+        problems.append(f"{da.sizes['band']} bands, expected {N_BANDS}")
+    for c in ("x", "y", "year"):
+        if c not in da.coords:
+            problems.append(f"coordinate {c!r} is missing")
+    if "year" in da.coords and da.coords["year"].ndim != 0:
+        problems.append("coordinate 'year' must be a scalar")
+    if da.rio.crs is None:
+        problems.append("no CRS (write one with .rio.write_crs)")
+    if not np.issubdtype(da.dtype, np.floating):
+        problems.append(f"dtype is {da.dtype}, expected a float type (NaN marks no data)")
+    missing = [a for a in REQUIRED_ATTRS if a not in da.attrs]
+    if missing:
+        problems.append(f"attrs missing: {', '.join(missing)}")
+    if problems:
+        raise SchemaError(f"{name} do not follow the embeddings schema: " + "; ".join(problems))
+    return da
+
+
+def check_compatible(*arrays: xr.DataArray, what: str = "combine") -> None:
+    """Refuse to combine embeddings of different dataset versions or model generations."""
+    seen: dict[tuple[str, str], str] = {}
+    for da in arrays:
+        key = (str(da.attrs.get("model_generation", "?")), str(da.attrs.get("dataset_version", "?")))
+        seen.setdefault(key, str(da.attrs.get("source", "?")))
+    gens = {k[0] for k in seen}
+    versions = {k[1] for k in seen}
+    if len(gens) > 1 or len(versions) > 1:
+        listing = "; ".join(f"{v} (generation {g}) from {s}" for (g, v), s in seen.items())
+        raise VersionMismatchError(
+            f"cannot {what} embeddings of different dataset versions: {listing}. "
+            "Embeddings of different versions live in unrelated feature spaces; "
+            "open one version at a time."
+        )
