@@ -85,6 +85,8 @@ def make_embedding_array(
     ``data`` may be a NumPy or dask array.  ``x``/``y`` are pixel-centre coordinates
     in ``crs``.
     """
+    import rioxarray  # noqa: F401  (registers the .rio accessor)
+
     attrs = {
         "dataset_version": str(dataset_version),
         "dataset_variant": str(dataset_variant or variant_of(dataset_version)),
@@ -125,6 +127,8 @@ def validate(da: Any, *, name: str = "embeddings") -> xr.DataArray:
 
     Raises :class:`~tessera_explore.exceptions.SchemaError` naming every problem found.
     """
+    import rioxarray  # noqa: F401  (registers the .rio accessor)
+
     if not isinstance(da, xr.DataArray):
         raise SchemaError(f"{name}: expected an xarray.DataArray, got {type(da).__name__}")
     problems = []

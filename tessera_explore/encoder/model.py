@@ -1,0 +1,329 @@
+"""The TESSERA encoder in PyTorch, with the published parameter names (spec sections 2-4).
+
+One :class:`ModalityEncoder` per sensor (``s2_backbone`` with 10 bands, ``s1_backbone``
+with 2), each: band embedding + day-of-year sinusoids, a post-LayerNorm transformer
+stack (plain ``nn.TransformerEncoderLayer`` layout or the v2 QK-norm layout) and a
+temporal pooling (attention pooling for v2, GRU-context pooling for v1.0 and v1.1).
+:class:`TesseraEncoder` joins the two pooled vectors through ``dim_reducer``.
+
+The forward passes are written for speed (fused attention, the GRU's input projections
+done for all steps in one matrix product) but compute exactly the published functions.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..exceptions import EncoderError
+
+__all__ = [
+    "ARCHITECTURES",
+    "ModalityEncoder",
+    "TesseraEncoder",
+    "build_encoder",
+    "count_parameters",
+    "doy_encoding",
+]
+
+#: Published sizes per generation (spec section 4).
+ARCHITECTURES: dict[str, dict[str, Any]] = {
+    "v1.0": {"latent_dim": 128, "num_layers": 4, "nhead": 4, "dim_feedforward": 4096, "qk_norm": False},
+    "v1.1": {"latent_dim": 192, "num_layers": 4, "nhead": 4, "dim_feedforward": 2048, "qk_norm": False},
+    "v2": {"latent_dim": 64, "num_layers": 4, "nhead": 4, "dim_feedforward": 1024, "qk_norm": False},
+}
+OUT_DIM = 128
+#: RMSNorm epsilon of the QK-norm layers (``nn.RMSNorm``'s default would be float32 eps;
+#: the two differ by far less than the 1e-4 reproduction tolerance).
+QK_NORM_EPS = 1e-6
+
+
+def doy_encoding(doy: torch.Tensor, d: int) -> torch.Tensor:
+    """Sinusoids of the raw day of year: ``pe[2k] = sin(doy f_k)``, ``pe[2k+1] = cos(doy f_k)``."""
+    freq = torch.exp(torch.arange(0, d, 2, dtype=torch.float32, device=doy.device) * -(math.log(10000.0) / d))
+    angle = doy.to(torch.float32).unsqueeze(-1) * freq
+    return torch.stack((torch.sin(angle), torch.cos(angle)), dim=-1).flatten(-2)
+
+
+def _heads(x: torch.Tensor, nhead: int) -> torch.Tensor:
+    b, t, d = x.shape
+    return x.view(b, t, nhead, d // nhead).transpose(1, 2)
+
+
+def _merge(x: torch.Tensor) -> torch.Tensor:
+    b, h, t, hd = x.shape
+    return x.transpose(1, 2).reshape(b, t, h * hd)
+
+
+class _SelfAttention(nn.Module):
+    """``nn.MultiheadAttention``'s parameters (``in_proj_weight``, ``in_proj_bias``, ``out_proj``)."""
+
+    def __init__(self, d: int, nhead: int):
+        super().__init__()
+        self.nhead = nhead
+        self.in_proj_weight = nn.Parameter(torch.empty(3 * d, d))
+        self.in_proj_bias = nn.Parameter(torch.zeros(3 * d))
+        self.out_proj = nn.Linear(d, d)
+        nn.init.xavier_uniform_(self.in_proj_weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k, v = F.linear(x, self.in_proj_weight, self.in_proj_bias).chunk(3, dim=-1)
+        h = self.nhead
+        out = F.scaled_dot_product_attention(_heads(q, h), _heads(k, h), _heads(v, h))
+        return self.out_proj(_merge(out))
+
+
+class _PlainLayer(nn.Module):
+    """Post-LN encoder layer with ``nn.TransformerEncoderLayer``'s names (ReLU, batch-first)."""
+
+    def __init__(self, d: int, nhead: int, dim_feedforward: int):
+        super().__init__()
+        self.self_attn = _SelfAttention(d, nhead)
+        self.linear1 = nn.Linear(d, dim_feedforward)
+        self.linear2 = nn.Linear(dim_feedforward, d)
+        self.norm1 = nn.LayerNorm(d)
+        self.norm2 = nn.LayerNorm(d)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.norm1(x + self.self_attn(x))
+        return self.norm2(x + self.linear2(F.relu(self.linear1(x))))
+
+
+class _PlainStack(nn.Module):
+    def __init__(self, d: int, nhead: int, dim_feedforward: int, num_layers: int):
+        super().__init__()
+        self.layers = nn.ModuleList(_PlainLayer(d, nhead, dim_feedforward) for _ in range(num_layers))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+
+class _HeadRMSNorm(nn.Module):
+    def __init__(self, head_dim: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(head_dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.rms_norm(x, (x.shape[-1],), self.weight, QK_NORM_EPS)
+
+
+class _QKNormLayer(nn.Module):
+    """v2 QK-norm layer: separate q/k/v projections, per-head RMSNorm on q and k, post-LN."""
+
+    def __init__(self, d: int, nhead: int, dim_feedforward: int):
+        super().__init__()
+        self.nhead = nhead
+        self.q_proj = nn.Linear(d, d)
+        self.k_proj = nn.Linear(d, d)
+        self.v_proj = nn.Linear(d, d)
+        self.out_proj = nn.Linear(d, d)
+        self.q_norm = _HeadRMSNorm(d // nhead)
+        self.k_norm = _HeadRMSNorm(d // nhead)
+        self.linear1 = nn.Linear(d, dim_feedforward)
+        self.linear2 = nn.Linear(dim_feedforward, d)
+        self.norm1 = nn.LayerNorm(d)
+        self.norm2 = nn.LayerNorm(d)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.nhead
+        q = self.q_norm(_heads(self.q_proj(x), h))
+        k = self.k_norm(_heads(self.k_proj(x), h))
+        a = F.scaled_dot_product_attention(q, k, _heads(self.v_proj(x), h))
+        x = self.norm1(x + self.out_proj(_merge(a)))
+        return self.norm2(x + self.linear2(F.relu(self.linear1(x))))
+
+
+class _QKNormStack(nn.ModuleList):
+    """Keys ``transformer_encoder.{i}.*`` (a plain list of layers)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self:
+            x = layer(x)
+        return x
+
+
+class _AttentionPool(nn.Module):
+    """v2: ``w = softmax_T(query(x))``, output ``sum_T w x``."""
+
+    def __init__(self, d: int):
+        super().__init__()
+        self.query = nn.Linear(d, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[1] == 1:
+            return x[:, 0]
+        w = torch.softmax(self.query(x), dim=1)
+        return (w * x).sum(dim=1)
+
+
+class _GRUCell(nn.Module):
+    """Bias-free input/hidden linears and three bias vectors (the published GRU cell)."""
+
+    def __init__(self, d: int):
+        super().__init__()
+        for name in ("W_ir", "W_iz", "W_ih", "W_hr", "W_hz", "W_hh"):
+            setattr(self, name, nn.Linear(d, d, bias=False))
+        self.b_r = nn.Parameter(torch.zeros(d))
+        self.b_z = nn.Parameter(torch.zeros(d))
+        self.b_h = nn.Parameter(torch.zeros(d))
+
+
+class _GRU(nn.Module):
+    def __init__(self, d: int):
+        super().__init__()
+        self.gru_cell = _GRUCell(d)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Hidden states ``(B, T, d)`` of the GRU run from ``h0 = 0``."""
+        c = self.gru_cell
+        d = x.shape[-1]
+        w_in = torch.cat((c.W_ir.weight, c.W_iz.weight, c.W_ih.weight))
+        b_in = torch.cat((c.b_r, c.b_z, c.b_h))
+        gi = F.linear(x, w_in, b_in)  # all input projections (and biases) in one product
+        w_rz = torch.cat((c.W_hr.weight, c.W_hz.weight))
+        states = []
+        # step 0 with h = 0: the hidden products vanish
+        z = torch.sigmoid(gi[:, 0, d : 2 * d])
+        h = z * torch.tanh(gi[:, 0, 2 * d :])
+        states.append(h)
+        for t in range(1, x.shape[1]):
+            g = gi[:, t]
+            rz = torch.sigmoid(g[:, : 2 * d] + F.linear(h, w_rz))
+            r, z = rz[:, :d], rz[:, d:]
+            n = torch.tanh(g[:, 2 * d :] + F.linear(r * h, c.W_hh.weight))
+            h = (1 - z) * h + z * n
+            states.append(h)
+        return torch.stack(states, dim=1)
+
+
+class _GRUContextPool(nn.Module):
+    """v1.0 / v1.1: softmax weights from ``query(LayerNorm(GRU states))`` applied to ``x``."""
+
+    def __init__(self, d: int):
+        super().__init__()
+        self.temporal_context = _GRU(d)
+        self.layer_norm = nn.LayerNorm(d)
+        self.query = nn.Linear(d, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[1] == 1:
+            return x[:, 0]
+        ctx = self.layer_norm(self.temporal_context(x))
+        w = torch.softmax(self.query(ctx), dim=1)
+        return (w * x).sum(dim=1)
+
+
+class ModalityEncoder(nn.Module):
+    """One sensor's encoder: ``(B, T, C + 1)`` (bands + raw day of year) -> ``(B, 4L)``."""
+
+    def __init__(
+        self,
+        bands: int,
+        latent_dim: int,
+        *,
+        num_layers: int,
+        nhead: int,
+        dim_feedforward: int,
+        qk_norm: bool = False,
+        pooling: str = "attention",
+    ):
+        super().__init__()
+        d = 4 * latent_dim
+        if d % nhead:
+            raise EncoderError(f"model width {d} is not divisible into {nhead} heads")
+        self.bands = bands
+        self.d_model = d
+        self.embedding = nn.Sequential(nn.Linear(bands, d), nn.ReLU(), nn.Linear(d, d))
+        if qk_norm:
+            self.transformer_encoder = _QKNormStack(_QKNormLayer(d, nhead, dim_feedforward) for _ in range(num_layers))
+        else:
+            self.transformer_encoder = _PlainStack(d, nhead, dim_feedforward, num_layers)
+        if pooling == "attention":
+            self.attn_pool = _AttentionPool(d)
+        elif pooling == "gru":
+            self.attn_pool = _GRUContextPool(d)
+        else:
+            raise EncoderError(f"unknown pooling {pooling!r}")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        bands, doy = x[..., :-1], x[..., -1]
+        h = self.embedding(bands) + doy_encoding(doy, self.d_model).to(x.dtype)
+        return self.attn_pool(self.transformer_encoder(h))
+
+
+class TesseraEncoder(nn.Module):
+    """Both modality encoders and ``dim_reducer``: ``forward(s2_x, s1_x) -> (B, 128)``.
+
+    ``s2_x`` is ``(B, T2, 11)`` and ``s1_x`` ``(B, T1, 3)``: standardised bands and the
+    raw day of year in the last column (see :mod:`tessera_explore.encoder.preprocess`).
+    Attributes ``generation`` (``"v1.0"``, ``"v1.1"``, ``"v2"``), ``data_source`` (v1.1),
+    ``config`` (the sizes) and ``name`` describe the model.
+    """
+
+    def __init__(self, generation: str, config: dict[str, Any], *, data_source: str | None = None, name: str = ""):
+        super().__init__()
+        if generation not in ARCHITECTURES:
+            raise EncoderError(f"unknown model generation {generation!r}")
+        self.generation = generation
+        self.data_source = data_source
+        self.name = name or f"tessera-{generation}"
+        self.config = dict(config)
+        L = int(config["latent_dim"])
+        kw = dict(
+            num_layers=int(config["num_layers"]),
+            nhead=int(config["nhead"]),
+            dim_feedforward=int(config["dim_feedforward"]),
+            qk_norm=bool(config.get("qk_norm", False)),
+            pooling="attention" if generation == "v2" else "gru",
+        )
+        self.s2_backbone = ModalityEncoder(10, L, **kw)
+        self.s1_backbone = ModalityEncoder(2, L, **kw)
+        if generation == "v1.0":
+            self.dim_reducer = nn.Sequential(nn.Linear(8 * L, OUT_DIM))
+        else:
+            final = OUT_DIM if generation == "v2" else 192
+            layers = [nn.Linear(8 * L, 16 * L), nn.LayerNorm(16 * L), nn.ReLU(), nn.Dropout(0.2), nn.Linear(16 * L, final)]
+            if generation == "v2":
+                layers.append(nn.LayerNorm(OUT_DIM, elementwise_affine=False))
+            self.dim_reducer = nn.Sequential(*layers)
+
+    def forward(self, s2_x: torch.Tensor, s1_x: torch.Tensor) -> torch.Tensor:
+        if s2_x.ndim != 3 or s2_x.shape[-1] != 11:
+            raise EncoderError(f"s2_x must be (B, T, 11) (10 standardised bands + day of year), got {tuple(s2_x.shape)}")
+        if s1_x.ndim != 3 or s1_x.shape[-1] != 3:
+            raise EncoderError(f"s1_x must be (B, T, 3) (VV, VH standardised + day of year), got {tuple(s1_x.shape)}")
+        if s2_x.shape[0] != s1_x.shape[0]:
+            raise EncoderError(f"s2_x has {s2_x.shape[0]} pixels but s1_x has {s1_x.shape[0]}")
+        fused = torch.cat((self.s2_backbone(s2_x), self.s1_backbone(s1_x)), dim=-1)
+        return self.dim_reducer(fused)[:, :OUT_DIM]
+
+    @property
+    def matryoshka_dims(self) -> tuple[int, ...]:
+        """Prefix lengths usable alone (v2), else just 128."""
+        return tuple(self.config.get("matryoshka_dims", (OUT_DIM,)))
+
+    def extra_repr(self) -> str:
+        return f"generation={self.generation!r}, data_source={self.data_source!r}, name={self.name!r}"
+
+
+def build_encoder(generation: str, *, data_source: str | None = None, name: str = "", **sizes: Any) -> TesseraEncoder:
+    """A randomly initialised encoder of ``generation``; ``sizes`` override the published ones
+    (``latent_dim``, ``num_layers``, ``nhead``, ``dim_feedforward``, ``qk_norm``, ``matryoshka_dims``)."""
+    if generation not in ARCHITECTURES:
+        raise EncoderError(f"unknown model generation {generation!r}; expected one of {tuple(ARCHITECTURES)}")
+    config = {**ARCHITECTURES[generation], **sizes}
+    if generation == "v2":
+        config.setdefault("matryoshka_dims", (16, 32, 64, 128))
+    model = TesseraEncoder(generation, config, data_source=data_source, name=name)
+    return model.eval()
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of parameters (the cheap first check against the published counts)."""
+    return sum(p.numel() for p in model.parameters())
