@@ -40,12 +40,8 @@ _LAZY: dict[str, str] = {
     "cluster": "tessera_explore.classify:cluster",
     "evaluate": "tessera_explore.classify:evaluate",
     "export_map": "tessera_explore.classify:export_map",
-    # explorer
-    "explore": "tessera_explore.widgets:explore",
-    # live encoder (torch loads only when these are used)
+    # live encoder (torch loads only when it is used)
     "encoder": "tessera_explore.encoder:",
-    "embed_area": "tessera_explore.encoder:embed_area",
-    "compare": "tessera_explore.encoder:compare",
 }
 
 __all__ = ["__version__", "exceptions", "TesseraExploreError", *_LAZY]

@@ -37,7 +37,7 @@ URL_TEMPLATES: dict[str, str] = {
 #: Landmask folder of each dataset version.
 LANDMASK_VERSIONS = {"v1": "v1", "v1.1": "v1.1", "v1.1-cam": "v1.1"}
 
-_CHUNK = 1 << 20
+_CHUNK = 1 << 16
 _RETRY_STATUS = {408, 425, 429, 500, 502, 503, 504}
 
 

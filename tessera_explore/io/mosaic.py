@@ -127,7 +127,7 @@ class Mosaic:
         xx, yy = np.meshgrid(x, y)
         sx, sy = Transformer.from_crs(self.crs, t.crs, always_xy=True).transform(xx, yy)
         inv = ~t.transform
-        fc, fr = inv * (sx, sy)  # fractional pixel coordinates (0 = left/top edge)
+        fc, fr = inv @ (sx, sy)  # fractional pixel coordinates (0 = left/top edge)
         inside = (fr >= 0) & (fr < th) & (fc >= 0) & (fc < tw)
         if not inside.any():
             return None

@@ -1,0 +1,142 @@
+"""fetch_tiles and download against a real HTTP server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+import numpy as np
+import pytest
+
+import tessera_explore as te
+from tessera_explore.exceptions import DownloadError
+from tessera_explore.io import grid
+from tessera_explore.io.fetch import download, tile_urls
+from tessera_explore.testing.server import serve_tiles
+
+BBOX = (0.10, 52.00, 0.30, 52.10)
+
+
+@pytest.fixture(scope="module")
+def remote(tmp_path_factory):
+    d = tmp_path_factory.mktemp("remote")
+    te.testing.make_tiles(d, tiles=[(0.15, 52.05), (0.25, 52.05)], years=[2024], shape=(96, 64), seed=9)
+    return d
+
+
+def _same_files(a, b, year=2024):
+    for lon, lat in grid.tiles_in_bbox(BBOX):
+        pa, pb = grid.tile_paths(a, lon, lat, year), grid.tile_paths(b, lon, lat, year)
+        for k in ("codes", "scales", "landmask"):
+            assert open(pa[k], "rb").read() == open(pb[k], "rb").read(), pa[k]
+
+
+def test_url_templates_are_overridable():
+    u = tile_urls(0.15, 52.05, 2024)
+    assert u["codes"] == "https://data.source.coop/tessera/tessera/npy/v1/2024/grid_0.15_52.05/grid_0.15_52.05.npy"
+    assert u["scales"].endswith("grid_0.15_52.05/grid_0.15_52.05_scales.npy")
+    assert u["landmask"] == "https://data.source.coop/tessera/tessera/landmasks/v1/grid_0.15_52.05.tiff"
+    u2 = tile_urls(0.15, 52.05, 2024, base_url="http://mirror", templates={"landmask": "{base}/lm/{name}.tif"})
+    assert u2["landmask"] == "http://mirror/lm/grid_0.15_52.05.tif"
+
+
+def test_fetch_then_open(remote, tmp_path):
+    with serve_tiles(remote) as srv:
+        paths = te.fetch_tiles(BBOX, 2024, dest=tmp_path, base_url=srv.url, progress=False)
+        assert len(paths) == 2
+        n = len(srv.log)
+        # a second call finds everything on disk and asks for nothing
+        te.fetch_tiles(BBOX, 2024, dest=tmp_path, base_url=srv.url, progress=False)
+        assert len(srv.log) == n
+    _same_files(remote, tmp_path)
+    a = te.open_embeddings(tmp_path, bbox=BBOX, year=2024).values
+    b = te.open_embeddings(remote, bbox=BBOX, year=2024).values
+    np.testing.assert_array_equal(a, b)
+    assert not any(f.endswith(".part") for _, _, fs in os.walk(tmp_path) for f in fs)
+
+
+def test_dropped_connection_resumes_with_range(remote, tmp_path):
+    with serve_tiles(remote, drop_after=300_000, drop_times=1) as srv:
+        te.fetch_tiles(BBOX, 2024, dest=tmp_path, base_url=srv.url, progress=False, backoff=0.01)
+        ranged = [entry for entry in srv.log if entry[2] == 206]
+    codes = [r for r in ranged if r[0].endswith(".npy") and "scales" not in r[0]]
+    assert len(codes) == 2  # each tile's codes resumed once, from where the cut left off
+    assert all(0 < int(r[1][len("bytes="):-1]) <= 300_000 for r in codes)
+    _same_files(remote, tmp_path)
+
+
+def test_server_without_range_restarts_cleanly(remote, tmp_path):
+    with serve_tiles(remote, drop_after=30_000, drop_times=1, honour_range=False) as srv:
+        te.fetch_tiles(BBOX, 2024, dest=tmp_path, base_url=srv.url, progress=False, backoff=0.01)
+        assert all(entry[2] == 200 for entry in srv.log)
+    _same_files(remote, tmp_path)
+
+
+def test_server_errors_are_retried(remote, tmp_path):
+    with serve_tiles(remote, fail_times=2) as srv:
+        te.fetch_tiles(BBOX, 2024, dest=tmp_path, base_url=srv.url, progress=False, backoff=0.01)
+        assert sum(entry[2] == 503 for entry in srv.log) == 2 * 6
+    _same_files(remote, tmp_path)
+
+
+def test_persistent_drop_fails_and_never_leaves_a_whole_looking_file(remote, tmp_path):
+    with serve_tiles(remote, drop_after=10_000, drop_times=100, honour_range=False) as srv:
+        with pytest.raises(DownloadError, match="failed after 3 attempts"):
+            te.fetch_tiles(BBOX, 2024, dest=tmp_path, base_url=srv.url, progress=False, retries=2, backoff=0.01)
+    p = grid.tile_paths(tmp_path, 0.15, 52.05, 2024)
+    assert not os.path.exists(p["codes"])  # only the .part file, never the final name
+    assert os.path.exists(p["codes"] + ".part")
+    # a later good server completes the partial file
+    with serve_tiles(remote) as srv:
+        te.fetch_tiles(BBOX, 2024, dest=tmp_path, base_url=srv.url, progress=False)
+    _same_files(remote, tmp_path)
+
+
+def test_missing_remote_file_is_a_clear_error(remote, tmp_path):
+    with serve_tiles(remote) as srv:
+        with pytest.raises(DownloadError, match="404"):
+            te.fetch_tiles((1.0, 40.0, 1.1, 40.1), 2024, dest=tmp_path, base_url=srv.url, progress=False)
+        assert len(srv.log) == 1  # a 404 is not retried
+
+
+def test_checksum_mismatch_is_refused(remote, tmp_path):
+    p = grid.tile_paths(remote, 0.15, 52.05, 2024)
+    good = hashlib.sha256(open(p["codes"], "rb").read()).hexdigest()
+    with serve_tiles(remote) as srv:
+        url = tile_urls(0.15, 52.05, 2024, base_url=srv.url)["codes"]
+        with pytest.raises(DownloadError, match="SHA-256"):
+            download(url, tmp_path / "x.npy", sha256="0" * 64, progress=False)
+        assert not (tmp_path / "x.npy").exists() and not (tmp_path / "x.npy.part").exists()
+        download(url, tmp_path / "y.npy", sha256=good, progress=False)
+    assert (tmp_path / "y.npy").exists()
+
+
+def test_truncated_npy_from_server_is_refused(tmp_path):
+    src = tmp_path / "src"
+    te.testing.make_tiles(src, tiles=[(0.15, 52.05)], years=[2024], shape=(16, 12))
+    p = grid.tile_paths(src, 0.15, 52.05, 2024)
+    data = open(p["codes"], "rb").read()
+    open(p["codes"], "wb").write(data[:-100])  # the server itself holds a short file
+    with serve_tiles(src) as srv:
+        url = tile_urls(0.15, 52.05, 2024, base_url=srv.url)["codes"]
+        with pytest.raises(DownloadError, match="not a whole .npy"):
+            download(url, tmp_path / "dl" / "t.npy", progress=False)
+    assert not os.path.exists(tmp_path / "dl" / "t.npy")
+
+
+def test_mixing_versions_in_one_folder_is_refused(remote, tmp_path):
+    with serve_tiles(remote) as srv:
+        te.fetch_tiles(BBOX, 2024, dest=tmp_path, base_url=srv.url, progress=False)
+        with pytest.raises(DownloadError, match="versions must not be mixed"):
+            te.fetch_tiles(BBOX, 2024, dest=tmp_path, base_url=srv.url, dataset="v1.1-cam", progress=False)
+
+
+def test_patch_url_hook(remote, tmp_path):
+    seen = []
+    with serve_tiles(remote) as srv:
+        def patch(u):
+            seen.append(u)
+            return u + "?sig=abc"
+        te.fetch_tiles((0.1, 52.0, 0.2, 52.1), 2024, dest=tmp_path, base_url=srv.url, progress=False, patch_url=patch)
+        assert all(entry[0].endswith("?sig=abc") for entry in srv.log)
+    assert len(seen) == 3
