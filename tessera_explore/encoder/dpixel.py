@@ -59,12 +59,12 @@ class DPixel:
         """The arrays reshaped to pixels ``(T, H*W, ...)`` (views), keyed as embed_pixels' arguments."""
         h, w = self.shape
         return {
-            "s2": self.bands.reshape(self.bands.shape[0], h * w, -1),
+            "s2": self.bands.reshape(self.bands.shape[0], h * w, 10),
             "s2_doy": self.doys,
             "s2_mask": self.masks.reshape(self.masks.shape[0], h * w),
-            "s1_asc": self.sar_ascending.reshape(self.sar_ascending.shape[0], h * w, -1),
+            "s1_asc": self.sar_ascending.reshape(self.sar_ascending.shape[0], h * w, 2),
             "s1_asc_doy": self.sar_ascending_doy,
-            "s1_desc": self.sar_descending.reshape(self.sar_descending.shape[0], h * w, -1),
+            "s1_desc": self.sar_descending.reshape(self.sar_descending.shape[0], h * w, 2),
             "s1_desc_doy": self.sar_descending_doy,
         }
 
