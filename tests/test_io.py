@@ -370,3 +370,33 @@ def test_schema_validate_rejects_bad_arrays(small_tiles):
     bad.attrs = {}
     with pytest.raises(ex.SchemaError, match="attrs missing"):
         te.validate(bad)
+
+
+def test_strided_and_integer_indexing(small_tiles):
+    d, _ = small_tiles
+    kw = dict(bbox=(0.10, 52.00, 0.30, 52.10), year=2024)
+    full = te.open_embeddings(d, chunks=None, **kw).values
+    for chunks in (None, 16):
+        da = te.open_embeddings(d, chunks=chunks, **kw)
+        np.testing.assert_array_equal(da.isel(x=slice(1, None, 3), y=slice(None, None, 4)).values, full[:, ::4, 1::3])
+        np.testing.assert_array_equal(da.isel(band=5, y=7).values, full[5, 7])
+        np.testing.assert_array_equal(da.isel(x=-1, y=-2).values, full[:, -2, -1])
+        assert da.isel(x=slice(5, 5)).size == 0
+
+
+def test_opening_and_copying_never_loads_the_codes(small_tiles):
+    """A lazy array is copied by xarray/rioxarray (write_crs, .copy()): that must stay lazy."""
+    import copy
+    import tracemalloc
+
+    d, _ = small_tiles
+    te.open_embeddings(d, bbox=(0.10, 52.00, 0.30, 52.10), year=2024, chunks=None)  # imports done
+    tracemalloc.start()
+    da = te.open_embeddings(d, bbox=(0.10, 52.00, 0.30, 52.10), year=2024, chunks=None)
+    da2 = copy.deepcopy(da)
+    da3 = da.copy(deep=True)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    codes_bytes = 2 * 64 * 48 * 128
+    assert peak < codes_bytes  # nothing of the size of the codes was allocated
+    np.testing.assert_array_equal(da2.values, da3.values)

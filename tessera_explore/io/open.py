@@ -48,6 +48,13 @@ class _MosaicArray(BackendArray):
         self.shape = (128, *mosaic.shape)
         self.dtype = np.dtype("float32")
 
+    def __deepcopy__(self, memo):
+        # a read-only view of files on disk: copying it must never load the tiles
+        return self
+
+    def __copy__(self):
+        return self
+
     def __getitem__(self, key):
         from xarray.core import indexing
 
@@ -62,23 +69,28 @@ class _MosaicArray(BackendArray):
             key = (key,)
         key = key + (slice(None),) * (3 - len(key))
         bk, yk, xk = key
-        squeeze = []
-        sl = []
+        squeeze, sl, steps = [], [], []
         for ax, k in enumerate((yk, xk)):
             n = self.shape[ax + 1]
             if isinstance(k, (int, np.integer)):
                 k = int(k) + (n if k < 0 else 0)
                 sl.append(slice(k, k + 1))
+                steps.append(1)
                 squeeze.append(ax + 1)
             else:
                 start, stop, step = k.indices(n)
-                if step != 1:
-                    raise IndexError("only unit-step slices are supported")
-                sl.append(slice(start, max(start, stop)))
+                if step < 0:
+                    raise IndexError("negative steps are not supported")
+                # read the unit-step window that holds the strided pixels, then stride
+                last = start + max(0, (stop - start + step - 1) // step - 1) * step
+                sl.append(slice(start, max(start, last + 1) if stop > start else start))
+                steps.append(step)
         if sl[0].stop == sl[0].start or sl[1].stop == sl[1].start:
             out = np.empty((128, sl[0].stop - sl[0].start, sl[1].stop - sl[1].start), np.float32)
         else:
             out = self.mosaic.read_float(sl[0], sl[1])
+        if steps != [1, 1]:
+            out = out[:, :: steps[0], :: steps[1]]
         out = out[bk]
         if squeeze:
             # integer band index already removed its axis
