@@ -1,0 +1,5 @@
+"""placeholder"""
+class UMAPProjection: 
+    method="umap"
+def warm_up_umap(): pass
+def umap_ready(): return False
