@@ -1,0 +1,229 @@
+"""``prepare(da)``: an opened area held in memory as int8 codes, for fast repeated work.
+
+A :class:`PreparedArea` keeps, pixel-major for the whole area:
+
+* ``codes``  int8 ``(n, 128)`` (``n = height * width``, row-major): the tiles' own codes,
+  100 MB for a full tile;
+* ``scales`` float32 ``(n,)``: dequantise with ``codes * scales`` (NaN = no data);
+* ``inv_norm`` float32 ``(n,)``: ``1 / |codes|`` (0 = no data), so the unit-normalised
+  embedding of a pixel is ``codes * inv_norm`` and cosine similarity is a dot product
+  of codes.
+
+Every verb of :mod:`tessera_explore.classify` accepts a PreparedArea where it accepts
+an embeddings DataArray; with a DataArray it walks the codes block by block instead
+(:func:`tessera_explore.io.open.iter_blocks`), so memory stays bounded but each call
+reads the tiles again.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+import numpy as np
+import xarray as xr
+
+from .. import _schema
+from ..exceptions import SchemaError
+from . import _kernels
+
+__all__ = ["PreparedArea", "prepare", "Block", "blocks", "grid_of", "new_map"]
+
+#: Block side (pixels) when walking a DataArray: 256 x 256 x 128 int8 is 8 MiB.
+BLOCK = 512
+
+
+class Block:
+    """One window of an area: pixel-major codes, scales, inverse norms, valid mask."""
+
+    __slots__ = ("rows", "cols", "codes", "scales", "inv_norm", "valid")
+
+    def __init__(self, rows, cols, codes, scales, inv_norm=None, valid=None):
+        self.rows, self.cols = rows, cols
+        self.codes = codes
+        self.scales = scales
+        self.valid = valid if valid is not None else (np.isfinite(scales) & (scales != 0))
+        if inv_norm is None:
+            inv_norm = np.empty(len(scales), np.float32)
+            _kernels.run(_kernels.inv_norms, codes, self.valid, inv_norm)
+        self.inv_norm = inv_norm
+        # a zero code vector has no direction: treat it as no data
+        if inv_norm is not None and valid is None:
+            self.valid &= inv_norm > 0
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.rows.stop - self.rows.start, self.cols.stop - self.cols.start)
+
+    def features(self, idx=None) -> np.ndarray:
+        """Dequantised float32 ``(m, 128)`` of the pixels ``idx`` (all when None)."""
+        if idx is None:
+            return self.codes.astype(np.float32) * self.scales[:, None]
+        return self.codes[idx].astype(np.float32) * self.scales[idx, None]
+
+
+class _Grid:
+    """Geometry of an area: coordinates, CRS, transform, provenance attrs."""
+
+    def __init__(self, x, y, crs, transform, attrs, year):
+        self.x, self.y = np.asarray(x), np.asarray(y)
+        self.crs, self.transform = crs, transform
+        self.attrs = dict(attrs)
+        self.year = year
+        self._to_crs = None
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (len(self.y), len(self.x))
+
+    def same_as(self, other: "_Grid") -> bool:
+        return (self.shape == other.shape and self.crs == other.crs
+                and np.allclose(self.x, other.x) and np.allclose(self.y, other.y))
+
+    def lonlat_to_xy(self, lon, lat) -> tuple[np.ndarray, np.ndarray]:
+        """Lon/lat (degrees) to the area's CRS (metres); the transformer is made once."""
+        if self._to_crs is None:
+            from pyproj import Transformer
+
+            self._to_crs = Transformer.from_crs("EPSG:4326", self.crs, always_xy=True)
+        x, y = self._to_crs.transform(np.asarray(lon, float), np.asarray(lat, float))
+        return np.asarray(x, float), np.asarray(y, float)
+
+    def xy_to_rowcol(self, x, y) -> tuple[np.ndarray, np.ndarray]:
+        """Row/column of the pixels that contain x/y (may lie outside the area)."""
+        t = self.transform
+        col = np.floor((np.asarray(x) - t.c) / t.a).astype(np.int64)
+        row = np.floor((np.asarray(y) - t.f) / t.e).astype(np.int64)
+        return row, col
+
+    def lonlat_to_rowcol(self, lon, lat) -> tuple[np.ndarray, np.ndarray]:
+        return self.xy_to_rowcol(*self.lonlat_to_xy(lon, lat))
+
+    def inside(self, row, col) -> np.ndarray:
+        h, w = self.shape
+        return (row >= 0) & (row < h) & (col >= 0) & (col < w)
+
+
+def grid_of(obj: Any) -> _Grid:
+    """The grid of a PreparedArea or an embeddings DataArray."""
+    if isinstance(obj, PreparedArea):
+        return obj.grid
+    da = _schema.validate(obj)
+    g = _Grid(da.x.values, da.y.values, da.rio.crs, da.rio.transform(recalc=True), da.attrs,
+              int(da.coords["year"].values))
+    return g
+
+
+class PreparedArea:
+    """An embeddings area held in memory as int8 codes; made by :func:`prepare`."""
+
+    def __init__(self, grid: _Grid, codes: np.ndarray, scales: np.ndarray, inv_norm: np.ndarray,
+                 valid: np.ndarray):
+        self.grid = grid
+        self.codes = codes
+        self.scales = scales
+        self.inv_norm = inv_norm
+        self.valid = valid
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(height, width) in pixels."""
+        return self.grid.shape
+
+    @property
+    def attrs(self) -> dict:
+        return self.grid.attrs
+
+    @property
+    def year(self) -> int:
+        return self.grid.year
+
+    @property
+    def nbytes(self) -> int:
+        return self.codes.nbytes + self.scales.nbytes + self.inv_norm.nbytes + self.valid.nbytes
+
+    def block(self) -> Block:
+        h, w = self.shape
+        return Block(slice(0, h), slice(0, w), self.codes, self.scales, self.inv_norm, self.valid)
+
+    def window(self, rows: slice, cols: slice) -> Block:
+        """A copy of one rectangular window as a :class:`Block`."""
+        h, w = self.shape
+        sel = (np.arange(rows.start, rows.stop)[:, None] * w + np.arange(cols.start, cols.stop)[None, :]).ravel()
+        return Block(rows, cols, self.codes[sel], self.scales[sel], self.inv_norm[sel], self.valid[sel])
+
+    def __repr__(self) -> str:
+        h, w = self.shape
+        return (f"PreparedArea({h} x {w} px, {int(self.valid.sum())} with data, "
+                f"{self.nbytes / 2**20:.0f} MiB, {self.attrs.get('dataset_version')}, {self.year})")
+
+
+def prepare(da: xr.DataArray | PreparedArea, *, block: int = BLOCK) -> PreparedArea:
+    """Load an embeddings area into memory as int8 codes (about 100 MB per tile).
+
+    Pass the result to :func:`predict_map`, :func:`similarity`, :func:`fit_classifier` and
+    the other verbs in place of the DataArray: repeated calls then skip reading and
+    dequantising the tiles.  Also compiles (or loads from cache) the numba kernels, so
+    the first click pays nothing for it.
+    """
+    if isinstance(da, PreparedArea):
+        return da
+    _kernels.warm()
+    grid = grid_of(da)
+    h, w = grid.shape
+    n = h * w
+    codes = np.empty((n, 128), np.int8)
+    scales = np.empty(n, np.float32)
+    c3 = codes.reshape(h, w, 128)
+    s2 = scales.reshape(h, w)
+    from ..io.open import iter_blocks
+
+    for rows, cols, q, s in iter_blocks(da, block=block, quantized=True):
+        if s.ndim == 3:
+            raise SchemaError("per-band scales are not supported by prepare(); open the area as float")
+        c3[rows, cols] = q
+        s2[rows, cols] = s
+    valid = np.isfinite(scales) & (scales != 0)
+    inv_norm = np.empty(n, np.float32)
+    _kernels.run(_kernels.inv_norms, codes, valid, inv_norm)
+    valid &= inv_norm > 0
+    return PreparedArea(grid, codes, scales, inv_norm, valid)
+
+
+def blocks(obj: Any, *, block: int = BLOCK) -> Iterator[Block]:
+    """Walk a PreparedArea (one block, no copies) or a DataArray (blocks of ``block`` px)."""
+    if isinstance(obj, PreparedArea):
+        yield obj.block()
+        return
+    from ..io.open import iter_blocks
+
+    _kernels.warm()
+    for rows, cols, q, s in iter_blocks(obj, block=block, quantized=True):
+        if s.ndim == 3:
+            raise SchemaError("per-band scales are not supported here; open the area as float")
+        n = q.shape[0] * q.shape[1]
+        yield Block(rows, cols, np.ascontiguousarray(q.reshape(n, 128)), np.ascontiguousarray(s.reshape(n)))
+
+
+def new_map(grid: _Grid, data: np.ndarray, *, name: str, attrs: dict | None = None,
+            nodata: Any = None, dims: tuple = ("y", "x"), extra_coords: dict | None = None) -> xr.DataArray:
+    """A DataArray on the area's grid (coords, CRS, transform) holding ``data``."""
+    import rioxarray  # noqa: F401  (registers .rio)
+
+    coords = {"y": grid.y, "x": grid.x, "year": grid.year}
+    if extra_coords:
+        coords.update(extra_coords)
+    out = xr.DataArray(data, dims=dims, coords=coords, name=name, attrs=dict(attrs or {}))
+    out = out.rio.write_crs(grid.crs)
+    out = out.rio.write_transform(grid.transform)
+    if nodata is not None:
+        out = out.rio.write_nodata(nodata, encoded=False)
+    return out
+
+
+def provenance(grid: _Grid) -> dict:
+    """The provenance attrs every map carries."""
+    a = grid.attrs
+    return {"dataset_version": str(a.get("dataset_version", "?")),
+            "dataset_variant": str(a.get("dataset_variant", "?")),
+            "model_generation": str(a.get("model_generation", "?")),
+            "year": int(grid.year), "source": str(a.get("source", ""))}

@@ -1,0 +1,237 @@
+"""Classifier recipes and ``fit_classifier``.
+
+``model="knn"`` is :class:`CosineKNN` (cosine k-nearest neighbours, the usual choice for
+a handful of clicks), ``"logreg"`` a standardised multinomial logistic regression,
+``"rf"`` the random forest of the TESSERA notebook (100 trees); any scikit-learn
+classifier (``fit`` / ``predict_proba``) is accepted too and cloned before fitting.
+
+Every fitted classifier follows scikit-learn's contract.  :func:`predict_map` has fast
+paths for cosine kNN (int8 codes against int8 training codes) and for linear models
+(a standard scaler folds into the weights, and ``x = scale * codes`` folds the
+per-pixel scale into the product), and applies anything else chunk by chunk.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin, clone
+from sklearn.utils.validation import check_is_fitted
+
+from ..exceptions import ClassifierError
+from ..io.quant import quantize
+from .samples import Samples, sample_labels
+
+__all__ = ["CosineKNN", "LabelClassifier", "make_model", "fit_classifier", "linear_form", "MODELS"]
+
+MODELS = ("knn", "logreg", "rf")
+
+
+class CosineKNN(ClassifierMixin, BaseEstimator):
+    """k-nearest-neighbour vote by cosine similarity.
+
+    Same decisions as ``KNeighborsClassifier(metric="cosine")`` with uniform weights;
+    ``weights="similarity"`` weights each vote by its cosine similarity (clipped at 0),
+    which gives a smoother confidence.  The training embeddings are kept as int8 codes
+    (exact for pixels read from quantised tiles), so prediction over an area runs on
+    codes against codes.
+    """
+
+    def __init__(self, n_neighbors: int = 5, weights: str = "uniform"):
+        self.n_neighbors = n_neighbors
+        self.weights = weights
+
+    def fit(self, X, y):
+        X = np.asarray(X, dtype=np.float32)
+        y = np.asarray(y)
+        if X.ndim != 2 or len(X) != len(y):
+            raise ClassifierError(f"X must be (n, d) and y (n,), got {X.shape} and {y.shape}")
+        if np.isnan(X).any():
+            raise ClassifierError("X holds NaN (no-data pixels); sample_labels leaves them out")
+        if self.weights not in ("uniform", "similarity"):
+            raise ClassifierError(f"weights must be 'uniform' or 'similarity', got {self.weights!r}")
+        if int(self.n_neighbors) < 1:
+            raise ClassifierError(f"n_neighbors must be at least 1, got {self.n_neighbors}")
+        self.classes_, self.y_ = np.unique(y, return_inverse=True)
+        codes, _ = quantize(X)
+        self.codes_ = codes.astype(np.int16)
+        norm = np.sqrt((self.codes_.astype(np.int64) ** 2).sum(axis=1)).astype(np.float32)
+        if (norm == 0).any():
+            raise ClassifierError("a training vector is all zeros and has no direction")
+        self.inv_norm_ = (1.0 / norm).astype(np.float32)
+        self.n_neighbors_ = min(int(self.n_neighbors), len(y))
+        self.n_features_in_ = X.shape[1]
+        return self
+
+    def predict_proba(self, X) -> np.ndarray:
+        check_is_fitted(self, "codes_")
+        X = np.asarray(X, dtype=np.float32)
+        nx = np.linalg.norm(X, axis=1)
+        nx[nx == 0] = 1.0
+        T = self.codes_.astype(np.float32) * self.inv_norm_[:, None]
+        out = np.zeros((len(X), len(self.classes_)), np.float32)
+        k = self.n_neighbors_
+        for s in range(0, len(X), 65536):
+            S = (X[s:s + 65536] / nx[s:s + 65536, None]) @ T.T
+            top = np.argsort(-S, axis=1, kind="stable")[:, :k]
+            w = np.ones(top.shape, np.float32)
+            if self.weights == "similarity":
+                w = np.maximum(np.take_along_axis(S, top, axis=1), 0) + np.float32(1e-6)
+            rows = np.repeat(np.arange(len(top)), k)
+            np.add.at(out[s:s + 65536], (rows, self.y_[top].ravel()), w.ravel())
+        out /= out.sum(axis=1, keepdims=True)
+        return out
+
+    def predict(self, X) -> np.ndarray:
+        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+
+
+def make_model(model: Any) -> BaseEstimator:
+    """A fresh estimator for ``"knn"``, ``"logreg"``, ``"rf"`` or a clone of an estimator."""
+    if isinstance(model, str):
+        if model == "knn":
+            return CosineKNN()
+        if model == "logreg":
+            from sklearn.linear_model import LogisticRegression
+            from sklearn.pipeline import make_pipeline
+            from sklearn.preprocessing import StandardScaler
+
+            return make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=2000))
+        if model == "rf":
+            from sklearn.ensemble import RandomForestClassifier
+
+            return RandomForestClassifier(n_estimators=100, random_state=0, n_jobs=-1)
+        raise ClassifierError(f"unknown model {model!r}; use one of {MODELS} or a scikit-learn classifier")
+    if not (hasattr(model, "fit") and hasattr(model, "predict")):
+        raise ClassifierError(f"{type(model).__name__} is not a scikit-learn classifier (no fit/predict)")
+    try:
+        return clone(model)
+    except TypeError as err:
+        raise ClassifierError(f"cannot clone {type(model).__name__}: {err}") from err
+
+
+def linear_form(est: Any) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(W (K, d), b (K,))`` such that ``predict_proba(x) = softmax(W x + b)``, or None.
+
+    Folds leading StandardScalers into the weights.  Binary logistic regression becomes
+    two classes with ``+-z/2`` (softmax of those is the sigmoid).
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    steps = [s for _, s in est.steps] if isinstance(est, Pipeline) else [est]
+    final = steps[-1]
+    if type(final) is not LogisticRegression or final.solver == "liblinear":
+        return None
+    W = np.asarray(final.coef_, np.float64)
+    b = np.asarray(final.intercept_, np.float64)
+    for pre in reversed(steps[:-1]):
+        if pre == "passthrough" or pre is None:
+            continue
+        if type(pre) is not StandardScaler:
+            return None
+        scale = pre.scale_ if pre.with_std and pre.scale_ is not None else np.ones(W.shape[1])
+        mean = pre.mean_ if pre.with_mean and pre.mean_ is not None else np.zeros(W.shape[1])
+        W = W / scale
+        b = b - W @ mean
+    if W.shape[0] == 1:
+        W = np.vstack([-W / 2, W / 2])
+        b = np.array([-b[0] / 2, b[0] / 2])
+    return W.astype(np.float32), b.astype(np.float32)
+
+
+def _describe(est: Any) -> tuple[str, str]:
+    from sklearn.pipeline import Pipeline
+
+    if isinstance(est, Pipeline):
+        name = "Pipeline(" + ", ".join(type(s).__name__ for _, s in est.steps) + ")"
+        params = {f"{n}": s.get_params(deep=False) for n, s in est.steps if hasattr(s, "get_params")}
+    else:
+        name = type(est).__name__
+        params = est.get_params(deep=False) if hasattr(est, "get_params") else {}
+    return name, json.dumps(params, default=str, sort_keys=True)
+
+
+class LabelClassifier(ClassifierMixin, BaseEstimator):
+    """A classifier of embeddings into label classes (what :func:`fit_classifier` returns).
+
+    ``model``: ``"knn"``, ``"logreg"``, ``"rf"`` or a scikit-learn classifier.  After
+    ``fit``: ``estimator_`` (the fitted model), ``classes_`` (class names).  After
+    :func:`fit_classifier` also ``samples_`` (what was sampled and what was skipped),
+    ``colors_`` (class -> colour) and ``provenance_`` (dataset version, year, model and
+    settings, label file), which :func:`predict_map` copies into its maps.
+    """
+
+    def __init__(self, model: Any = "knn"):
+        self.model = model
+
+    def fit(self, X, y):
+        X = np.asarray(X, dtype=np.float32)
+        y = np.asarray(y)
+        check_training_set(y, None)
+        est = make_model(self.model)
+        try:
+            self.estimator_ = est.fit(X, y)
+        except ValueError as err:
+            raise ClassifierError(f"{type(est).__name__} cannot be trained on these labels: {err}") from err
+        if not hasattr(self.estimator_, "predict_proba"):
+            raise ClassifierError(f"{type(est).__name__} has no predict_proba: confidence needs probabilities")
+        self.classes_ = np.asarray(self.estimator_.classes_)
+        self.n_features_in_ = X.shape[1]
+        return self
+
+    def predict_proba(self, X) -> np.ndarray:
+        check_is_fitted(self, "estimator_")
+        return np.asarray(self.estimator_.predict_proba(np.asarray(X, np.float32)), np.float32)
+
+    def predict(self, X) -> np.ndarray:
+        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+
+
+def check_training_set(y: np.ndarray, label_id: np.ndarray | None) -> None:
+    """Refuse training sets that cannot make a classifier, with a message that says why."""
+    classes = np.unique(y)
+    n_labels = len(np.unique(label_id)) if label_id is not None else len(y)
+    if n_labels < 2:
+        raise ClassifierError(
+            f"only {n_labels} label gives a sample; a classifier needs labels of at least two classes"
+        )
+    if len(classes) < 2:
+        raise ClassifierError(
+            f"all {n_labels} labels are of one class ({classes[0]!r}); add labels of at least one other class "
+            "(to find more of one class, use similarity() instead)"
+        )
+
+
+def fit_classifier(da: Any, labels: Any, *, model: Any = "knn", kernel: int = 1) -> LabelClassifier:
+    """Train a classifier on the embeddings under labels.
+
+    Parameters
+    ----------
+    da : embeddings DataArray or :class:`PreparedArea` (faster for repeated refits).
+    labels : a :class:`LabelStore`, label file, GeoDataFrame, GeoJSON dict, list of
+        ``(lon, lat, class)``, or a :class:`Samples` from :func:`sample_labels`.
+    model : ``"knn"`` (cosine k-NN, k=5), ``"logreg"``, ``"rf"``, or any scikit-learn
+        classifier with ``predict_proba``.
+    kernel : window side for point labels (see :func:`sample_labels`).
+
+    Returns a fitted :class:`LabelClassifier`.  Raises ClassifierError for one class or a
+    single label; labels left out while sampling are reported in ``samples_.skipped``.
+    """
+    from .area import grid_of, provenance
+
+    samples = labels if isinstance(labels, Samples) else sample_labels(da, labels, kernel=kernel)
+    check_training_set(samples.y, samples.label_id)
+    clf = LabelClassifier(model).fit(samples.X, samples.y)
+    name, settings = _describe(clf.estimator_)
+    clf.samples_ = samples
+    clf.colors_ = {c: samples.colors.get(c) for c in clf.classes_}
+    prov = provenance(grid_of(da))
+    prov.update({"model": name, "settings": settings, "kernel": int(kernel),
+                 "label_file": samples.meta.get("label_file") or "",
+                 "n_labels": int(len(np.unique(samples.label_id))), "n_samples": int(len(samples))})
+    clf.provenance_ = prov
+    return clf

@@ -1,0 +1,126 @@
+"""``predict_map``: class and confidence (and per-class probability) over an area."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from ..exceptions import ClassifierError, VersionMismatchError
+from . import _kernels
+from .area import blocks, grid_of, new_map, provenance
+from .models import CosineKNN, LabelClassifier, linear_form
+
+__all__ = ["predict_map", "NODATA_CLASS"]
+
+#: Class value of pixels without data in the class map (uint8).
+NODATA_CLASS = 255
+_BATCH = 65536
+
+
+def _predict_block(blk, est, fast, n_cls, want_prob):
+    n = len(blk.scales)
+    cls = np.empty(n, np.uint8)
+    conf = np.empty(n, np.float32)
+    prob = np.empty((n_cls, n if want_prob else 0), np.float32)
+    if fast[0] == "knn":
+        _kernels.run(_kernels.knn_classify, blk.codes, blk.valid, est.codes_, est.inv_norm_,
+                     est.y_.astype(np.int64), n_cls, est.n_neighbors_, est.weights == "similarity",
+                     cls, conf, prob, want_prob)
+    elif fast[0] == "linear":
+        W, b = fast[1]
+        _kernels.run(_kernels.linear_classify, blk.codes, blk.scales, W, b, blk.valid, True, cls, conf, prob,
+                     want_prob)
+    else:
+        cls.fill(NODATA_CLASS)
+        conf.fill(np.nan)
+        if want_prob:
+            prob.fill(np.nan)
+        idx = np.flatnonzero(blk.valid)
+        for s in range(0, len(idx), _BATCH):
+            ii = idx[s:s + _BATCH]
+            p = np.asarray(est.predict_proba(blk.features(ii)), np.float32)
+            k = np.argmax(p, axis=1)
+            cls[ii] = k
+            conf[ii] = p[np.arange(len(ii)), k]
+            if want_prob:
+                prob[:, ii] = p.T
+    return cls, conf, prob
+
+
+def predict_map(da: Any, clf: Any, *, probabilities: bool = False, block: int = 512) -> xr.Dataset:
+    """Apply a fitted classifier to every pixel of an area.
+
+    Parameters
+    ----------
+    da : embeddings DataArray (walked in ``block`` x ``block`` pixel blocks of int8 codes,
+        so memory stays bounded) or a :class:`PreparedArea` (one pass over codes in memory).
+    clf : from :func:`fit_classifier`, or any fitted scikit-learn classifier with
+        ``predict_proba`` trained on dequantised embeddings.
+    probabilities : also return ``probability`` (class_name, y, x).
+
+    Returns
+    -------
+    Dataset on the area's grid (CRS written, so ``.rio.to_raster`` works) with
+    ``class`` (uint8 index into ``attrs["classes"]``, 255 where there is no data) and
+    ``confidence`` (float32 probability of the winning class, NaN where there is no data),
+    plus provenance attrs (dataset version, year, model, settings, label file).
+    """
+    if not hasattr(clf, "classes_") or not hasattr(clf, "predict_proba"):
+        raise ClassifierError("clf must be a fitted classifier (from fit_classifier) with predict_proba")
+    grid = grid_of(da)
+    prov = dict(getattr(clf, "provenance_", {}) or {})
+    have = str(grid.attrs.get("dataset_version", ""))
+    if prov.get("dataset_version") and have and prov["dataset_version"] != have:
+        raise VersionMismatchError(
+            f"the classifier was trained on dataset version {prov['dataset_version']!r} but the area is "
+            f"{have!r}; embeddings of different versions live in unrelated feature spaces"
+        )
+    est = clf.estimator_ if isinstance(clf, LabelClassifier) else clf
+    classes = [str(c) for c in clf.classes_]
+    n_cls = len(classes)
+    if n_cls > 254:
+        raise ClassifierError("at most 254 classes fit the uint8 class map")
+    if isinstance(est, CosineKNN):
+        fast = ("knn",)
+    else:
+        lf = linear_form(est)
+        fast = ("linear", lf) if lf is not None and lf[0].shape[1] == 128 else ("generic",)
+    h, w = grid.shape
+    cls_map = conf_map = prob_map = None
+    for blk in blocks(da, block=block):
+        c, f, p = _predict_block(blk, est, fast, n_cls, probabilities)
+        bh, bw = blk.shape
+        if bh == h and bw == w:
+            cls_map, conf_map = c.reshape(h, w), f.reshape(h, w)
+            prob_map = p.reshape(n_cls, h, w) if probabilities else None
+            continue
+        if cls_map is None:
+            cls_map = np.full((h, w), NODATA_CLASS, np.uint8)
+            conf_map = np.full((h, w), np.nan, np.float32)
+            prob_map = np.full((n_cls, h, w), np.nan, np.float32) if probabilities else None
+        cls_map[blk.rows, blk.cols] = c.reshape(bh, bw)
+        conf_map[blk.rows, blk.cols] = f.reshape(bh, bw)
+        if probabilities:
+            prob_map[:, blk.rows, blk.cols] = p.reshape(n_cls, bh, bw)
+    colors = getattr(clf, "colors_", {}) or {}
+    base = provenance(grid)
+    base.update({k: v for k, v in prov.items() if k not in base})
+    base.setdefault("model", type(est).__name__)
+    base["classes"] = classes
+    base["colors"] = [colors.get(c) or "" for c in classes]
+    base["fast_path"] = fast[0]
+    cls_da = new_map(grid, cls_map, name="class", nodata=NODATA_CLASS,
+                     attrs={"long_name": "class", "classes": classes, "colors": base["colors"],
+                            "flag_values": list(range(n_cls)), "flag_meanings": " ".join(
+                                c.replace(" ", "_") for c in classes)})
+    conf_da = new_map(grid, conf_map, name="confidence", nodata=np.nan,
+                      attrs={"long_name": "probability of the winning class", "units": "1"})
+    data = {"class": cls_da, "confidence": conf_da}
+    if probabilities:
+        data["probability"] = new_map(grid, prob_map, name="probability", nodata=np.nan,
+                                      dims=("class_name", "y", "x"), extra_coords={"class_name": classes},
+                                      attrs={"long_name": "class probability", "units": "1"})
+    ds = xr.Dataset(data, attrs={**base, "product": "classification"})
+    return ds
