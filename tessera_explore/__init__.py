@@ -30,6 +30,10 @@ _LAZY: dict[str, str] = {
     # projections
     "project": "tessera_explore.project:project",
     "to_rgb": "tessera_explore.project:to_rgb",
+    "warm_up_umap": "tessera_explore.project:warm_up_umap",
+    "overlay": "tessera_explore.widgets.overlay:overlay",
+    "overlay_image": "tessera_explore.widgets.overlay:overlay_image",
+    "scatter": "tessera_explore.widgets.scatter:scatter",
     # labelling and analysis
     "LabelStore": "tessera_explore.classify:LabelStore",
     "sample_labels": "tessera_explore.classify:sample_labels",
