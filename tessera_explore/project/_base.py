@@ -164,16 +164,25 @@ class Projection(TransformerMixin, BaseEstimator):
         return components_array(self._transform_area(X), X, self)
 
     def _transform_area(self, da: xr.DataArray) -> np.ndarray:
-        from ..io.open import iter_blocks
+        from ..io.open import _mosaic_window, iter_blocks
 
+        # int8 codes straight from the tiles where there are tiles; float arrays (live
+        # encoder output, computed arrays) are projected as they are, never re-quantised
+        quantized = _mosaic_window(da) is not None
         k = int(self.n_components)
         out = np.full((k, da.sizes["y"], da.sizes["x"]), np.nan, dtype=np.float32)
         with _blas_single_thread():
-            for rows, cols, q, s in iter_blocks(da, block=TRANSFORM_BLOCK, quantized=True):
-                valid = np.isfinite(s) & (s != 0)
+            for rows, cols, v, s in iter_blocks(da, block=TRANSFORM_BLOCK, quantized=quantized):
+                if quantized:
+                    valid = np.isfinite(s) & (s != 0)
+                else:
+                    valid = np.isfinite(v).all(axis=-1)
                 if not valid.any():
                     continue
-                comps = self._transform_codes(q[valid], s[valid])
+                if quantized:
+                    comps = self._transform_codes(v[valid], s[valid])
+                else:
+                    comps = self._transform_values(v[valid])
                 view = out[:, rows, cols]
                 for i in range(k):
                     view[i][valid] = comps[:, i]

@@ -27,19 +27,24 @@ class PixelSample:
     """Pixels drawn from an embeddings array, kept quantised.
 
     ``codes`` int8 ``(n, 128)``, ``scales`` float32 ``(n,)`` (all valid), and the
-    pixels' ``rows``/``cols`` in the array.
+    pixels' ``rows``/``cols`` in the array.  For arrays that do not come from tiles
+    (float embeddings) ``floats`` holds the exact values and the codes are their
+    quantisation.
     """
 
     codes: np.ndarray
     scales: np.ndarray
     rows: np.ndarray
     cols: np.ndarray
+    floats: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.scales.shape[0])
 
     def values(self) -> np.ndarray:
-        """Dequantised float32 embeddings ``(n, 128)``."""
+        """Float32 embeddings ``(n, 128)`` (dequantised codes, or the exact floats)."""
+        if self.floats is not None:
+            return self.floats.copy()
         out = self.codes.astype(np.float32)
         out *= self.scales[:, None]
         return out
@@ -99,14 +104,16 @@ def stratified_sample(da: xr.DataArray, n: int, *, random_state=None) -> PixelSa
     Areas with fewer than ``n`` pixels give every valid pixel.  Where part of the area
     has no data the sample is smaller than ``n`` (the cells there are empty).
     """
-    from ..io.open import iter_blocks
+    from ..io.open import _mosaic_window, iter_blocks
+    from ..io.quant import quantize
 
     seed = seed_of(random_state)
     H, W = da.sizes["y"], da.sizes["x"]
     cy, cx = cell_shape(H, W, int(n))
-    codes, scales, rows, cols = [], [], [], []
-    for rs, cs, q, s in iter_blocks(da, block=_block_side(cy, cx), quantized=True):
-        valid = np.isfinite(s) & (s != 0)
+    quantized = _mosaic_window(da) is not None
+    codes, scales, rows, cols, floats = [], [], [], [], []
+    for rs, cs, q, s in iter_blocks(da, block=_block_side(cy, cx), quantized=quantized):
+        valid = (np.isfinite(s) & (s != 0)) if quantized else np.isfinite(q).all(axis=-1)
         if not valid.any():
             continue
         if cy == cx == 1:
@@ -114,12 +121,20 @@ def stratified_sample(da: xr.DataArray, n: int, *, random_state=None) -> PixelSa
         else:
             rng = np.random.default_rng([seed, rs.start, cs.start])
             r, c = _draw_in_cells(valid, cy, cx, rng)
-        codes.append(q[r, c])
-        scales.append(s[r, c].astype(np.float32))
+        if quantized:
+            codes.append(q[r, c])
+            scales.append(s[r, c].astype(np.float32))
+        else:
+            f = q[r, c].astype(np.float32)
+            qq, ss = quantize(f)
+            floats.append(f)
+            codes.append(qq)
+            scales.append(ss)
         rows.append(r + rs.start)
         cols.append(c + cs.start)
     if not codes:
         return PixelSample(np.empty((0, 128), np.int8), np.empty(0, np.float32),
                            np.empty(0, np.int64), np.empty(0, np.int64))
     return PixelSample(np.concatenate(codes), np.concatenate(scales),
-                       np.concatenate(rows).astype(np.int64), np.concatenate(cols).astype(np.int64))
+                       np.concatenate(rows).astype(np.int64), np.concatenate(cols).astype(np.int64),
+                       np.concatenate(floats) if floats else None)

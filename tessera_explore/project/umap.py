@@ -3,7 +3,8 @@
 ``umap-learn`` compiles its numba kernels on first use (tens of seconds on 2 cores).
 :func:`warm_up_umap` does that once per process in a background thread, with its
 progress in attributes (and a tqdm bar on request); nothing else waits for it except
-a UMAP fit, which joins it.  ``umap`` is imported only inside functions here.
+a UMAP fit started while it runs, which joins it (without a warm-up, the first fit
+compiles what it needs itself).  ``umap`` is imported only inside functions here.
 
 Transforming the area: every pixel is put at the membership-weighted mean of the
 layout positions of its ``n_neighbors`` nearest sample pixels, from UMAP's own
@@ -241,7 +242,8 @@ class UMAPProjection(Projection):
     def _fit_values(self, X: np.ndarray) -> None:
         from .pca import PCAProjection
 
-        warm_up_umap().wait()
+        if _WARMUP is not None:  # a warm-up under way: join it rather than compile twice
+            _WARMUP.wait()
         umap = _import_umap()
         n = X.shape[0]
         if self.pca_components is not None and int(self.pca_components) < X.shape[1]:
