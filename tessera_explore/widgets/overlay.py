@@ -145,6 +145,7 @@ def _categories(da: xr.DataArray, values: np.ndarray, categories, colors):
     """Sorted class values, names and colours."""
     names: dict[int, str] = {}
     cols: dict[int, str] = {}
+    from_attrs = categories is None
     if categories is None:
         if "classes" in da.attrs:
             categories = list(np.atleast_1d(da.attrs["classes"]))
@@ -170,7 +171,7 @@ def _categories(da: xr.DataArray, values: np.ndarray, categories, colors):
                 "(or a float array) for a colour map"
             )
         names = {int(v): str(int(v)) for v in present}
-    if colors is None:
+    if colors is None and from_attrs:
         colors = da.attrs.get("class_colors", da.attrs.get("colors"))
     if colors is not None:
         if isinstance(colors, dict):
@@ -250,7 +251,7 @@ def _prereduce(da: xr.DataArray, kind: str, max_pixels: int) -> xr.DataArray:
         return da
     if kind == "categorical":
         return da.isel(y=slice(k // 2, None, k), x=slice(k // 2, None, k))
-    out = da.astype(np.float32).coarsen(y=k, x=k, boundary="trim").mean(skipna=True)
+    out = da.astype(np.float32).coarsen(y=k, x=k, boundary="trim").mean()  # NaN-skipping
     return out.assign_attrs(da.attrs)
 
 
@@ -291,7 +292,7 @@ def _warp_nearest(src: np.ndarray, src_crs, src_transform, dst_transform, dst_sh
     GX, GY = np.meshgrid(gx, gy)
     sx, sy = Transformer.from_crs(WEB_MERCATOR, src_crs, always_xy=True).transform(GX, GY)
     inv = ~src_transform
-    fc, fr = inv * (np.asarray(sx), np.asarray(sy))
+    fc, fr = inv @ (np.asarray(sx), np.asarray(sy))
     fc = _lattice_interp(np.asarray(fc, float), li, lj, h, w)
     fr = _lattice_interp(np.asarray(fr, float), li, lj, h, w)
     sh, sw = src.shape[1:]
