@@ -133,10 +133,11 @@ def knn_classify(codes, valid, T, t_inv, t_cls, n_classes, k, weighted, out_cls,
     """
     n = codes.shape[0]
     m = T.shape[0]
-    D = codes.shape[1]
     nblk = (n + _CHUNK - 1) // _CHUNK
     for blk in prange(nblk):
-        row = np.empty(D, np.int16)
+        row = np.empty(128, np.int16)
+        sc = np.empty(m, np.int32)
+        sf = np.empty(m, np.float32)
         top_s = np.empty(k, np.float32)
         top_j = np.empty(k, np.int64)
         votes = np.empty(n_classes, np.float32)
@@ -148,31 +149,45 @@ def knn_classify(codes, valid, T, t_inv, t_cls, n_classes, k, weighted, out_cls,
                     for c in range(n_classes):
                         out_prob[c, i] = np.float32(np.nan)
                 continue
-            acc2 = np.int32(0)
-            for d in range(D):
+            for d in range(128):
                 row[d] = codes[i, d]
-                acc2 += np.int32(row[d]) * np.int32(row[d])
-            inv_i = np.float32(1.0 / np.sqrt(np.float64(acc2))) if acc2 > 0 else np.float32(0.0)
-            filled = 0
+            # all dot products first, kept as int32: this loop vectorises (int16 x int16 -> int32);
+            # scaling inside it halves the speed
             for j in range(m):
                 acc = np.int32(0)
-                for d in range(D):
+                for d in range(128):
                     acc += np.int32(row[d] * T[j, d])
-                s = np.float32(acc) * t_inv[j]
-                # keep the k best in descending order (insertion; k is small)
-                if filled < k:
-                    p = filled
-                    filled += 1
-                elif s > top_s[k - 1]:
-                    p = k - 1
-                else:
-                    continue
-                while p > 0 and top_s[p - 1] < s:
-                    top_s[p] = top_s[p - 1]
-                    top_j[p] = top_j[p - 1]
-                    p -= 1
-                top_s[p] = s
-                top_j[p] = j
+                sc[j] = acc
+            # then the k best (unordered: the vote needs no order).  Replace the weakest
+            # of the current k when a better one comes; ties keep the earlier training
+            # pixel, as a stable sort would.  (k <= m, checked by the caller.)
+            for j in range(m):
+                sf[j] = np.float32(sc[j]) * t_inv[j]
+            for p in range(k):
+                top_s[p] = sf[p]
+                top_j[p] = p
+            mn = 0
+            for p in range(1, k):
+                if top_s[p] <= top_s[mn]:
+                    mn = p
+            kth = top_s[mn]
+            for j in range(k, m):
+                s = sf[j]
+                if s > kth:
+                    top_s[mn] = s
+                    top_j[mn] = j
+                    mn = 0
+                    for p in range(1, k):
+                        if top_s[p] < top_s[mn] or (top_s[p] == top_s[mn] and top_j[p] > top_j[mn]):
+                            mn = p
+                    kth = top_s[mn]
+            filled = k
+            inv_i = np.float32(0.0)
+            if weighted:
+                acc2 = np.int32(0)
+                for d in range(128):
+                    acc2 += np.int32(row[d] * row[d])
+                inv_i = np.float32(1.0 / np.sqrt(np.float64(acc2))) if acc2 > 0 else np.float32(0.0)
             for c in range(n_classes):
                 votes[c] = 0.0
             tot = np.float32(0.0)

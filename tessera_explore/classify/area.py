@@ -204,19 +204,35 @@ def blocks(obj: Any, *, block: int = BLOCK) -> Iterator[Block]:
         yield Block(rows, cols, np.ascontiguousarray(q.reshape(n, 128)), np.ascontiguousarray(s.reshape(n)))
 
 
+def _spatial_ref(grid: _Grid) -> xr.Variable:
+    """The ``spatial_ref`` coordinate (CRS and GeoTransform) of a grid, built once."""
+    ref = getattr(grid, "_sref", None)
+    if ref is None:
+        import rioxarray  # noqa: F401  (registers .rio)
+
+        tiny = xr.DataArray(np.zeros((1, 1), np.uint8), dims=("y", "x"),
+                            coords={"y": grid.y[:1], "x": grid.x[:1]})
+        tiny = tiny.rio.write_crs(grid.crs).rio.write_transform(grid.transform)
+        ref = tiny.coords["spatial_ref"].variable
+        grid._sref = ref
+    return ref
+
+
 def new_map(grid: _Grid, data: np.ndarray, *, name: str, attrs: dict | None = None,
             nodata: Any = None, dims: tuple = ("y", "x"), extra_coords: dict | None = None) -> xr.DataArray:
-    """A DataArray on the area's grid (coords, CRS, transform) holding ``data``."""
-    import rioxarray  # noqa: F401  (registers .rio)
+    """A DataArray on the area's grid (coords, CRS, transform) holding ``data``.
 
-    coords = {"y": grid.y, "x": grid.x, "year": grid.year}
+    Built directly (rioxarray's writers deep-copy the data, 25 ms a map on a full tile);
+    ``.rio.crs``, ``.rio.transform()`` and ``.rio.nodata`` read it as usual.
+    """
+    coords = {"y": grid.y, "x": grid.x, "year": grid.year, "spatial_ref": _spatial_ref(grid)}
     if extra_coords:
         coords.update(extra_coords)
-    out = xr.DataArray(data, dims=dims, coords=coords, name=name, attrs=dict(attrs or {}))
-    out = out.rio.write_crs(grid.crs)
-    out = out.rio.write_transform(grid.transform)
+    attrs = dict(attrs or {})
     if nodata is not None:
-        out = out.rio.write_nodata(nodata, encoded=False)
+        attrs["_FillValue"] = np.array(nodata, dtype=data.dtype)[()]
+    out = xr.DataArray(data, dims=dims, coords=coords, name=name, attrs=attrs)
+    out.encoding["grid_mapping"] = "spatial_ref"
     return out
 
 

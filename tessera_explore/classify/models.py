@@ -56,7 +56,7 @@ class CosineKNN(ClassifierMixin, BaseEstimator):
             raise ClassifierError(f"n_neighbors must be at least 1, got {self.n_neighbors}")
         self.classes_, self.y_ = np.unique(y, return_inverse=True)
         codes, _ = quantize(X)
-        self.codes_ = codes.astype(np.int16)
+        self.codes_ = np.ascontiguousarray(codes, np.int16)
         norm = np.sqrt((self.codes_.astype(np.int64) ** 2).sum(axis=1)).astype(np.float32)
         if (norm == 0).any():
             raise ClassifierError("a training vector is all zeros and has no direction")
@@ -140,7 +140,7 @@ def linear_form(est: Any) -> tuple[np.ndarray, np.ndarray] | None:
     if W.shape[0] == 1:
         W = np.vstack([-W / 2, W / 2])
         b = np.array([-b[0] / 2, b[0] / 2])
-    return W.astype(np.float32), b.astype(np.float32)
+    return np.ascontiguousarray(W, np.float32), np.ascontiguousarray(b, np.float32)
 
 
 def _describe(est: Any) -> tuple[str, str]:
@@ -173,8 +173,14 @@ class LabelClassifier(ClassifierMixin, BaseEstimator):
         y = np.asarray(y)
         check_training_set(y, None)
         est = make_model(self.model)
+        from threadpoolctl import threadpool_limits
+
         try:
-            self.estimator_ = est.fit(X, y)
+            # one BLAS thread: a few hundred samples gain nothing from more, and OpenBLAS
+            # threads left spinning afterwards halve the speed of the numba kernels that
+            # follow on a 2-core machine (measured: logreg refit 170 ms -> a few ms)
+            with threadpool_limits(limits=1, user_api="blas"):
+                self.estimator_ = est.fit(X, y)
         except ValueError as err:
             raise ClassifierError(f"{type(est).__name__} cannot be trained on these labels: {err}") from err
         if not hasattr(self.estimator_, "predict_proba"):
