@@ -186,23 +186,25 @@ def scatter(
     ``panel.ipywidget(...)``.
     """
     import holoviews as hv
+    import holoviews.plotting.bokeh  # noqa: F401  (registers the bokeh options; prints nothing, loads no JS)
 
     pts = scatter_points(components, dims=dims, color=color, rgb=rgb, class_names=class_names,
                          class_colors=class_colors)
     x0, y0, x1, y1 = pts.bounds()
     labels = [f"{components.attrs.get('projection', 'component').upper()} {d}" for d in dims]
 
+    if tools is None:
+        tools = ["box_select", "lasso_select"]
+    style = dict(width=int(width), height=int(height), tools=list(tools), active_tools=["box_select", "wheel_zoom"],
+                 xlabel=labels[0], ylabel=labels[1])
+
     def render(x_range=None, y_range=None):
         xr_ = x_range if x_range is not None else (x0, x1)
         yr_ = y_range if y_range is not None else (y0, y1)
         img = scatter_image(pts, width=width, height=height, x_range=xr_, y_range=yr_)
-        return hv.RGB(img, bounds=(xr_[0], yr_[0], xr_[1], yr_[1]), kdims=labels)
+        return hv.RGB(img, bounds=(xr_[0], yr_[0], xr_[1], yr_[1]), kdims=labels).opts(backend="bokeh", **style)
 
     stream = hv.streams.RangeXY(x_range=(x0, x1), y_range=(y0, y1))
     dmap = hv.DynamicMap(render, streams=[stream])
-    if tools is None:
-        tools = ["box_select", "lasso_select"]
-    dmap = dmap.opts(hv.opts.RGB(width=int(width), height=int(height), tools=list(tools),
-                                 active_tools=["box_select", "wheel_zoom"], xlabel=labels[0], ylabel=labels[1]))
     dmap.points = pts
     return dmap
