@@ -1,0 +1,123 @@
+"""fit_classifier and predict_map: fast paths against scikit-learn, maps, bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import tessera_explore as te
+from tessera_explore.classify import CosineKNN, LabelClassifier
+from tessera_explore.exceptions import ClassifierError, VersionMismatchError
+from tessera_explore.testing import CLASSES
+
+
+def _valid_features(area):
+    X = area.transpose("y", "x", "band").values.reshape(-1, 128)
+    ok = ~np.isnan(X[:, 0])
+    return X, ok
+
+
+def _accuracy(res, scene):
+    _, _, truth = scene
+    names = res.attrs["classes"]
+    cl = res["class"].values
+    known = np.isin(truth, [CLASSES.index(n) for n in names]) & (cl != 255)
+    lut = np.array([CLASSES.index(n) for n in names])
+    return float((lut[cl[known]] == truth[known]).mean())
+
+
+@pytest.mark.parametrize("model", ["knn", "logreg", "rf"])
+def test_maps_find_the_true_classes(area24, prepared24, labels5, scene24, model):
+    clf = te.fit_classifier(prepared24, labels5, model=model)
+    res = te.predict_map(prepared24, clf, probabilities=True)
+    assert res.attrs["fast_path"] == {"knn": "knn", "logreg": "linear", "rf": "generic"}[model]
+    assert _accuracy(res, scene24) > 0.9
+    nod = np.isnan(area24.isel(band=0).values)
+    assert (res["class"].values[nod] == 255).all() and np.isnan(res.confidence.values[nod]).all()
+    assert (res["class"].values[~nod] < 5).all()
+    conf = res.confidence.values[~nod]
+    assert ((conf > 0) & (conf <= 1 + 1e-6)).all()
+    np.testing.assert_allclose(res.probability.sum("class_name").values[~nod], 1, atol=1e-5)
+    np.testing.assert_allclose(res.probability.max("class_name").values[~nod], conf, atol=1e-6)
+    assert res.rio.crs == area24.rio.crs and res["class"].rio.nodata == 255
+    assert res.attrs["dataset_version"] == "v1" and res.attrs["year"] == 2024 and res.attrs["n_labels"] == 40
+    # the DataArray path (block by block) gives the same map
+    res2 = te.predict_map(area24, clf, block=32)
+    np.testing.assert_array_equal(res2["class"].values, res["class"].values)
+    np.testing.assert_allclose(res2.confidence.values, res.confidence.values, rtol=1e-5)
+
+
+def test_knn_on_codes_matches_sklearn_cosine_knn(area24, prepared24, labels5):
+    from sklearn.neighbors import KNeighborsClassifier
+
+    s = te.sample_labels(prepared24, labels5)
+    X, ok = _valid_features(area24)
+    ref = KNeighborsClassifier(n_neighbors=5, metric="cosine", algorithm="brute").fit(s.X, s.y)
+    clf = te.fit_classifier(prepared24, s)
+    res = te.predict_map(prepared24, clf, probabilities=True)
+    ours = np.array(res.attrs["classes"])[res["class"].values.ravel()[ok]]
+    assert (ours == ref.predict(X[ok])).mean() > 0.999
+    np.testing.assert_allclose(res.probability.values.reshape(5, -1)[:, ok].T, ref.predict_proba(X[ok]), atol=1e-6)
+    # the numpy predict_proba of the estimator agrees with the kernel
+    np.testing.assert_allclose(clf.predict_proba(X[ok]), ref.predict_proba(X[ok]), atol=1e-6)
+    # similarity-weighted votes
+    w = te.fit_classifier(prepared24, s, model=CosineKNN(n_neighbors=7, weights="similarity"))
+    rw = te.predict_map(prepared24, w, probabilities=True)
+    np.testing.assert_allclose(rw.probability.values.reshape(5, -1)[:, ok].T, w.predict_proba(X[ok]), atol=1e-4)
+
+
+@pytest.mark.parametrize("classes", [("forest", "maize"), ("built-up", "forest", "grassland", "cereal", "maize")])
+def test_linear_fast_path_matches_predict_proba(area24, prepared24, draw, classes):
+    labels = draw(classes, 6, seed=3)
+    clf = te.fit_classifier(prepared24, labels, model="logreg")
+    res = te.predict_map(prepared24, clf, probabilities=True)
+    X, ok = _valid_features(area24)
+    np.testing.assert_allclose(res.probability.values.reshape(len(classes), -1)[:, ok].T,
+                               clf.predict_proba(X[ok]), atol=2e-5)
+
+
+def test_any_sklearn_classifier(prepared24, labels5, scene24):
+    from sklearn.naive_bayes import GaussianNB
+
+    clf = te.fit_classifier(prepared24, labels5, model=GaussianNB())
+    assert isinstance(clf, LabelClassifier) and isinstance(clf.estimator_, GaussianNB)
+    res = te.predict_map(prepared24, clf)
+    assert res.attrs["fast_path"] == "generic" and res.attrs["model"] == "GaussianNB"
+    assert _accuracy(res, scene24) > 0.8
+    # a plain fitted estimator works too
+    s = te.sample_labels(prepared24, labels5)
+    res2 = te.predict_map(prepared24, GaussianNB().fit(s.X, s.y))
+    np.testing.assert_array_equal(res2["class"].values, res["class"].values)
+
+
+def test_bad_training_sets(prepared24, area24, labels5, scene24):
+    one = [l for l in labels5 if l[2] == "forest"]
+    with pytest.raises(ClassifierError, match="one class"):
+        te.fit_classifier(prepared24, one)
+    with pytest.raises(ClassifierError, match="only 1 label"):
+        te.fit_classifier(prepared24, labels5[:1])
+    with pytest.raises(ClassifierError, match="unknown model"):
+        te.fit_classifier(prepared24, labels5, model="svm")
+    with pytest.raises(ClassifierError, match="not a scikit-learn classifier"):
+        te.fit_classifier(prepared24, labels5, model=object())
+    # two labels, two classes: kNN with k > labels still works
+    two = [labels5[0], labels5[-1]]
+    res = te.predict_map(prepared24, te.fit_classifier(prepared24, two))
+    assert set(np.unique(res["class"].values)) <= {0, 1, 255}
+    # a classifier of another dataset version
+    clf = te.fit_classifier(prepared24, labels5)
+    other = area24.assign_attrs(dataset_version="v2-2B-L~beta1", model_generation="v2")
+    with pytest.raises(VersionMismatchError, match="v2-2B-L~beta1"):
+        te.predict_map(other, clf)
+    with pytest.raises(ClassifierError, match="fitted"):
+        te.predict_map(prepared24, object())
+
+
+def test_map_writes_with_rioxarray(prepared24, labels5, tmp_path):
+    import rasterio
+
+    res = te.predict_map(prepared24, te.fit_classifier(prepared24, labels5))
+    res["confidence"].rio.to_raster(tmp_path / "c.tif")
+    with rasterio.open(tmp_path / "c.tif") as src:
+        assert src.crs == prepared24.grid.crs and src.transform == prepared24.grid.transform
+        np.testing.assert_array_equal(np.isnan(src.read(1)), np.isnan(res.confidence.values))
