@@ -44,6 +44,7 @@ _LAZY: dict[str, str] = {
     "cluster": "tessera_explore.classify:cluster",
     "evaluate": "tessera_explore.classify:evaluate",
     "export_map": "tessera_explore.classify:export_map",
+    "prepare": "tessera_explore.classify:prepare",
     # live encoder (torch loads only when it is used)
     "encoder": "tessera_explore.encoder:",
 }
