@@ -166,6 +166,7 @@ class LabelStore:
         store._undo, store._redo = [], []
         store._state = _State((), (), 1)
         store._state = store._merged(store._state, ls, path, keep_ids=True)
+        store._adopt(ls, path)
         store._path = target
         if target != path:
             store._write(store._state)
@@ -347,7 +348,13 @@ class LabelStore:
         ls = _io.read_labels(source, format=format)
         before = len(self)
         src = ls.meta.get("path", "labels")
+        if ls.meta.get("year") is not None:
+            try:
+                int(ls.meta["year"])
+            except (TypeError, ValueError):
+                raise LabelError(f"{src}: year {ls.meta['year']!r} is not a number") from None
         self._change(lambda st: self._merged(st, ls, src, keep_ids=False))
+        self._adopt(ls, src)
         return len(self) - before
 
     def undo(self) -> bool:
@@ -516,11 +523,17 @@ class LabelStore:
             next_id = max(next_id, lid + 1)
             used.add(lid)
             labels.append(Label(lid, r.cls, r.geometry, r.created or _io.now()))
+        return replace(st, labels=tuple(labels), next_id=next_id)
+
+    def _adopt(self, ls: "_io.LabelSet", src: str) -> None:
+        """Take the file's dataset version and year where the store has none."""
+        version, year = ls.meta.get("dataset_version"), ls.meta.get("year")
+        if year is not None:
+            try:
+                year = int(year)
+            except (TypeError, ValueError):
+                raise LabelError(f"{src}: year {year!r} is not a number") from None
         if version is not None and self.dataset_version is None:
             self.dataset_version = str(version)
-        if ls.meta.get("year") is not None and self.year is None:
-            try:
-                self.year = int(ls.meta["year"])
-            except (TypeError, ValueError):
-                raise LabelError(f"{src}: year {ls.meta['year']!r} is not a number") from None
-        return replace(st, labels=tuple(labels), next_id=next_id)
+        if year is not None and self.year is None:
+            self.year = year

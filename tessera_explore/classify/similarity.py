@@ -22,7 +22,14 @@ METRICS = ("cosine", "euclidean")
 REDUCE = ("mean", "max")
 
 
+def _as_point(q: Any) -> Any:
+    """A Label (or anything with a Point ``geometry``) stands for its point."""
+    g = getattr(q, "geometry", None)
+    return g if g is not None and getattr(g, "geom_type", None) == "Point" and not hasattr(q, "columns") else q
+
+
 def _is_lonlat(q: Any) -> bool:
+    q = _as_point(q)
     if hasattr(q, "geom_type"):
         return q.geom_type == "Point"
     if isinstance(q, (tuple, list)) and len(q) == 2:
@@ -47,6 +54,7 @@ def query_vectors(area: Any, query: Any, *, what: str = "query") -> tuple[np.nda
     if not pts or not all(_is_lonlat(p) for p in pts):
         raise LabelError(f"{what}: expected (lon, lat), a list of (lon, lat), shapely Points or (m, 128) vectors; "
                          f"got {query!r:.100}")
+    pts = [_as_point(p) for p in pts]
     lonlat = [(float(p.x), float(p.y)) if hasattr(p, "geom_type") else (float(p[0]), float(p[1])) for p in pts]
     grid = grid_of(area)
     lon, lat = np.array(lonlat).T
@@ -111,7 +119,8 @@ def similarity(da: Any, query: Any, *, negatives: Any = None, reduce: str = "mea
     Parameters
     ----------
     da : embeddings DataArray or :class:`PreparedArea` (fast: one pass over codes in memory).
-    query : a pixel ``(lon, lat)`` (or shapely Point), a list of them, or embedding vectors
+    query : a pixel ``(lon, lat)`` (or a shapely Point, or a point :class:`Label` of a
+        LabelStore), a list of them, or embedding vectors
         ``(128,)`` / ``(m, 128)``.
     negatives : pixels (same forms) to move away from: the result is the similarity to the
         positives minus the similarity to the negatives.

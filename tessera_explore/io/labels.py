@@ -34,6 +34,8 @@ __all__ = [
     "to_upstream_json",
     "write_json_atomic",
     "check_color",
+    "check_geometry",
+    "from_geodataframe",
     "now",
 ]
 

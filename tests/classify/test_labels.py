@@ -232,3 +232,18 @@ def test_observers_and_threads(tmp_path):
         t.join()
     assert len(s) == 20 and len(_file(s)["features"]) == 20 and seen.count("change") == 20
     assert len({l.id for l in s}) == 20
+
+
+def test_loading_adopts_version_and_year_of_the_file(tmp_path):
+    src = LabelStore(tmp_path / "a.geojson", dataset_version="v1.1-cam", year=2021, classes=["forest"])
+    src.add_point(0.15, 52.05, "forest")
+    s = LabelStore()
+    assert s.load(src.path) == 1
+    assert (s.dataset_version, s.year) == ("v1.1-cam", 2021)
+    doc = src.to_geojson()
+    doc["properties"]["year"] = "last year"
+    (tmp_path / "b.geojson").write_text(json.dumps(doc))
+    t = LabelStore()
+    with pytest.raises(LabelError, match="not a number"):
+        t.load(tmp_path / "b.geojson")
+    assert len(t) == 0 and t.year is None

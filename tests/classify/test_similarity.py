@@ -92,3 +92,16 @@ def test_bad_queries(area24, prepared24):
         te.similarity(prepared24, "forest")
     with pytest.raises(ValueError, match="metric"):
         te.similarity(prepared24, (0.15, 52.05), metric="manhattan")
+
+
+def test_query_from_store_labels(area24, prepared24):
+    from tessera_explore.classify import LabelStore
+
+    idx, pts = _pix(area24, 3, seed=4)
+    store = LabelStore(classes=["x", "y"])
+    for p in pts[:2]:
+        store.add_point(*p, "x")
+    store.add_point(*pts[2], "y")
+    xs = [l for l in store if l.cls == "x"]
+    np.testing.assert_allclose(te.similarity(prepared24, xs, negatives=[store.labels[2]]).values,
+                               te.similarity(prepared24, pts[:2], negatives=[pts[2]]).values, atol=1e-6)
