@@ -138,6 +138,8 @@ def knn_classify(codes, valid, T, t_inv, t_cls, n_classes, k, weighted, out_cls,
         row = np.empty(128, np.int16)
         sc = np.empty(m, np.int32)
         sf = np.empty(m, np.float32)
+        cand = np.empty(m, np.int64)
+        prev_kth = np.float32(-2.0)
         top_s = np.empty(k, np.float32)
         top_j = np.empty(k, np.int64)
         votes = np.empty(n_classes, np.float32)
@@ -158,20 +160,37 @@ def knn_classify(codes, valid, T, t_inv, t_cls, n_classes, k, weighted, out_cls,
                 for d in range(128):
                     acc += np.int32(row[d] * T[j, d])
                 sc[j] = acc
-            # then the k best (unordered: the vote needs no order).  Replace the weakest
-            # of the current k when a better one comes; ties keep the earlier training
-            # pixel, as a stable sort would.  (k <= m, checked by the caller.)
+            # then the k best (unordered: the vote needs no order).  Neighbouring pixels
+            # are alike, so the previous pixel's k-th best cosine (less a margin) makes a
+            # threshold: when at least k training pixels pass it, the k best are among
+            # them (exact); otherwise every training pixel is a candidate.
+            acc2 = np.int32(0)
+            for d in range(128):
+                acc2 += np.int32(row[d] * row[d])
+            norm_i = np.float32(np.sqrt(np.float64(acc2)))
             for j in range(m):
                 sf[j] = np.float32(sc[j]) * t_inv[j]
+            thr = (prev_kth - np.float32(0.05)) * norm_i
+            cnt = 0
+            for j in range(m):
+                cand[cnt] = j
+                cnt += sf[j] >= thr
+            if cnt < k:
+                for j in range(m):
+                    cand[j] = j
+                cnt = m
+            # among the candidates: replace the weakest of the current k when a better
+            # one comes; ties keep the earlier training pixel, as a stable sort would
             for p in range(k):
-                top_s[p] = sf[p]
-                top_j[p] = p
+                top_s[p] = sf[cand[p]]
+                top_j[p] = cand[p]
             mn = 0
             for p in range(1, k):
                 if top_s[p] <= top_s[mn]:
                     mn = p
             kth = top_s[mn]
-            for j in range(k, m):
+            for q in range(k, cnt):
+                j = cand[q]
                 s = sf[j]
                 if s > kth:
                     top_s[mn] = s
@@ -181,13 +200,9 @@ def knn_classify(codes, valid, T, t_inv, t_cls, n_classes, k, weighted, out_cls,
                         if top_s[p] < top_s[mn] or (top_s[p] == top_s[mn] and top_j[p] > top_j[mn]):
                             mn = p
                     kth = top_s[mn]
+            prev_kth = kth / norm_i if norm_i > 0 else np.float32(-2.0)
             filled = k
-            inv_i = np.float32(0.0)
-            if weighted:
-                acc2 = np.int32(0)
-                for d in range(128):
-                    acc2 += np.int32(row[d] * row[d])
-                inv_i = np.float32(1.0 / np.sqrt(np.float64(acc2))) if acc2 > 0 else np.float32(0.0)
+            inv_i = np.float32(1.0) / norm_i if norm_i > 0 else np.float32(0.0)
             for c in range(n_classes):
                 votes[c] = 0.0
             tot = np.float32(0.0)
