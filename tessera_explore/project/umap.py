@@ -218,6 +218,7 @@ class UMAPProjection(Projection):
     method = "umap"
     default_sample = 25_000
     _min_extra = 2
+    _workers = 1  # numba's parallel kernels must not be entered from two threads at once
 
     def __init__(self, n_components: int = 2, *, sample: int | None = None, random_state=None,
                  n_neighbors: int = 15, min_dist: float = 0.1, metric: str = "euclidean",
