@@ -247,3 +247,15 @@ def test_loading_adopts_version_and_year_of_the_file(tmp_path):
     with pytest.raises(LabelError, match="not a number"):
         t.load(tmp_path / "b.geojson")
     assert len(t) == 0 and t.year is None
+
+
+def test_memory_store_saves_when_given_a_path(tmp_path):
+    s = LabelStore(classes=["a"])
+    s.add_point(0.1, 52.0, "a")
+    with pytest.raises(LabelError, match="no file yet"):
+        s.save()
+    p = s.save(tmp_path / "later.geojson")
+    s.add_point(0.2, 52.0, "a")
+    assert len(_file(s)["features"]) == 2 and s.path == p
+    with pytest.raises(LabelError, match="upstream"):
+        s.export(tmp_path / "x.json", format="shapefile")
