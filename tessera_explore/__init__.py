@@ -47,6 +47,8 @@ _LAZY: dict[str, str] = {
     "prepare": "tessera_explore.classify:prepare",
     # live encoder (torch loads only when it is used)
     "encoder": "tessera_explore.encoder:",
+    "embed_area": "tessera_explore.encoder.area:embed_area",
+    "compare": "tessera_explore.encoder.area:compare",
 }
 
 __all__ = ["__version__", "exceptions", "TesseraExploreError", *_LAZY]

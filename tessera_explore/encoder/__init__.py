@@ -33,6 +33,11 @@ _LAZY: dict[str, str] = {
     "write_dpixel": "dpixel",
     "DPixel": "dpixel",
     "preprocess": "",
+    "embed_area": "area",
+    "prepare_area": "area",
+    "compare": "area",
+    "stac": "",
+    "prepare": "",
 }
 
 __all__ = sorted(_LAZY)
@@ -53,7 +58,8 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover
-    from . import preprocess
+    from . import prepare, preprocess, stac
+    from .area import compare, embed_area, prepare_area
     from .dpixel import DPixel, embed_dpixel, read_dpixel, write_dpixel
     from .embed import embed_pixels
     from .model import TesseraEncoder, build_encoder, count_parameters
