@@ -349,7 +349,7 @@ def area_grid(bbox: Sequence[float] | None, *, like: Any = None, epsg: int | Non
         r1 = int(np.clip(np.ceil((y0 - t.f) / t.e), 0, h))
         if c1 <= c0 or r1 <= r0:
             raise StacError(f"bbox {tuple(bbox)} does not overlap the grid of like=")
-        return Grid(grid.epsg, t * Affine.translation(c0, r0), (r1 - r0, c1 - c0))
+        return Grid(grid.epsg, t @ Affine.translation(c0, r0), (r1 - r0, c1 - c0))
     if bbox is None or len(bbox) != 4:
         raise StacError("bbox must be (min_lon, min_lat, max_lon, max_lat)")
     lon0, lat0, lon1, lat1 = (float(v) for v in bbox)
@@ -377,7 +377,7 @@ def check_size(grid: Grid, *, max_pixels: int | None, max_area_km2: float | None
     hours = n / 100 / 3600  # about 100 px/s for the v2 small student on 2 CPU cores
     raise AreaTooLargeError(
         f"the area is {km2:.1f} km2 ({n:,} pixels at 10 m); the limits are max_area_km2={max_area_km2} and "
-        f"max_pixels={max_pixels:,}. A year of Sentinel-2 and Sentinel-1 for it is about {gib:.1f} GiB of "
+        f"max_pixels={max_pixels if max_pixels is None else format(max_pixels, ',')}. A year of Sentinel-2 and Sentinel-1 for it is about {gib:.1f} GiB of "
         f"imagery to read and hold, and encoding takes about {hours:.1f} h on a 2-core CPU (much less on a GPU). "
         "Split the area into pieces (embeddings of the same model join without seams), or raise the limits "
         "if you have the memory and time."
@@ -476,6 +476,36 @@ def _cache_root(cache) -> Path | None:
     return Path(cache) if cache not in (None, True) else default_cache_dir()
 
 
+def _clear_gdal_http_cache() -> bool:
+    """Forget what GDAL's ``/vsicurl/`` layer remembers of remote files (also failures).
+
+    GDAL keeps, per URL and for the life of the process, what it learnt about a file,
+    including that a request failed; without this a run after a server error in the same
+    Python session would fail again without asking.  rasterio does not expose
+    ``VSICurlClearCache``, so it is called through ctypes on the GDAL rasterio loaded.
+    Returns False where that library cannot be found.
+    """
+    import ctypes
+    import glob
+
+    import rasterio
+
+    libs = sorted(glob.glob(os.path.join(os.path.dirname(os.path.dirname(rasterio.__file__)), "rasterio.libs",
+                                         "libgdal*.so*")))
+    if not libs:
+        import ctypes.util
+
+        found = ctypes.util.find_library("gdal")
+        libs = [found] if found else []
+    for lib in libs:
+        try:
+            ctypes.CDLL(lib).VSICurlClearCache()
+            return True
+        except (OSError, AttributeError):
+            continue
+    return False
+
+
 def _by_position(item, parsed, idx):  # odc-stac groupby: one time slice per item, in input order
     return idx
 
@@ -543,7 +573,11 @@ def load_granules(
     def read(batch):
         import odc.stac
 
-        with rasterio.Env(**stac.gdal_env()):
+        from rasterio.errors import NotGeoreferencedWarning
+
+        with rasterio.Env(**stac.gdal_env()), warnings.catch_warnings():
+            # odc's bilinear warp path makes rasterio warn about an internal array; harmless
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
             ds = odc.stac.load(
                 batch, bands=assets, geobox=grid.geobox(), groupby=_by_position,
                 resampling={source.assets[b]: r for b, r in resampling.items() if b in source.assets},
@@ -564,6 +598,7 @@ def load_granules(
                 stacked = read(batch)
                 results = list(zip(batch, stacked))
             except Exception as err:  # GDAL/rasterio/odc errors carry the failing URL
+                _clear_gdal_http_cache()  # so that the next attempt really asks the server again
                 if on_error == "raise":
                     ids = ", ".join(i.id for i in batch)
                     raise StacError(
@@ -576,6 +611,7 @@ def load_granules(
                     try:
                         results.append((item, read([item])[0]))
                     except Exception as one_err:  # noqa: BLE001 - reported as a warning and in `skipped`
+                        _clear_gdal_http_cache()
                         skipped.append((item.id, str(one_err)))
                         warnings.warn(f"{source.collection} item {item.id} could not be read; skipped: {one_err}",
                                       stacklevel=2)
