@@ -233,7 +233,9 @@ def test_server_error_midway_then_resume(local_stac, cfg, cogs, tmp_path):
     with pytest.raises(StacError, match="cached; running again") as err:
         S.load_granules(found["s2"], cfg.s2, grid, bands=S.S2_LOAD_BANDS, resampling=P.S2_RESAMPLING, stac=cfg,
                         cache=tmp_path, progress=False, desc="x")
-    assert "503" in str(err.value) or "failure" in str(err.value).lower() or "HTTP" in str(err.value)
+    # GDAL reports a 503 on the header read as an unrecognised format, so only
+    # the failing file's name is a stable part of the message.
+    assert ".tif" in str(err.value) and "failed" in str(err.value)
     cached = list(tmp_path.glob("granules/*/*/*.npy"))
     assert 0 < len(cached) < len(found["s2"])
     cogs.reset_failures()

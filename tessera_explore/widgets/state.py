@@ -1,0 +1,67 @@
+"""Explorer state: validated traits on a plain object (no widgets, no computation).
+
+Views observe these traits and write user choices into them; the controller reads
+them, computes off the main thread, and writes results and progress back.
+"""
+
+from __future__ import annotations
+
+import traitlets as t
+
+__all__ = ["ExplorerState", "MODES", "MODELS"]
+
+MODES = ("label", "similarity", "change")
+MODELS = ("knn", "logreg", "rf")
+
+
+class ExplorerState(t.HasTraits):
+    """Everything the explorer shows or the user chose, in one place.
+
+    Unknown keyword arguments are refused (a typo must not pass silently).
+    """
+
+    # what the user picks
+    mode = t.Enum(MODES, default_value="label", help="what a map click does")
+    active_class = t.Unicode("", help="class that a click in label mode adds")
+    model = t.Enum(MODELS, default_value="knn", help="few-shot classifier")
+    year = t.Int(0, help="year shown on the map")
+    years = t.List(t.Int(), help="years that are open")
+    change_from = t.Int(0, help="earlier year of the change layer (0: the other open year)")
+    class_opacity = t.Float(0.6, min=0.0, max=1.0)
+    confidence_threshold = t.Float(0.0, min=0.0, max=1.0, help="hide class pixels less confident than this")
+    similarity_threshold = t.Float(0.8, min=-1.0, max=1.0, help="cosine similarity above which pixels match")
+    show_classes = t.Bool(True)
+    show_false_colour = t.Bool(True)
+
+    # what the controller reports
+    classes = t.List(t.Unicode(), help="class names, in order")
+    colors = t.Dict(value_trait=t.Unicode(), help="class name -> #rrggbb")
+    counts = t.Dict(value_trait=t.Int(), help="class name -> number of labels")
+    n_labels = t.Int(0)
+    status = t.Unicode("ready")
+    busy = t.Bool(False)
+    progress = t.Float(0.0, min=0.0, max=1.0)
+    error = t.Unicode("", help="last error, shown next to the app; empty when none")
+    accuracy = t.Unicode("", help="summary of the classifier's cross-validated quality")
+    selection_size = t.Int(0, help="pixels selected in the projection scatter")
+    last_click = t.Tuple(t.Float(), t.Float(), default_value=(float("nan"), float("nan")), help="(lon, lat)")
+
+    def __init__(self, **kwargs):
+        unknown = sorted(set(kwargs) - set(self.trait_names()))
+        if unknown:
+            raise TypeError(f"ExplorerState got unknown arguments {unknown}; known: {sorted(self.trait_names())}")
+        super().__init__(**kwargs)
+
+    @t.validate("active_class")
+    def _check_active(self, proposal):
+        name = proposal["value"]
+        if name and self.classes and name not in self.classes:
+            raise t.TraitError(f"unknown class {name!r}; classes are {self.classes}")
+        return name
+
+    @t.validate("year")
+    def _check_year(self, proposal):
+        y = proposal["value"]
+        if self.years and y not in self.years:
+            raise t.TraitError(f"year {y} is not open; open years are {self.years}")
+        return y

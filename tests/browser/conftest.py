@@ -1,0 +1,94 @@
+"""Real-browser fixtures: the system Chromium driven by Playwright, against Voila on 127.0.0.1.
+
+Skipped, with the reason, where Chromium or Playwright is missing.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-quic", "--no-first-run",
+    "--disable-component-update", "--disable-sync",
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def playwright_browser():
+    if not os.path.exists(CHROMIUM):
+        pytest.skip("Chromium is not installed (scripts/system-deps.sh installs it as root)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.skip("playwright (Python) is not installed")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+class VoilaServer:
+    def __init__(self, root: str, env: dict):
+        self.root = root
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = os.path.join(root, "voila.log")
+        self._log = open(self.log, "w")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "voila", "--no-browser", f"--port={self.port}", "--Voila.ip=127.0.0.1",
+             "--VoilaConfiguration.file_allowlist=['.*']", root],
+            stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=root,
+        )
+        deadline = time.time() + 90
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"voila exited: {open(self.log).read()[-2000:]}")
+            try:
+                urllib.request.urlopen(self.url, timeout=2)
+                return
+            except OSError:
+                time.sleep(0.3)
+        raise RuntimeError(f"voila did not start: {open(self.log).read()[-2000:]}")
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self._log.close()
+
+
+@pytest.fixture
+def voila(tmp_path, demo_cache):
+    """Start Voila on a folder; yields a function ``start(notebooks: dict[name, nb]) -> VoilaServer``."""
+    servers = []
+
+    def start(notebooks: dict) -> VoilaServer:
+        import nbformat
+
+        for name, nb in notebooks.items():
+            nbformat.write(nb, tmp_path / name)
+        env = dict(os.environ, TESSERA_EXPLORE_CACHE=str(demo_cache), PYTHONPATH=os.getcwd())
+        srv = VoilaServer(str(tmp_path), env)
+        servers.append(srv)
+        return srv
+
+    yield start
+    for s in servers:
+        s.stop()
