@@ -140,3 +140,33 @@ def test_patch_url_hook(remote, tmp_path):
         te.fetch_tiles((0.1, 52.0, 0.2, 52.1), 2024, dest=tmp_path, base_url=srv.url, progress=False, patch_url=patch)
         assert all(entry[0].endswith("?sig=abc") for entry in srv.log)
     assert len(seen) == 3
+
+
+def test_file_url_gets_the_same_checks(tmp_path):
+    src = tmp_path / "src.bin"
+    src.write_bytes(b"abc" * 1000)
+    good = hashlib.sha256(src.read_bytes()).hexdigest()
+    out = download(src.as_uri(), tmp_path / "d" / "out.bin", sha256=good, progress=False)
+    assert open(out, "rb").read() == src.read_bytes()
+    with pytest.raises(DownloadError, match="SHA-256"):
+        download(src.as_uri(), tmp_path / "d" / "bad.bin", sha256="0" * 64, progress=False)
+    with pytest.raises(DownloadError, match="expected 10"):
+        download(src.as_uri(), tmp_path / "d" / "size.bin", expected_size=10, progress=False)
+    with pytest.raises(DownloadError, match="cannot read"):
+        download((tmp_path / "nope.bin").as_uri(), tmp_path / "d" / "nope.bin", progress=False)
+    assert sorted(os.listdir(tmp_path / "d")) == ["out.bin"]
+
+
+def test_check_response_can_refuse_without_retrying(remote, tmp_path):
+    seen = []
+
+    def refuse(response):
+        seen.append(response.status_code)
+        raise DownloadError("not what was asked for")
+
+    with serve_tiles(remote) as srv:
+        url = tile_urls(0.15, 52.05, 2024, base_url=srv.url)["codes"]
+        with pytest.raises(DownloadError, match="not what was asked for"):
+            download(url, tmp_path / "x.npy", progress=False, check_response=refuse, backoff=0.01)
+        assert len(srv.log) == 1
+    assert seen == [200] and not os.listdir(tmp_path)

@@ -3,8 +3,10 @@
 * :data:`WEIGHTS` lists the published checkpoints (name, URL, size, checksum where known,
   licence, generation, parameter count).
 * :func:`download_weights` fetches one into a cache folder, explicitly (nothing downloads
-  behind the user's back), verifying size and SHA-256 where known; it works for
-  ``https://``, ``http://`` and ``file://`` URLs, so tests serve a local file.
+  behind the user's back), through the package's one HTTP client
+  (:func:`tessera_explore.io.fetch.download`: retries, timeouts, resumable ``.part``
+  files), verifying size and SHA-256 where known; it works for ``https://``, ``http://``
+  and ``file://`` URLs, so tests serve a local file.
 * :func:`load_encoder` reads every published layout with ``torch.load(weights_only=True)``,
   recognises the generation from the keys, builds the model with the checkpoint's sizes,
   loads it with ``strict=True`` and checks the parameter count.
@@ -24,10 +26,6 @@ import argparse
 import hashlib
 import os
 import re
-import tempfile
-import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -134,10 +132,7 @@ def _verify(path: Path, entry: WeightsEntry) -> str:
     if entry.size is not None and size != entry.size:
         raise DownloadError(f"{path} has {size} bytes, expected {entry.size} for {entry.name}")
     digest = _sha256(path)
-    expected = entry.sha256
-    pinned = path.with_name(path.name + ".sha256")
-    if expected is None and pinned.exists():  # trust on first use: the hash we saw then
-        expected = pinned.read_text().split()[0]
+    expected = entry.sha256 or _pinned(path)  # trust on first use: the hash we saw then
     if expected is not None and digest != expected.lower():
         raise DownloadError(f"{path} has SHA-256 {digest}, expected {expected} for {entry.name}; delete it and download again")
     return digest
@@ -157,9 +152,16 @@ def download_weights(
 
     ``url`` overrides the registry's address (a mirror, or a ``file://`` URL in tests).
     An existing cached file is verified instead of downloaded again unless ``force``.
+    The transfer goes through :func:`tessera_explore.io.fetch.download`: ``retries``
+    attempts in all with back-off, ``timeout`` seconds per connect and read, and a
+    ``.part`` file next to the target that a later call resumes with an HTTP Range
+    request; the file appears under its final name only once its size and SHA-256
+    (the registry's, or the one pinned on first use) are right.
     Raises :class:`~tessera_explore.exceptions.DownloadError` when the transfer fails after
     ``retries`` attempts or what arrived fails its size or checksum.
     """
+    from ..io.fetch import download
+
     entry = _entry(name)
     if url is not None:
         entry = replace(entry, url=url)
@@ -167,43 +169,37 @@ def download_weights(
     if target.exists() and not force:
         _verify(target, entry)
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    last: Exception | None = None
-    for attempt in range(max(1, retries)):
-        fd, tmp_name = tempfile.mkstemp(prefix=target.name + ".", suffix=".part", dir=target.parent)
-        tmp = Path(tmp_name)
-        try:
-            with os.fdopen(fd, "wb") as out:
-                _fetch(entry, out, timeout=timeout, progress=progress)
-            digest = _verify(tmp, entry)
-            os.replace(tmp, target)
-            target.with_name(target.name + ".sha256").write_text(f"{digest}  {target.name}\n")
-            return target
-        except DownloadError:
-            tmp.unlink(missing_ok=True)
-            raise
-        except (OSError, urllib.error.URLError) as exc:
-            tmp.unlink(missing_ok=True)
-            last = exc
-            time.sleep(min(2.0**attempt, 8.0) if attempt + 1 < retries else 0)
-    raise DownloadError(f"could not download {entry.name} from {entry.url}: {last}")
+    expected = (entry.sha256 or _pinned(target) or "").lower() or None
+    try:
+        download(
+            entry.url, target, expected_size=entry.size, sha256=expected, retries=max(0, retries - 1),
+            timeout=timeout, progress=progress, overwrite=True,
+            check_response=lambda response: _refuse_web_page(entry, response),
+        )
+    except DownloadError as err:
+        raise DownloadError(f"could not download {entry.name} from {entry.url}: {err}") from err
+    digest = expected or _sha256(target)
+    _pin_file(target).write_text(f"{digest}  {target.name}\n")
+    return target
 
 
-def _fetch(entry: WeightsEntry, out, *, timeout: float, progress: bool) -> None:
-    from tqdm.auto import tqdm
+def _pin_file(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
 
-    with urllib.request.urlopen(entry.url, timeout=timeout) as resp:  # noqa: S310 (http(s) or file)
-        ctype = resp.headers.get("Content-Type", "") or ""
-        if "text/html" in ctype:
-            raise DownloadError(
-                f"{entry.url} answered with a web page, not the checkpoint (Google Drive asks to confirm "
-                f"large files). Download {entry.filename} in a browser and pass its path to load_encoder."
-            )
-        total = resp.headers.get("Content-Length")
-        with tqdm(total=int(total) if total else None, unit="B", unit_scale=True, desc=entry.filename, disable=not progress) as bar:
-            for block in iter(lambda: resp.read(1 << 20), b""):
-                out.write(block)
-                bar.update(len(block))
+
+def _pinned(path: Path) -> str | None:
+    """The SHA-256 recorded when ``path`` was first downloaded (trust on first use), if any."""
+    pin = _pin_file(path)
+    return pin.read_text().split()[0] if pin.exists() else None
+
+
+def _refuse_web_page(entry: WeightsEntry, response) -> None:
+    ctype = response.headers.get("Content-Type", "") or ""
+    if "text/html" in ctype:
+        raise DownloadError(
+            f"{entry.url} answered with a web page, not the checkpoint (Google Drive asks to confirm "
+            f"large files). Download {entry.filename} in a browser and pass its path to load_encoder."
+        )
 
 
 # --- reading checkpoints ----------------------------------------------------------------

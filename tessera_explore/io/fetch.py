@@ -15,7 +15,7 @@ import hashlib
 import json
 import os
 import time
-from typing import Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -76,6 +76,7 @@ def download(
     progress: bool = True,
     session=None,
     overwrite: bool = False,
+    check_response: Callable[[Any], None] | None = None,
 ) -> str:
     """Download ``url`` to ``path`` safely; return the path.
 
@@ -84,17 +85,63 @@ def download(
     (and ``expected_size``), whose SHA-256 matches ``sha256`` when given, and which is a
     whole ``.npy`` when it is one, is renamed to ``path``.  Server errors (5xx, 429) and
     network errors are retried ``retries`` times with exponential back-off; a 404 or
-    another client error fails at once.  Raises :class:`DownloadError`.
+    another client error fails at once.  ``check_response`` is called with each HTTP
+    response (status and headers, before the body is read) and may raise
+    :class:`DownloadError` to refuse it, e.g. a web page where a binary file was
+    expected; that is not retried.  ``file://`` URLs are copied with the same checks
+    (mirrors on a shared disk, tests).  Raises :class:`DownloadError`.
     """
-    import requests
-    from tqdm.auto import tqdm
-
     path = os.fspath(path)
     if os.path.exists(path) and not overwrite:
         if sha256 is None or _sha256(path) == sha256:
             return path
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     part = path + ".part"
+    if url.startswith("file:"):
+        total = _copy_local(url, part, expected_size=expected_size, progress=progress, desc=os.path.basename(path))
+    else:
+        total = _get_http(url, part, expected_size=expected_size, retries=retries, backoff=backoff, timeout=timeout,
+                          progress=progress, session=session, check_response=check_response,
+                          desc=os.path.basename(path))
+    _finish(url, part, path, total=total, sha256=sha256)
+    return path
+
+
+def _copy_local(url: str, part: str, *, expected_size: int | None, progress: bool, desc: str) -> int:
+    """Copy a ``file://`` URL to ``part``; return the source size."""
+    from urllib.parse import unquote, urlparse
+    from urllib.request import url2pathname
+
+    from tqdm.auto import tqdm
+
+    src = url2pathname(unquote(urlparse(url).path))
+    try:
+        total = os.path.getsize(src)
+    except OSError as err:
+        raise DownloadError(f"{url}: cannot read {src}: {err}") from err
+    if expected_size is not None and total != expected_size:
+        raise DownloadError(f"{url}: the file has {total} bytes, expected {expected_size}")
+    try:
+        with open(src, "rb") as fin, open(part, "wb") as fout, tqdm(
+            total=total, unit="B", unit_scale=True, desc=desc, leave=False, disable=not progress
+        ) as bar:
+            for block in iter(lambda: fin.read(_CHUNK), b""):
+                fout.write(block)
+                bar.update(len(block))
+    except OSError as err:
+        if os.path.exists(part):
+            os.remove(part)
+        raise DownloadError(f"{url}: cannot copy {src}: {err}") from err
+    return total
+
+
+def _get_http(url: str, part: str, *, expected_size: int | None, retries: int, backoff: float,
+              timeout: float | tuple[float, float], progress: bool, session,
+              check_response: Callable[[Any], None] | None, desc: str) -> int | None:
+    """GET ``url`` into ``part`` with retries and Range resumption; return the total size if known."""
+    import requests
+    from tqdm.auto import tqdm
+
     sess = session or _session()
     total = expected_size
     last_err: Exception | None = None
@@ -114,6 +161,8 @@ def download(
                         continue
                     if r.status_code >= 400:
                         raise DownloadError(f"{url}: HTTP {r.status_code} {r.reason}")
+                    if check_response is not None:
+                        check_response(r)
                     if r.status_code == 206 and have:
                         crange = r.headers.get("Content-Range", "")
                         if crange.startswith(f"bytes {have}-") and "/" in crange and crange.rsplit("/", 1)[1].isdigit():
@@ -126,8 +175,7 @@ def download(
                     if expected_size is not None and total is not None and total != expected_size:
                         raise DownloadError(f"{url}: server says {total} bytes, expected {expected_size}")
                     if bar is None and progress:
-                        bar = tqdm(total=total, initial=have, unit="B", unit_scale=True,
-                                   desc=os.path.basename(path), leave=False)
+                        bar = tqdm(total=total, initial=have, unit="B", unit_scale=True, desc=desc, leave=False)
                     elif bar is not None:
                         bar.reset(total=total)
                         bar.update(have)
@@ -149,6 +197,11 @@ def download(
     finally:
         if bar is not None:
             bar.close()
+    return total
+
+
+def _finish(url: str, part: str, path: str, *, total: int | None, sha256: str | None) -> None:
+    """Check the whole ``part`` file (size, SHA-256, ``.npy``) and rename it to ``path``."""
     size = os.path.getsize(part)
     if total is not None and size != total:
         os.remove(part)
@@ -165,7 +218,6 @@ def download(
             os.remove(part)
             raise
     os.replace(part, path)
-    return path
 
 
 def tile_urls(lon: float, lat: float, year: int, *, dataset: str = "v1", base_url: str | None = None,

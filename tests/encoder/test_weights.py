@@ -245,3 +245,152 @@ def test_namespace_args_are_allowed_but_nothing_else(tmp_path, tiny):
     obj = {"args": argparse.Namespace(latent_dim=8, num_layers=2, nhead=2, dim_feedforward=24), "model": tiny("v2").state_dict()}
     torch.save(obj, tmp_path / "ns.pt")
     assert W.read_checkpoint(tmp_path / "ns.pt")["args"].latent_dim == 8
+
+
+# --- through the shared download client: resume, retry, refuse ------------------------------
+
+
+class _Flaky:
+    """What a misbehaving server does: cut the first ``drop_times`` answers after
+    ``drop_after`` bytes, answer 503 ``fail_times`` times, serve ``content_type``."""
+
+    def __init__(self, data: bytes, *, drop_after=None, drop_times=1, fail_times=0,
+                 content_type="application/octet-stream"):
+        self.data, self.drop_after, self.drop_times = data, drop_after, drop_times
+        self.fail_times, self.content_type = fail_times, content_type
+        self.log: list[tuple[str, int]] = []  # (Range header, status)
+
+
+@pytest.fixture
+def flaky_server():
+    """``flaky_server(behaviour)`` serves ``behaviour.data`` at ``/w.pt`` on 127.0.0.1 with Range support."""
+    servers = []
+
+    def start(b: _Flaky) -> str:
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a):
+                pass
+
+            def do_GET(self):
+                rng = self.headers.get("Range", "")
+                n = len(b.log)
+                if n < b.fail_times:
+                    b.log.append((rng, 503))
+                    self.send_response(503)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                start_at = int(rng[len("bytes="):-1]) if rng.startswith("bytes=") and rng.endswith("-") else 0
+                body = b.data[start_at:]
+                status = 206 if start_at else 200
+                b.log.append((rng, status))
+                self.send_response(status)
+                if start_at:
+                    self.send_header("Content-Range", f"bytes {start_at}-{len(b.data) - 1}/{len(b.data)}")
+                self.send_header("Content-Type", b.content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                drops = sum(1 for _, s in b.log if s in (200, 206))
+                if b.drop_after is not None and drops <= b.drop_times:
+                    self.wfile.write(body[: b.drop_after])
+                    self.wfile.flush()
+                    self.close_connection = True
+                    self.connection.shutdown(2)
+                    return
+                self.wfile.write(body)
+
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        server.daemon_threads = True
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_address[1]}/w.pt"
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def no_sleep(monkeypatch):
+    """Record the client's back-off pauses instead of waiting them out."""
+    import types
+
+    from tessera_explore.io import fetch
+
+    pauses: list[float] = []
+    monkeypatch.setattr(fetch, "time", types.SimpleNamespace(sleep=pauses.append))
+    return pauses
+
+
+def _checkpoint_bytes(tiny, save_checkpoint):
+    return save_checkpoint(tiny("v2"), "v2", name="src.pt").read_bytes()
+
+
+@pytest.mark.network_local
+def test_dropped_connection_resumes_through_shared_client(tiny, save_checkpoint, flaky_server, tmp_path,
+                                                          monkeypatch, no_proxy, no_sleep):
+    from tessera_explore.io import fetch
+
+    data = _checkpoint_bytes(tiny, save_checkpoint)
+    b = _Flaky(data, drop_after=100_000)
+    calls = []
+    real = fetch.download
+    monkeypatch.setattr(fetch, "download", lambda *a, **kw: calls.append((a, kw)) or real(*a, **kw))
+    entry = dataclasses.replace(W.WEIGHTS["v2-nano"], sha256=hashlib.sha256(data).hexdigest(), size=len(data),
+                                params_approx=None)
+    cache = tmp_path / "cache"
+    path = W.download_weights(entry, url=flaky_server(b), cache_dir=cache, progress=False)
+    assert len(calls) == 1 and calls[0][1]["sha256"] == entry.sha256 and calls[0][1]["expected_size"] == len(data)
+    (first, s1), (rng, s2) = b.log  # the second request asked only for the rest
+    assert (first, s1, s2) == ("", 200, 206) and 0 < int(rng[len("bytes="):-1]) <= 100_000
+    assert path.read_bytes() == data
+    assert sorted(p.name for p in cache.iterdir()) == ["student_nano.pt", "student_nano.pt.sha256"]
+    assert load_encoder(path).generation == "v2"
+
+
+@pytest.mark.network_local
+def test_interrupted_download_is_resumed_by_the_next_call(tiny, save_checkpoint, flaky_server, tmp_path,
+                                                          no_proxy, no_sleep):
+    data = _checkpoint_bytes(tiny, save_checkpoint)
+    b = _Flaky(data, drop_after=80_000, drop_times=10)
+    url = flaky_server(b)
+    entry = dataclasses.replace(W.WEIGHTS["v2-nano"], url=url)
+    with pytest.raises(DownloadError, match="could not download v2-nano"):
+        W.download_weights(entry, cache_dir=tmp_path, retries=2, progress=False)
+    part = tmp_path / "student_nano.pt.part"
+    have = part.stat().st_size
+    assert 80_000 < have < len(data) and not (tmp_path / "student_nano.pt").exists()
+    assert [s for _, s in b.log] == [200, 206] and no_sleep == [1.0]  # resumed once, after a back-off
+    b.drop_after = None
+    path = W.download_weights(entry, cache_dir=tmp_path, progress=False)
+    assert b.log[-1] == (f"bytes={have}-", 206)
+    assert path.read_bytes() == data and not part.exists()
+    # trust on first use: the hash of this first download is pinned next to it
+    assert (tmp_path / "student_nano.pt.sha256").read_text().split()[0] == hashlib.sha256(data).hexdigest()
+
+
+@pytest.mark.network_local
+def test_server_errors_are_retried_then_give_up(tiny, save_checkpoint, flaky_server, tmp_path, no_proxy, no_sleep):
+    data = _checkpoint_bytes(tiny, save_checkpoint)
+    b = _Flaky(data, fail_times=2)
+    entry = dataclasses.replace(W.WEIGHTS["v2-nano"], url=flaky_server(b))
+    path = W.download_weights(entry, cache_dir=tmp_path / "a", retries=3, progress=False)
+    assert [s for _, s in b.log] == [503, 503, 200] and path.read_bytes() == data
+    assert no_sleep == [1.0, 2.0]
+    b2 = _Flaky(data, fail_times=5)
+    entry2 = dataclasses.replace(W.WEIGHTS["v2-nano"], url=flaky_server(b2))
+    with pytest.raises(DownloadError, match="failed after 2 attempts"):
+        W.download_weights(entry2, cache_dir=tmp_path / "b", retries=2, progress=False)
+    assert len(b2.log) == 2  # retries counts attempts in all, as before
+
+
+@pytest.mark.network_local
+def test_web_page_instead_of_checkpoint_is_refused_at_once(flaky_server, tmp_path, no_proxy, no_sleep):
+    b = _Flaky(b"<html>confirm download</html>", content_type="text/html; charset=utf-8")
+    entry = dataclasses.replace(W.WEIGHTS["v1.0-qat"], url=flaky_server(b))
+    with pytest.raises(DownloadError, match="web page.*in a browser"):
+        W.download_weights(entry, cache_dir=tmp_path, progress=False)
+    assert len(b.log) == 1 and not list(tmp_path.iterdir())
