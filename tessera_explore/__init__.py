@@ -34,6 +34,8 @@ _LAZY: dict[str, str] = {
     "overlay": "tessera_explore.widgets.overlay:overlay",
     "overlay_image": "tessera_explore.widgets.overlay:overlay_image",
     "scatter": "tessera_explore.widgets.scatter:scatter",
+    # the explorer app
+    "explore": "tessera_explore.widgets.app:explore",
     # labelling and analysis
     "LabelStore": "tessera_explore.classify:LabelStore",
     "sample_labels": "tessera_explore.classify:sample_labels",

@@ -266,6 +266,21 @@ class LabelStore:
             return replace(st, classes=tuple((n, c if n == name else v) for n, v in st.classes))
         self._change(f)
 
+    def rename_class(self, name: str, new_name: str) -> None:
+        """Rename a class; its labels and colour follow it."""
+        def f(st):
+            self._need_class(st, name)
+            if not isinstance(new_name, str) or not new_name.strip():
+                raise LabelError(f"a class name must be a non-empty string, got {new_name!r}")
+            new = new_name.strip()
+            if new == name:
+                return st
+            if new in dict(st.classes):
+                raise LabelError(f"class {new!r} exists already; pick another name")
+            return replace(st, classes=tuple((new if n == name else n, c) for n, c in st.classes),
+                           labels=tuple(replace(l, cls=new) if l.cls == name else l for l in st.labels))
+        self._change(f)
+
     def remove_class(self, name: str) -> None:
         """Remove a class and every label of it (undo brings both back)."""
         def f(st):

@@ -351,9 +351,49 @@ def open_embeddings(
     src_desc = ";".join(os.path.abspath(os.fspath(s)) for s in sources)
     da = _schema.make_embedding_array(
         data, x=x, y=y, crs=out_crs, year=yr, dataset_version=version, dataset_variant=variant, source=src_desc,
-        extra_attrs={"tessera_mosaic": token, "resampling": resampling, "n_tiles": len(tiles)},
+        extra_attrs={"tessera_mosaic": token, "resampling": resampling, "n_tiles": len(tiles),
+                     **({"bbox": [float(v) for v in bbox]} if bbox is not None else {})},
     )
     return da
+
+
+def available_years(da: xr.DataArray) -> list[int]:
+    """Years held by the geotessera-layout folder that ``da`` was opened from (one
+    directory listing, no walk); ``[year of da]`` for other sources."""
+    year = int(da.coords["year"]) if "year" in da.coords else None
+    src = str(da.attrs.get("source", ""))
+    root = os.path.join(src, "global_0.1_degree_representation")
+    years = set()
+    if ";" not in src and os.path.isdir(root):
+        years = {int(n) for n in os.listdir(root) if n.isdigit() and os.path.isdir(os.path.join(root, n))}
+    if year is not None:
+        years.add(year)
+    return sorted(years)
+
+
+def reopen(da: xr.DataArray, year: int) -> xr.DataArray:
+    """Open another year of the source ``da`` came from, on exactly ``da``'s grid.
+
+    Works for arrays made by :func:`open_embeddings` from a geotessera-layout folder (the
+    same bbox, CRS and resampling are used).  Raises YearNotAvailableError when the year's
+    tiles are missing and SchemaError when the grids would differ.
+    """
+    from ..exceptions import SchemaError
+
+    src = str(da.attrs.get("source", ""))
+    if not src or ";" in src or not os.path.isdir(src):
+        raise YearNotAvailableError(
+            f"cannot open another year of {src or 'this array'}: only arrays opened from one "
+            "geotessera-layout folder can be reopened; open the other year yourself")
+    try:
+        other = open_embeddings(src, bbox=da.attrs.get("bbox"), year=int(year), crs=da.rio.crs,
+                                resampling=str(da.attrs.get("resampling", "nearest")))
+    except TileNotFoundError as err:
+        raise YearNotAvailableError(f"year {year} is not available for this area: {err}") from err
+    if other.sizes != da.sizes or not (np.array_equal(other.x.values, da.x.values)
+                                       and np.array_equal(other.y.values, da.y.values)):
+        raise SchemaError(f"year {year} of {src} opens on another grid ({dict(other.sizes)} vs {dict(da.sizes)})")
+    return other
 
 
 def _mosaic_window(da: xr.DataArray):

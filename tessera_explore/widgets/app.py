@@ -1,0 +1,325 @@
+"""``explore()``: the explorer app, composed of state, controller and views."""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import socket
+import time
+import weakref
+from typing import Any, Sequence
+
+from ..exceptions import LabelError
+from .controller import ExplorerController
+from .state import ExplorerState
+
+__all__ = ["Explorer", "explore"]
+
+DEFAULT_LABELS = "tessera_labels.geojson"
+
+# label files open in this process -> their store, so two apps on one file share it
+_STORES: "weakref.WeakValueDictionary[str, Any]" = weakref.WeakValueDictionary()
+_LOCKS: dict[str, int] = {}  # lock file -> number of apps of this process using it
+_BOKEH_LOADED = False
+
+
+class Explorer:
+    """One explorer session: ``state`` (traits), ``controller`` (compute), ``labels`` (the
+    :class:`~tessera_explore.LabelStore`), and the views; displays as its ``widget``.
+
+    Made by :func:`explore`.  Everything a user does with the mouse has a method here
+    too, for scripts and tests: ``click(lon, lat)``, ``add_class``, ``undo``, ``export``...
+    """
+
+    def __init__(self, state: ExplorerState, controller: ExplorerController, map_view, panel, scatter_view,
+                 widget, lock: str | None, notes: Sequence[str] = ()):
+        self.state = state
+        self.controller = controller
+        self.labels = controller.store
+        self.map_view = map_view
+        self.map = map_view.map
+        self.panel = panel
+        self.scatter = scatter_view
+        self.widget = widget
+        self._lock = lock
+        self._closed = False
+        for note in notes:
+            state.status = note
+
+    # display
+    def _repr_mimebundle_(self, **kwargs):
+        return self.widget._repr_mimebundle_(**kwargs)
+
+    def __repr__(self) -> str:
+        st = self.state
+        return (f"Explorer(years={list(st.years)}, year={st.year}, mode={st.mode!r}, {st.n_labels} labels, "
+                f"classes={list(st.classes)}, labels file={self.labels.path!r})")
+
+    # the same actions as the widgets
+    def click(self, lon: float, lat: float) -> str | None:
+        """Act as a map click at lon/lat (in the current mode)."""
+        return self.map_view.click(lon, lat)
+
+    def add_class(self, name: str, color: str | None = None) -> str:
+        return self.controller.add_class(name, color)
+
+    def undo(self) -> str:
+        return self.controller.undo()
+
+    def redo(self) -> str:
+        return self.controller.redo()
+
+    def clear(self) -> str:
+        return self.controller.clear()
+
+    def save(self) -> str:
+        return self.controller.save()
+
+    def export(self, folder: str | None = None) -> list[str]:
+        """Export the maps and labels (waits for the files)."""
+        return self.controller.export(folder).result()
+
+    @property
+    def class_map(self):
+        """The latest class map (a DataArray of class indices), or None."""
+        return self.controller.class_map()
+
+    def wait(self, timeout: float | None = 120.0) -> "Explorer":
+        """Wait until the app has finished the work queued so far."""
+        self.controller.wait(timeout)
+        return self
+
+    def close(self) -> None:
+        """Stop the worker thread, release the label file and close the widgets."""
+        if self._closed:
+            return
+        self._closed = True
+        self.controller.close()
+        _release_lock(self._lock)
+        self.widget.close()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _take_lock(path: str) -> tuple[str, str | None]:
+    """Mark ``path`` as edited by this process.  Refuses when a live process on this
+    host holds it; takes over a stale lock and says so."""
+    lock = path + ".lock"
+    note = None
+    if lock in _LOCKS:
+        _LOCKS[lock] += 1
+        return lock, None
+    if os.path.exists(lock):
+        try:
+            with open(lock) as f:
+                held = json.load(f)
+        except (OSError, ValueError):
+            held = {}
+        pid, host = int(held.get("pid", -1)), held.get("host")
+        if host == socket.gethostname() and pid != os.getpid() and pid > 0 and _pid_alive(pid):
+            raise LabelError(
+                f"{path} is open in another explorer (process {pid}, since {held.get('since', '?')}); two apps "
+                "saving one label file would overwrite each other's labels. Close the other app, or pass "
+                f"another labels= file (if that process is not an explorer any more, delete {lock})."
+            )
+        note = f"took over {path} from an explorer that did not close (process {pid})"
+    with open(lock, "w") as f:
+        json.dump({"pid": os.getpid(), "host": socket.gethostname(),
+                   "since": time.strftime("%Y-%m-%dT%H:%M:%S")}, f)
+    _LOCKS[lock] = 1
+    return lock, note
+
+
+def _release_lock(lock: str | None) -> None:
+    if lock is None or lock not in _LOCKS:
+        return
+    _LOCKS[lock] -= 1
+    if _LOCKS[lock] <= 0:
+        del _LOCKS[lock]
+        try:
+            os.remove(lock)
+        except FileNotFoundError:
+            pass
+
+
+@atexit.register
+def _release_all() -> None:
+    for lock in list(_LOCKS):
+        _LOCKS[lock] = 0
+        _release_lock(lock)
+
+
+def _in_kernel() -> bool:
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    ip = get_ipython()
+    return ip is not None and getattr(ip, "kernel", None) is not None
+
+
+def load_bokeh_js() -> None:
+    """Put BokehJS and Panel's JavaScript into the notebook inline (no CDN: works offline
+    and on Binder), once per kernel.  Called by :func:`explore`; call it yourself in the
+    first cell if you also use hvplot (importing hvplot first loads them from the CDN)."""
+    global _BOKEH_LOADED
+    if _BOKEH_LOADED or not _in_kernel():
+        return
+    import holoviews as hv
+
+    hv.extension("bokeh", inline=True, logo=False)
+    _BOKEH_LOADED = True
+
+
+def _arrays(source: Any, *, year, years, bbox) -> dict:
+    import xarray as xr
+
+    from ..io.open import available_years, open_embeddings, reopen
+
+    if isinstance(source, dict):
+        return {int(y): a for y, a in source.items()}
+    if isinstance(source, xr.DataArray):
+        first = source
+    else:
+        first = open_embeddings(source, bbox=bbox, year=year)
+    out = {int(first.coords["year"]) if "year" in first.coords else int(year or 0): first}
+    if years is None:
+        want = available_years(first)
+    elif isinstance(years, dict):
+        out.update({int(y): a for y, a in years.items()})
+        want = []
+    else:
+        want = [int(y) for y in years]
+    for y in want:
+        if y not in out:
+            out[y] = reopen(first, y)
+    return out
+
+
+def explore(
+    source: Any,
+    *,
+    year: int | None = None,
+    years: Any = None,
+    bbox: Sequence[float] | None = None,
+    labels: Any = None,
+    classes: Any = None,
+    model: str = "knn",
+    scatter: bool = True,
+    basemap: bool = True,
+    live_model: Any = None,
+    live_stac: Any = "planetary-computer",
+    live_cache: Any = None,
+    export_dir: str | None = None,
+    map_size: tuple[str, str] = ("620px", "560px"),
+) -> Explorer:
+    """Open the explorer: a map to label by clicking, with classes, similarity, change and
+    a projection scatter linked to the map.
+
+    Parameters
+    ----------
+    source : an embeddings DataArray (``open_embeddings``, the demo, ``embed_area``), a
+        ``{year: DataArray}`` dict on one grid, or a source for
+        :func:`~tessera_explore.open_embeddings` (with ``bbox`` and ``year``).
+    year : the year shown first (default the source's).
+    years : other years to open for the year selector and change mode: a list of years
+        (reopened from the same folder on the same grid), a ``{year: DataArray}`` dict, or
+        None for every year the source folder holds.  ``[]`` opens none.
+    labels : the label file (GeoJSON; the upstream JSON, CSV or vector files are converted),
+        or a :class:`~tessera_explore.LabelStore`.  Every click is saved to it at once, and
+        opening the app on it again brings the labels back.  Default
+        ``./tessera_labels.geojson``.  A second app on the same file in this kernel shares
+        its labels; one in another process is refused.
+    classes : class names (or ``{name: colour}``) to start with; existing ones are kept.
+    model : the classifier, ``"knn"``, ``"logreg"`` or ``"rf"``.
+    scatter : show the projection scatter (HoloViews, datashader).
+    basemap : show the OpenStreetMap basemap (needs the network; overlays work without).
+    live_model, live_stac, live_cache : enable live embedding of a rectangle drawn on the
+        map (:func:`~tessera_explore.embed_area` with this model, STAC source and cache).
+    export_dir : folder of the export button (default beside the label file).
+    """
+    from ..classify import LabelStore
+
+    arrays = _arrays(source, year=year, years=years, bbox=bbox)
+    shown = int(year) if year is not None and int(year) in arrays else next(iter(arrays))
+    first = arrays[shown]
+    version = first.attrs.get("dataset_version")
+
+    notes = []
+    lock = None
+    if isinstance(labels, LabelStore):
+        store = labels
+    else:
+        path = os.path.abspath(os.fspath(labels if labels is not None else DEFAULT_LABELS))
+        store = _STORES.get(path)
+        if store is not None:
+            notes.append(f"{path} is also open in another explorer of this kernel: both show the same labels")
+        else:
+            lock, note = _take_lock(path)
+            try:
+                store = LabelStore.open(path, dataset_version=version, year=shown, create=True)
+            except Exception:
+                _release_lock(lock)
+                raise
+            if note:
+                notes.append(note)
+            _STORES[path] = store
+            if store.path != path:
+                _STORES[store.path] = store
+        if lock is None and store.path:
+            lock, _ = _take_lock(store.path)
+    if classes:
+        have = store.classes
+        items = classes.items() if isinstance(classes, dict) else ((c, None) for c in classes)
+        for name, color in items:
+            if name not in have:
+                store.add_class(name, color)
+
+    state = ExplorerState(model=model)
+    controller = ExplorerController(state, arrays, store, year=shown, label_year=shown, live_model=live_model,
+                                    live_stac=live_stac, live_cache=live_cache, export_dir=export_dir)
+    try:
+        return _build(state, controller, lock, notes, scatter=scatter, basemap=basemap, map_size=map_size,
+                      draw=live_model is not None)
+    except Exception:
+        controller.close()
+        _release_lock(lock)
+        raise
+
+
+def _build(state, controller, lock, notes, *, scatter, basemap, map_size, draw) -> Explorer:
+    import ipywidgets as W
+
+    from .views import MapView, PanelView, ScatterView
+
+    if scatter:
+        load_bokeh_js()
+    map_view = MapView(state, controller, basemap=basemap, draw=draw, width=map_size[0], height=map_size[1])
+    panel = PanelView(state, controller)
+    controller.start()  # false colour now; labels and classifier in the background
+    scatter_view = ScatterView(state, controller) if scatter else None
+    top = W.HBox([map_view.map, panel.widget])
+    help_text = W.HTML(
+        "<div style='max-width:420px;font-size:90%'><b>How to use</b><br>"
+        "Add a class, pick it, and click the map to label pixels: the classifier retrains after every click "
+        "and the class map redraws. <i>similar</i> mode colours pixels like the clicked one; <i>change</i> "
+        "mode shows how much each pixel changed between two years. Box or lasso select in the scatter "
+        "highlights those pixels on the map; a map click marks its pixel in the scatter."
+        + (" Draw a rectangle to embed it live." if draw else "") + "</div>")
+    bottom = W.HBox([scatter_view.widget, help_text] if scatter_view is not None else [help_text])
+    widget = W.VBox([top, bottom])
+    widget.add_class("te-explorer")
+    app = Explorer(state, controller, map_view, panel, scatter_view, widget, lock, notes)
+    if not notes:
+        state.status = (f"labels are saved to {controller.store.path}"
+                        if controller.store.path else "labels are kept in memory")
+    return app

@@ -1,0 +1,653 @@
+"""Explorer controller: every computation behind the app, off the main thread.
+
+The controller owns the data (embeddings per year, their in-memory int8 form, the
+projection, the label store, the latest classifier and maps) and one worker thread.
+Views call its methods from widget callbacks (on the kernel's main thread); the
+methods check input at once, change the labels (saved at once by the store), and queue
+the heavy part.  Queued work of one kind coalesces: ten fast clicks retrain once or
+twice, never ten times.  Results reach the views as events (:meth:`on`), progress and
+messages through the :class:`~tessera_explore.widgets.state.ExplorerState` traits.
+
+Nothing here imports ipywidgets, ipyleaflet or holoviews: the controller runs (and is
+benchmarked) in plain Python.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+import xarray as xr
+
+from ..exceptions import LabelError, TesseraExploreError
+from .state import ExplorerState
+
+__all__ = ["ExplorerController", "LAYERS"]
+
+log = logging.getLogger(__name__)
+
+#: map layers the controller produces, bottom to top
+LAYERS = ("false_colour", "live", "change", "classes", "similarity", "selection")
+
+#: how a change map's classes are coloured (stable, minor, moderate, major)
+CHANGE_COLORS = ("#f7f7f7", "#fdcc8a", "#fc8d59", "#d7301f")
+SELECTION_COLOR = "#ff00ff"
+
+
+@dataclass
+class _Job:
+    fn: Callable[[], Any]
+    future: Future
+    title: str
+
+
+class ExplorerController:
+    """Compute for one explorer session.
+
+    Parameters
+    ----------
+    state : the app's :class:`ExplorerState` (read for choices, written with results).
+    arrays : ``{year: embeddings DataArray}`` on one grid.
+    year : the year shown at start (default ``state.year`` if open, else the first).
+    store : the :class:`~tessera_explore.LabelStore` that holds the labels (saved on
+        every change).
+    label_year : year the labels are drawn on and the classifier is trained on (default
+        the year shown first); class maps of other years apply that classifier.
+    projection_sample : pixels in the PCA fitting sample.
+    live_model, live_stac, live_cache : what :meth:`embed_live` passes to
+        :func:`~tessera_explore.embed_area` (no model: live embedding is off).
+    export_dir : folder of :meth:`export` (default beside the label file).
+    """
+
+    def __init__(self, state: ExplorerState, arrays: dict, store: Any, *, year: int | None = None,
+                 label_year: int | None = None,
+                 projection_sample: int = 100_000, max_pixels: int = 1_000_000, live_model: Any = None,
+                 live_stac: Any = "planetary-computer", live_cache: Any = None, export_dir: str | None = None):
+        from .._schema import check_compatible, validate
+
+        if not arrays:
+            raise ValueError("the explorer needs at least one embeddings array")
+        self.arrays = {int(y): validate(a, name=f"embeddings of {y}") for y, a in arrays.items()}
+        first = next(iter(self.arrays.values()))
+        for y, a in self.arrays.items():
+            check_compatible(first, a)
+            if a.sizes != first.sizes or not (np.array_equal(a.x.values, first.x.values)
+                                              and np.array_equal(a.y.values, first.y.values)):
+                raise ValueError(f"the embeddings of {y} are on another grid than those of {next(iter(self.arrays))}; "
+                                 "open every year with the same bbox")
+        self.state = state
+        self.store = store
+        years = sorted(self.arrays)
+        state.years = years
+        if year is not None:
+            if int(year) not in self.arrays:
+                raise ValueError(f"year {year} is not one of the open years {years}")
+            state.year = int(year)
+        elif state.year not in self.arrays:
+            state.year = next(iter(self.arrays))
+        self.label_year = int(label_year) if label_year is not None else int(state.year)
+        if self.label_year not in self.arrays:
+            raise ValueError(f"label_year {self.label_year} is not one of the open years {years}")
+        self.projection_sample = int(projection_sample)
+        self.max_pixels = int(max_pixels)
+        self.live_model = live_model
+        self.live_stac = live_stac
+        self.live_cache = live_cache
+        self.export_dir = export_dir
+
+        from ..classify.area import grid_of
+
+        self.grid = grid_of(first)
+        self.prepared: dict[int, Any] = {}
+        self.components: dict[int, xr.DataArray] = {}
+        self.rgb: dict[int, xr.DataArray] = {}
+        self.projection = None
+        self.classifier = None
+        self.prediction: xr.Dataset | None = None
+        self.prediction_year: int | None = None
+        self.similarity_map: xr.DataArray | None = None
+        self.similarity_query: tuple[float, float] | None = None
+        self.change_map: xr.Dataset | None = None
+        self.change_years: tuple[int, int] | None = None
+        self.selection: np.ndarray | None = None
+        self.live: xr.DataArray | None = None
+        self.timings: dict[str, float] = {}
+
+        self._listeners: dict[str, list[Callable]] = {}
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tessera-explore")
+        self._lock = threading.RLock()
+        self._queued: dict[str, _Job] = {}
+        self._running = 0
+        self._closed = False
+        self._store_cb = lambda store, what: self._labels_changed(what)
+        store.observe(self._store_cb)
+        self._sync_labels()
+        state.observe(self._on_choice, names=["model", "year", "confidence_threshold", "similarity_threshold",
+                                              "mode", "change_from"])
+
+    # ------------------------------------------------------------------ events
+    def on(self, event: str, callback: Callable) -> None:
+        """Call ``callback(*args)`` on ``event``: ``"layer"`` (name, OverlayImage or None),
+        ``"marker"`` (x, y in the scatter, or None), ``"labels"`` (the store).  Callbacks may
+        run on the worker thread."""
+        self._listeners.setdefault(event, []).append(callback)
+
+    def _emit(self, event: str, *args) -> None:
+        for cb in list(self._listeners.get(event, ())):
+            try:
+                cb(*args)
+            except Exception as err:  # a view failing must not kill the worker; show it
+                log.exception("explorer view callback for %s failed", event)
+                self._report(err, f"updating the view ({event})")
+
+    # ------------------------------------------------------------------ the queue
+    def submit(self, key: str, fn: Callable[[], Any], title: str) -> Future:
+        """Queue ``fn`` on the worker thread.  A job of the same ``key`` still waiting is
+        replaced (its future resolves with the newer job's result)."""
+        if self._closed:
+            raise TesseraExploreError("this explorer is closed")
+        with self._lock:
+            queued = self._queued.get(key)
+            if queued is not None:
+                queued.fn, queued.title = fn, title
+                return queued.future
+            job = _Job(fn, Future(), title)
+            self._queued[key] = job
+            self._running += 1
+            self.state.busy = True
+        self._pool.submit(self._run, key, job)
+        return job.future
+
+    def _run(self, key: str, job: _Job) -> None:
+        with self._lock:
+            if self._queued.get(key) is job:
+                del self._queued[key]
+            fn, title = job.fn, job.title
+        t0 = time.perf_counter()
+        self.state.status = f"{title}..."
+        self.state.progress = 0.0
+        try:
+            result = fn()
+        except Exception as err:
+            log.debug("explorer job %s failed", key, exc_info=True)
+            self._report(err, title)
+            job.future.set_exception(err)
+        else:
+            self.timings[key] = time.perf_counter() - t0
+            job.future.set_result(result)
+        finally:
+            with self._lock:
+                self._running -= 1
+                idle = self._running == 0
+            self.state.progress = 1.0
+            if idle:
+                self.state.busy = False
+
+    def _report(self, err: BaseException, doing: str) -> None:
+        name = type(err).__name__
+        self.state.error = f"{doing} failed: {name}: {err}"
+        self.state.status = f"{doing} failed (see the message above)"
+
+    def wait(self, timeout: float | None = 120.0) -> None:
+        """Block until every queued job (and any job they queued) has finished."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+            self._pool.submit(lambda: None).result(timeout=left)
+            with self._lock:
+                if self._running == 0:
+                    return
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError("the explorer is still busy")
+
+    def close(self) -> None:
+        """Stop the worker thread and let go of the label store."""
+        if self._closed:
+            return
+        self._closed = True
+        self.state.unobserve(self._on_choice, names=["model", "year", "confidence_threshold",
+                                                     "similarity_threshold", "mode", "change_from"])
+        try:
+            self.store.unobserve(self._store_cb)
+        except ValueError:
+            pass
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    # ------------------------------------------------------------------ start
+    def start(self) -> None:
+        """Project the shown year to false colour now (fast), then prepare the labelling
+        year in the background so the first click is quick."""
+        year = int(self.state.year)
+        self._show_false_colour(year)
+        self.submit(f"prepare-{self.label_year}", lambda: self._prepare(self.label_year),
+                    f"reading the {self.label_year} embeddings into memory")
+        if self._trainable():
+            self.retrain()
+
+    def _prepare(self, year: int):
+        from ..classify import prepare
+
+        area = self.prepared.get(year)
+        if area is None:
+            area = prepare(self.arrays[year])
+            self.prepared[year] = area
+            self.state.status = f"{year}: {int(area.valid.sum()):,} pixels with data ready"
+        return area
+
+    def _show_false_colour(self, year: int) -> None:
+        from ..project import project, to_rgb
+        from .overlay import overlay_image
+
+        if year not in self.components:
+            if self.projection is None:
+                comps, fitted = project(self.arrays[year], method="pca", n_components=3,
+                                        sample=self.projection_sample, random_state=0)
+            else:  # the first year's projection and stretch: colours mean the same in every year
+                comps, fitted = project(self.arrays[year], fitted=self.projection)
+            if self.projection is None:
+                self.projection = fitted
+            self.components[year] = comps
+            self.rgb[year] = to_rgb(comps)
+        img = overlay_image(self.rgb[year], max_pixels=self.max_pixels)
+        self._emit("layer", "false_colour", img)
+
+    # ------------------------------------------------------------------ choices
+    def _on_choice(self, change) -> None:
+        name = change["name"]
+        if name == "model":
+            if self._trainable():
+                self.retrain()
+        elif name == "year":
+            year = int(change["new"])
+            self.submit("year", lambda: self._switch_year(year), f"showing {year}")
+        elif name == "confidence_threshold":
+            self.submit("render-classes", self._render_classes, "redrawing the class map")
+        elif name == "similarity_threshold":
+            self.submit("render-similarity", self._render_similarity, "redrawing the similarity map")
+        elif name in ("mode", "change_from"):
+            if self.state.mode == "change":
+                self.show_change()
+
+    def _switch_year(self, year: int) -> None:
+        self._show_false_colour(year)
+        if self.classifier is not None:
+            self._predict(year)
+        if self.similarity_query is not None:
+            self._similarity(*self.similarity_query)
+        if self.state.mode == "change":
+            self._change()
+        self.state.status = f"showing {year}"
+
+    # ------------------------------------------------------------------ clicks
+    def pixel_at(self, lon: float, lat: float) -> tuple[int, int] | None:
+        """(row, col) of the pixel under lon/lat, or None outside the area."""
+        r, c = self.grid.lonlat_to_rowcol(np.array([lon], float), np.array([lat], float))
+        if not bool(self.grid.inside(r, c)[0]):
+            return None
+        return int(r[0]), int(c[0])
+
+    def has_data(self, row: int, col: int) -> bool:
+        year = int(self.state.year)
+        comps = self.components.get(year)
+        if comps is not None:
+            return bool(np.isfinite(comps.values[0, row, col]))
+        return bool(np.isfinite(self.arrays[year].isel(band=0, y=row, x=col).values))
+
+    def click(self, lon: float, lat: float) -> str:
+        """A click on the map at lon/lat, acted on according to ``state.mode``.
+
+        Returns what happened, in words (also put in ``state.status``).
+        """
+        st = self.state
+        st.last_click = (float(lon), float(lat))
+        where = f"({lon:.5f}, {lat:.5f})"
+        px = self.pixel_at(lon, lat)
+        if px is None:
+            return self._say(f"the click at {where} is outside the embeddings; nothing done")
+        self._mark(*px)
+        if not self.has_data(*px):
+            return self._say(f"no data at {where} (water or outside the tiles); nothing done")
+        if st.mode == "label":
+            if not st.classes:
+                return self._say("add a class first (type a name and press 'add class'), then click to label")
+            cls = st.active_class or ""
+            if cls not in st.classes:
+                return self._say("pick the class to label with, then click again")
+            try:
+                self.store.add_point(float(lon), float(lat), cls)
+            except LabelError as err:
+                return self._say(f"label not added: {err}")
+            msg = f"labelled {where} as {cls!r} ({len(self.store)} labels)"
+            if self._trainable():
+                self.retrain()
+            else:
+                msg += "; label at least two classes to train a classifier"
+            return self._say(msg)
+        if st.mode == "similarity":
+            self.similarity_query = (float(lon), float(lat))
+            self.submit("similarity", lambda: self._similarity(float(lon), float(lat)),
+                        f"finding pixels similar to {where}")
+            return self._say(f"finding pixels similar to {where}")
+        # change mode: report the value under the click
+        if self.change_map is not None:
+            d = float(self.change_map["distance"].values[px])
+            cls = self.change_map.attrs.get("classes", ("stable", "minor", "moderate", "major"))
+            k = int(self.change_map["change_class"].values[px])
+            name = cls[k] if k < len(cls) else "no data"
+            return self._say(f"change at {where}: distance {d:.3f} ({name})")
+        return self._say("the change map is still being computed")
+
+    def _say(self, msg: str) -> str:
+        self.state.status = msg
+        return msg
+
+    def _mark(self, row: int, col: int) -> None:
+        comps = self.components.get(self.label_year)
+        if comps is None:
+            return
+        v = comps.values[:2, row, col]
+        self._emit("marker", *(None, None) if not np.all(np.isfinite(v)) else (float(v[0]), float(v[1])))
+
+    # ------------------------------------------------------------------ labels
+    def _labels_changed(self, what: str) -> None:
+        self._sync_labels()
+        self._emit("labels", self.store)
+
+    def _sync_labels(self) -> None:
+        st = self.state
+        classes = self.store.classes
+        counts = self.store.counts()
+        names = list(classes)
+        with st.hold_trait_notifications():
+            st.classes = names
+            st.colors = dict(classes)
+            st.counts = counts
+            st.n_labels = len(self.store)
+            if st.active_class not in names:
+                st.active_class = names[-1] if names else ""
+
+    def _trainable(self) -> bool:
+        counts = self.store.counts()
+        return sum(1 for v in counts.values() if v > 0) >= 2
+
+    def add_class(self, name: str, color: str | None = None) -> str:
+        self.store.add_class(name, color)
+        self.state.active_class = name.strip()
+        return self._say(f"class {name.strip()!r} added; click the map to label it")
+
+    def rename_class(self, name: str, new_name: str) -> str:
+        self.store.rename_class(name, new_name)
+        self.state.active_class = new_name.strip()
+        self._after_label_edit()
+        return self._say(f"class {name!r} renamed to {new_name.strip()!r}")
+
+    def recolour(self, name: str, color: str) -> str:
+        self.store.set_color(name, color)
+        self._after_label_edit(retrain=False)
+        if self.prediction is not None:
+            self.submit("render-classes", self._render_classes, "redrawing the class map")
+        return self._say(f"class {name!r} is now {color}")
+
+    def remove_class(self, name: str) -> str:
+        self.store.remove_class(name)
+        self._after_label_edit()
+        return self._say(f"class {name!r} and its labels removed (undo brings them back)")
+
+    def undo(self) -> str:
+        if not self.store.undo():
+            return self._say("nothing to undo")
+        self._after_label_edit()
+        return self._say(f"undone ({len(self.store)} labels)")
+
+    def redo(self) -> str:
+        if not self.store.redo():
+            return self._say("nothing to redo")
+        self._after_label_edit()
+        return self._say(f"redone ({len(self.store)} labels)")
+
+    def clear(self) -> str:
+        self.store.clear()
+        self._after_label_edit()
+        return self._say("all labels removed (undo brings them back)")
+
+    def _after_label_edit(self, retrain: bool = True) -> None:
+        if not retrain:
+            return
+        if self._trainable():
+            self.retrain()
+        elif self.classifier is not None:
+            self.classifier = None
+            self.prediction = None
+            self.submit("retrain", self._drop_classes, "removing the class map")
+
+    def _drop_classes(self) -> None:
+        self._emit("layer", "classes", None)
+        self.state.accuracy = ""
+        self.state.status = "label at least two classes to train a classifier"
+
+    # ------------------------------------------------------------------ classify
+    def retrain(self) -> Future:
+        """Queue a refit on the labels and a fresh class map of the shown year."""
+        return self.submit("retrain", self._retrain, f"training {self.state.model}")
+
+    def _retrain(self) -> None:
+        from ..classify import fit_classifier
+
+        if not self._trainable():
+            return self._drop_classes()
+        area = self._prepare(self.label_year)
+        t0 = time.perf_counter()
+        model = self.state.model
+        clf = fit_classifier(area, self.store, model=model)
+        t_fit = time.perf_counter() - t0
+        skipped = getattr(clf.samples_, "skipped", None) or []
+        self.classifier = clf
+        self.state.progress = 0.4
+        t1 = time.perf_counter()
+        self._predict(int(self.state.year))
+        t_map = time.perf_counter() - t1
+        n = len(np.unique(clf.samples_.label_id))
+        msg = f"{model} trained on {n} labels in {t_fit * 1000:.0f} ms; class map in {t_map * 1000:.0f} ms"
+        if skipped:
+            msg += f"; {len(skipped)} labels left out (outside the area or no data)"
+        self.state.accuracy = self._train_summary(clf)
+        self.state.status = msg
+
+    @staticmethod
+    def _train_summary(clf) -> str:
+        y = np.asarray(clf.samples_.y)
+        names, counts = np.unique(y, return_counts=True)
+        return ", ".join(f"{n}: {c}" for n, c in zip(names, counts)) + " training pixels"
+
+    def _predict(self, year: int) -> None:
+        from ..classify import predict_map
+
+        area = self._prepare(year)
+        self.prediction = predict_map(area, self.classifier)
+        self.prediction_year = year
+        self.state.progress = 0.8
+        self._render_classes()
+
+    def class_map(self) -> xr.DataArray | None:
+        """The class map as shown: classes below the confidence threshold are no data."""
+        if self.prediction is None:
+            return None
+        cls = self.prediction["class"]
+        thr = float(self.state.confidence_threshold)
+        if thr > 0:
+            cls = cls.where(self.prediction["confidence"] >= thr, 255).astype(np.uint8)
+            cls.attrs.update(self.prediction["class"].attrs)
+        return cls
+
+    def _render_classes(self) -> None:
+        from .overlay import overlay_image
+
+        cls = self.class_map()
+        if cls is None:
+            return
+        names = list(self.prediction.attrs.get("classes", ()))
+        colors = self.store.classes
+        img = overlay_image(cls, categories=names, colors=[colors.get(n, "#888888") for n in names],
+                            max_pixels=self.max_pixels, title="classes")
+        self._emit("layer", "classes", img)
+
+    # ------------------------------------------------------------------ similarity
+    def _similarity(self, lon: float, lat: float) -> None:
+        from ..classify import similarity
+
+        area = self._prepare(int(self.state.year))
+        self.similarity_map = similarity(area, (lon, lat))
+        self.similarity_query = (lon, lat)
+        self._render_similarity()
+        n = int(np.count_nonzero(self.similarity_map.values >= self.state.similarity_threshold))
+        self.state.status = (f"{n:,} pixels have cosine similarity >= {self.state.similarity_threshold:.2f} "
+                             f"to ({lon:.5f}, {lat:.5f})")
+
+    def _render_similarity(self) -> None:
+        from .overlay import overlay_image
+
+        if self.similarity_map is None:
+            return
+        thr = float(self.state.similarity_threshold)
+        shown = self.similarity_map.where(self.similarity_map >= thr)
+        shown.attrs.update(self.similarity_map.attrs, long_name="cosine similarity")
+        img = overlay_image(shown, cmap="magma", vmin=thr, vmax=1.0, max_pixels=self.max_pixels,
+                            categorical=False, title="similarity")
+        self._emit("layer", "similarity", img)
+
+    # ------------------------------------------------------------------ change
+    def change_pair(self) -> tuple[int, int] | None:
+        years = sorted(self.arrays)
+        if len(years) < 2:
+            return None
+        b = int(self.state.year)
+        a = int(self.state.change_from) if self.state.change_from in self.arrays else None
+        if a is None or a == b:
+            a = max((y for y in years if y < b), default=None) or min(y for y in years if y != b)
+        return (a, b) if a < b else (b, a)
+
+    def show_change(self) -> Future | None:
+        if self.change_pair() is None:
+            self._say("the change map needs two years: open the explorer with years=[...]")
+            return None
+        return self.submit("change", self._change, "computing the change between years")
+
+    def _change(self) -> None:
+        from ..classify import change
+        from .overlay import overlay_image
+
+        a, b = self.change_pair()
+        if self.change_years != (a, b):
+            self.change_map = change(self._prepare(a), self._prepare(b))
+            self.change_years = (a, b)
+        names = list(self.change_map.attrs.get("classes", ("stable", "minor", "moderate", "major")))
+        img = overlay_image(self.change_map["change_class"], categories=names,
+                            colors=list(CHANGE_COLORS[: len(names)]), max_pixels=self.max_pixels,
+                            title=f"change {a} to {b}")
+        self._emit("layer", "change", img)
+        counts = np.bincount(self.change_map["change_class"].values.ravel(), minlength=256)
+        self.state.status = f"change {a} to {b}: " + ", ".join(f"{n} {counts[i]:,}" for i, n in enumerate(names))
+
+    # ------------------------------------------------------------------ scatter selection
+    def select_pixels(self, flat_index: np.ndarray, how: str = "selection") -> Future:
+        """Highlight pixels (flat indices ``row * width + col``) chosen in the scatter."""
+        h, w = self.grid.shape
+        mask = np.zeros(h * w, np.uint8)
+        idx = np.asarray(flat_index, dtype=np.int64)
+        mask[idx] = 1
+        self.selection = mask.reshape(h, w)
+        self.state.selection_size = int(idx.size)
+        return self.submit("selection", lambda: self._render_selection(how), "drawing the selection")
+
+    def _render_selection(self, how: str) -> None:
+        from .overlay import overlay_image
+
+        if self.selection is None or not self.selection.any():
+            self._emit("layer", "selection", None)
+            self.state.status = "nothing selected"
+            return
+        ref = self.rgb[self.label_year]
+        sel = xr.DataArray(np.where(self.selection == 1, 1, 255).astype(np.uint8), dims=("y", "x"),
+                           coords={"y": ref.y, "x": ref.x}, name="selection")
+        sel = sel.rio.write_crs(ref.rio.crs)
+        img = overlay_image(sel, categories={1: ("selected", SELECTION_COLOR)}, max_pixels=self.max_pixels,
+                            title="selection")
+        self._emit("layer", "selection", img)
+        self.state.status = f"{how}: {int(self.selection.sum()):,} pixels highlighted on the map"
+
+    # ------------------------------------------------------------------ export
+    def save(self) -> str:
+        path = self.store.save()
+        return self._say(f"labels saved to {path}")
+
+    def export(self, folder: str | None = None) -> Future:
+        """Write the class, confidence, similarity and change maps as COGs with provenance
+        and the labels as GeoJSON into ``folder``."""
+        folder = folder or self.export_dir or self._default_export_dir()
+        return self.submit("export", lambda: self._export(folder), f"exporting to {folder}")
+
+    def _default_export_dir(self) -> str:
+        base = self.store.path
+        if base is None:
+            return os.path.abspath("tessera_export")
+        return os.path.splitext(base)[0] + "_export"
+
+    def _export(self, folder: str) -> list[str]:
+        from ..classify import export_map
+
+        os.makedirs(folder, exist_ok=True)
+        written = []
+        year = int(self.state.year)
+        if self.prediction is not None:
+            written.append(export_map(self.prediction, os.path.join(folder, f"classes_{self.prediction_year}.tif")))
+        if self.similarity_map is not None:
+            written.append(export_map(self.similarity_map, os.path.join(folder, f"similarity_{year}.tif")))
+        if self.change_map is not None:
+            a, b = self.change_years
+            written.append(export_map(self.change_map, os.path.join(folder, f"change_{a}_{b}.tif")))
+        written.append(self.store.export(os.path.join(folder, "labels.geojson")))
+        written = [os.fspath(p) for item in written for p in (item if isinstance(item, (list, tuple)) else [item])]
+        self.state.status = f"exported {len(written)} files to {folder}"
+        return written
+
+    # ------------------------------------------------------------------ live embedding
+    def embed_live(self, bbox: tuple[float, float, float, float]) -> Future | None:
+        """Embed a drawn rectangle live (:func:`~tessera_explore.embed_area`) and show it
+        beside the precomputed map; needs ``live_model``."""
+        if self.live_model is None:
+            self._say("live embedding needs a model: te.explore(..., live_model=te.encoder.load_encoder(...))")
+            return None
+        bbox = tuple(float(v) for v in bbox)
+        return self.submit("live", lambda: self._embed_live(bbox), "embedding the rectangle live")
+
+    def _embed_live(self, bbox) -> xr.DataArray:
+        from ..encoder.area import compare, embed_area
+        from ..project import project, to_rgb
+        from .overlay import overlay_image
+
+        year = int(self.state.year)
+        live = embed_area(bbox, year, model=self.live_model, stac=self.live_stac, cache=self.live_cache,
+                          progress=False)
+        self.live = live
+        comps, _ = project(live, method="pca", n_components=3, random_state=0)
+        img = overlay_image(to_rgb(comps), max_pixels=self.max_pixels)
+        self._emit("layer", "live", img)
+        msg = f"embedded {live.sizes['x']} x {live.sizes['y']} px live ({live.attrs.get('model_generation')})"
+        pre = self.arrays[year]
+        if live.attrs.get("model_generation") == pre.attrs.get("model_generation"):
+            try:
+                cos = compare(live, pre)
+                msg += f"; cosine agreement with the precomputed map: median {cos.attrs['median']:.3f}"
+            except TesseraExploreError as err:
+                msg += f"; not compared: {err}"
+        else:
+            msg += (f"; not compared with the precomputed map (generation {pre.attrs.get('model_generation')}: "
+                    "different generations live in unrelated feature spaces)")
+        self.state.status = msg
+        return live

@@ -1,0 +1,454 @@
+"""Explorer views: widgets that show the state and turn user events into controller calls.
+
+Views hold no data and compute nothing beyond what a widget needs.  The map is the one
+place where Leaflet's ``[lat, lon]`` order is met: it is converted to lon/lat on the way
+in (clicks, drawn rectangles) and back on the way out (label markers), nowhere else.
+Every callback runs through :func:`guarded`, so an exception shows in the app's error
+line instead of vanishing into the kernel log.
+"""
+
+from __future__ import annotations
+
+import functools
+import html
+import logging
+from typing import Any, Callable
+
+import numpy as np
+
+from .controller import LAYERS, ExplorerController
+from .state import MODELS, ExplorerState
+
+__all__ = ["MapView", "PanelView", "ScatterView", "guarded"]
+
+log = logging.getLogger(__name__)
+
+LAYER_TITLES = {
+    "false_colour": "embedding false colour (PCA)",
+    "live": "live embedding (PCA)",
+    "change": "change between years",
+    "classes": "classes",
+    "similarity": "similarity",
+    "selection": "scatter selection",
+}
+
+
+def guarded(state: ExplorerState, doing: str) -> Callable:
+    """Decorator: run a widget callback, showing any exception in ``state.error``."""
+
+    def wrap(fn):
+        @functools.wraps(fn)
+        def inner(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except Exception as err:
+                log.debug("explorer callback %s failed", doing, exc_info=True)
+                state.error = f"{doing} failed: {type(err).__name__}: {err}"
+                return None
+
+        return inner
+
+    return wrap
+
+
+# ---------------------------------------------------------------------------- map
+class MapView:
+    """A leafmap map with the controller's layers, label markers and (optionally) a
+    rectangle tool for live embedding."""
+
+    def __init__(self, state: ExplorerState, controller: ExplorerController, *, m: Any = None,
+                 width: str = "620px", height: str = "560px", basemap: bool = True, draw: bool = False):
+        import ipyleaflet
+
+        self.state = state
+        self.controller = controller
+        (s, w), (n, e) = _latlon_bounds(controller)
+        center = ((s + n) / 2, (w + e) / 2)
+        zoom = _zoom_for(w, s, e, n, width, height)
+        if m is None:
+            import leafmap.leafmap as leafmap
+
+            m = leafmap.Map(center=center, zoom=zoom, draw_control=False, toolbar_control=False,
+                            measure_control=False, fullscreen_control=False, attribution_control=True,
+                            scroll_wheel_zoom=True)
+            if not basemap:
+                for layer in list(m.layers)[1:]:
+                    m.remove(layer)
+        m.layout.width, m.layout.height, m.layout.flex = width, height, "0 0 auto"
+        m.add_class("te-map")
+        self.map = m
+        self.center, self.zoom = center, zoom
+        self.layers: dict[str, Any] = {}
+        self._legend = ipyleaflet.WidgetControl(widget=_html("", "te-legend"), position="bottomright")
+        self.markers = ipyleaflet.LayerGroup(name="labels")
+        m.add(self.markers)
+        m.on_interaction(self._on_interaction)
+        controller.on("layer", self._on_layer)
+        controller.on("labels", lambda store: self.draw_labels())
+        state.observe(lambda ch: self._visibility(), names=["mode", "show_classes", "show_false_colour"])
+        state.observe(self._opacity, names=["class_opacity"])
+        self.draw = None
+        if draw:
+            self.draw = ipyleaflet.DrawControl(rectangle={"shapeOptions": {"color": "#00bcd4"}}, polyline={},
+                                               polygon={}, circlemarker={}, circle={}, marker={})
+            self.draw.on_draw(self._on_draw)
+            m.add(self.draw)
+        self.draw_labels()
+
+    # events from the browser
+    def _on_interaction(self, **event) -> None:
+        if event.get("type") != "click":
+            return
+        lat, lon = event["coordinates"]  # Leaflet order; from here on lon, lat
+        self.click(float(lon), float(lat))
+
+    def click(self, lon: float, lat: float) -> str | None:
+        """What a click at lon/lat does (also the way tests click)."""
+        return guarded(self.state, "the map click")(self.controller.click)(lon, lat)
+
+    def _on_draw(self, control, action, geo_json) -> None:
+        @guarded(self.state, "the drawn rectangle")
+        def go():
+            if action != "created":
+                return
+            ring = np.asarray(geo_json["geometry"]["coordinates"][0], float)  # GeoJSON: lon, lat
+            bbox = (ring[:, 0].min(), ring[:, 1].min(), ring[:, 0].max(), ring[:, 1].max())
+            control.clear()
+            self.controller.embed_live(bbox)
+
+        go()
+
+    # events from the controller (any thread)
+    def _on_layer(self, name: str, img) -> None:
+        import ipyleaflet
+
+        layer = self.layers.get(name)
+        if img is None:
+            if layer is not None:
+                layer.visible = False
+            if name == "classes":
+                self._set_legend(None)
+            return
+        if layer is None:
+            layer = ipyleaflet.ImageOverlay(url=img.url, bounds=img.bounds, name=LAYER_TITLES.get(name, name),
+                                            opacity=self._opacity_of(name))
+            self.layers[name] = layer
+            self._insert(name, layer)
+        else:
+            layer.bounds = img.bounds
+            layer.url = img.url
+            layer.visible = True
+        if name in ("classes", "change", "similarity") and img.legend:
+            if name == "classes" or self.state.mode != "label":
+                self._set_legend(img.legend)
+        self._visibility()
+
+    def _insert(self, name: str, layer) -> None:
+        """Add ``layer`` under every layer that LAYERS puts above it (markers stay on top)."""
+        m = self.map
+        rank = {n: i for i, n in enumerate(LAYERS)}
+        layers = list(m.layers)
+        pos = len(layers)
+        for i, other in enumerate(layers):
+            other_name = next((n for n, l in self.layers.items() if l is other), None)
+            if other is self.markers or (other_name is not None and rank[other_name] > rank[name]):
+                pos = i
+                break
+        m.layers = tuple(layers[:pos] + [layer] + layers[pos:])
+
+    def _opacity_of(self, name: str) -> float:
+        if name == "classes":
+            return float(self.state.class_opacity)
+        return {"false_colour": 1.0, "selection": 0.8, "similarity": 0.85, "change": 0.7, "live": 1.0}.get(name, 1.0)
+
+    def _opacity(self, change) -> None:
+        layer = self.layers.get("classes")
+        if layer is not None:
+            layer.opacity = float(change["new"])
+
+    def _visibility(self) -> None:
+        st = self.state
+        want = {
+            "false_colour": st.show_false_colour,
+            "classes": st.show_classes and st.mode == "label",
+            "similarity": st.mode == "similarity",
+            "change": st.mode == "change",
+        }
+        for name, layer in self.layers.items():
+            if name in want:
+                layer.visible = bool(want[name])
+
+    def _set_legend(self, legend_html: str | None) -> None:
+        if legend_html:
+            self._legend.widget.value = legend_html
+            if self._legend not in self.map.controls:
+                self.map.add(self._legend)
+        elif self._legend in self.map.controls:
+            self.map.remove(self._legend)
+
+    def draw_labels(self) -> None:
+        """Redraw the label markers from the store (points as circles, polygons outlined)."""
+        import ipyleaflet
+
+        colors = self.controller.store.classes
+        items = []
+        for lab in self.controller.store.labels:
+            color = colors.get(lab.cls, "#888888")
+            if lab.kind == "point":
+                items.append(ipyleaflet.CircleMarker(location=(lab.lat, lab.lon), radius=6, color="#ffffff", weight=2,
+                                                     fill_color=color, fill_opacity=1.0, name=f"{lab.cls} #{lab.id}"))
+            else:
+                ring = [(y, x) for x, y in lab.geometry.exterior.coords]
+                items.append(ipyleaflet.Polygon(locations=ring, color=color, fill_color=color, fill_opacity=0.3,
+                                                weight=2, name=f"{lab.cls} #{lab.id}"))
+        self.markers.layers = tuple(items)
+
+
+def _latlon_bounds(controller: ExplorerController):
+    from pyproj import Transformer
+
+    g = controller.grid
+    da = next(iter(controller.arrays.values()))
+    x, y = da.x.values, da.y.values
+    tr = Transformer.from_crs(da.rio.crs, "EPSG:4326", always_xy=True)
+    xs = np.array([x[0], x[-1], x[0], x[-1]])
+    ys = np.array([y[0], y[0], y[-1], y[-1]])
+    lon, lat = tr.transform(xs, ys)
+    del g
+    return (float(lat.min()), float(lon.min())), (float(lat.max()), float(lon.max()))
+
+
+def _zoom_for(west: float, south: float, east: float, north: float, width: str, height: str) -> int:
+    """The largest whole zoom at which the box fits the map's pixel size."""
+    def px(v: str, default: int) -> int:
+        try:
+            return int(str(v).replace("px", ""))
+        except ValueError:
+            return default
+
+    w, h = px(width, 600), px(height, 500)
+
+    def merc_y(lat):
+        return np.log(np.tan(np.pi / 4 + np.radians(lat) / 2))
+
+    for z in range(18, 1, -1):
+        scale = 256 * 2**z
+        dx = (east - west) / 360 * scale
+        dy = (merc_y(north) - merc_y(south)) / (2 * np.pi) * scale
+        if dx <= w * 0.95 and dy <= h * 0.95:
+            return z
+    return 2
+
+
+def _html(value: str, css: str):
+    import ipywidgets as W
+
+    w = W.HTML(value)
+    w.add_class(css)
+    return w
+
+
+# ---------------------------------------------------------------------------- panel
+class PanelView:
+    """The side panel: mode, classes, classifier, year, thresholds, actions, status."""
+
+    def __init__(self, state: ExplorerState, controller: ExplorerController):
+        import ipywidgets as W
+
+        self.state, self.controller = state, controller
+        st = state
+        lay = W.Layout(width="300px")
+        self.mode = W.ToggleButtons(options=[("label", "label"), ("similar", "similarity"), ("change", "change")],
+                                    value=st.mode, layout=W.Layout(width="300px"),
+                                    style={"button_width": "92px"}, tooltips=[
+                                        "a click adds a label of the active class",
+                                        "a click finds pixels similar to the clicked one",
+                                        "show the change between two years"])
+        self.mode.add_class("te-mode")
+        W.link((st, "mode"), (self.mode, "value"))
+
+        self.active = W.ToggleButtons(options=list(st.classes), value=st.active_class or None,
+                                      layout=W.Layout(width="300px"), style={"button_width": "140px"})
+        self.active.add_class("te-classes")
+        self.counts = _html("", "te-counts")
+        self.new_name = W.Text(placeholder="class name", layout=W.Layout(width="150px"))
+        self.new_name.add_class("te-new-class")
+        self.add_btn = W.Button(description="add class", layout=W.Layout(width="90px"))
+        self.add_btn.add_class("te-add-class")
+        self.rename_btn = W.Button(description="rename", layout=W.Layout(width="70px"),
+                                   tooltip="rename the active class to the name typed")
+        self.color = W.ColorPicker(concise=True, value="#888888", layout=W.Layout(width="40px"),
+                                   tooltip="colour of the active class")
+        self.remove_btn = W.Button(description="remove class", layout=W.Layout(width="110px"))
+
+        self.model = W.Dropdown(options=list(MODELS), value=st.model, description="classifier",
+                                layout=lay)
+        W.link((st, "model"), (self.model, "value"))
+        self.year = W.Dropdown(options=list(st.years), value=st.year, description="year", layout=lay)
+        self.year.add_class("te-year")
+        self.change_from = W.Dropdown(options=[("other year", 0)] + [(str(y), y) for y in st.years],
+                                      value=0, description="change from", layout=lay)
+        self.opacity = W.FloatSlider(value=st.class_opacity, min=0, max=1, step=0.05, description="class opacity",
+                                     layout=lay, style={"description_width": "110px"})
+        self.confidence = W.FloatSlider(value=st.confidence_threshold, min=0, max=1, step=0.05,
+                                        description="min confidence", layout=lay,
+                                        style={"description_width": "110px"}, continuous_update=False)
+        self.sim_thr = W.FloatSlider(value=st.similarity_threshold, min=-1, max=1, step=0.01,
+                                     description="similarity ≥", layout=lay, style={"description_width": "110px"},
+                                     continuous_update=False)
+        self.show_classes = W.Checkbox(value=st.show_classes, description="show classes", indent=False,
+                                       layout=W.Layout(width="140px"))
+        self.show_colour = W.Checkbox(value=st.show_false_colour, description="show false colour", indent=False,
+                                      layout=W.Layout(width="150px"))
+        for a, b in ((self.year, "year"), (self.change_from, "change_from"), (self.opacity, "class_opacity"),
+                     (self.confidence, "confidence_threshold"), (self.sim_thr, "similarity_threshold"),
+                     (self.show_classes, "show_classes"), (self.show_colour, "show_false_colour")):
+            W.link((st, b), (a, "value"))
+
+        self.undo_btn = W.Button(description="undo", layout=W.Layout(width="70px"))
+        self.redo_btn = W.Button(description="redo", layout=W.Layout(width="70px"))
+        self.clear_btn = W.Button(description="clear", layout=W.Layout(width="70px"))
+        self.save_btn = W.Button(description="save", layout=W.Layout(width="70px"))
+        self.export_btn = W.Button(description="export maps", layout=W.Layout(width="110px"))
+        self.export_btn.add_class("te-export")
+
+        self.status = _html("", "te-status")
+        self.accuracy = _html("", "te-accuracy")
+        self.progress = W.FloatProgress(value=0, min=0, max=1, layout=W.Layout(width="300px", height="12px"))
+        self.error = _html("", "te-error")
+        self.dismiss = W.Button(description="dismiss", layout=W.Layout(width="80px", display="none"))
+
+        g = functools.partial(guarded, st)
+        self.add_btn.on_click(g("adding a class")(lambda _: self._add()))
+        self.new_name.on_submit(g("adding a class")(lambda _: self._add()))
+        self.rename_btn.on_click(g("renaming the class")(lambda _: self._rename()))
+        self.remove_btn.on_click(g("removing the class")(
+            lambda _: controller.remove_class(st.active_class) if st.active_class else None))
+        self.color.observe(g("recolouring")(self._recolour), names="value")
+        self.active.observe(g("picking a class")(self._pick), names="value")
+        self.undo_btn.on_click(g("undo")(lambda _: controller.undo()))
+        self.redo_btn.on_click(g("redo")(lambda _: controller.redo()))
+        self.clear_btn.on_click(g("clear")(lambda _: controller.clear()))
+        self.save_btn.on_click(g("save")(lambda _: controller.save()))
+        self.export_btn.on_click(g("export")(lambda _: controller.export()))
+        self.dismiss.on_click(lambda _: setattr(st, "error", ""))
+
+        st.observe(self._classes_changed, names=["classes", "colors", "counts", "active_class"])
+        st.observe(lambda ch: setattr(self.status, "value", html.escape(ch["new"])), names="status")
+        st.observe(lambda ch: setattr(self.accuracy, "value", html.escape(ch["new"])), names="accuracy")
+        st.observe(lambda ch: setattr(self.progress, "value", ch["new"]), names="progress")
+        st.observe(self._busy, names="busy")
+        st.observe(self._error, names="error")
+        self._classes_changed(None)
+        self.status.value = html.escape(st.status)
+
+        row = W.HBox
+        self.widget = W.VBox([
+            _html("<b>click on the map to</b>", "te-h"), self.mode,
+            _html("<b>classes</b>", "te-h"), self.active, self.counts,
+            row([self.new_name, self.add_btn]), row([self.rename_btn, self.color, self.remove_btn]),
+            self.model, row([self.undo_btn, self.redo_btn, self.clear_btn, self.save_btn]), self.export_btn,
+            _html("<b>view</b>", "te-h"), self.year, self.change_from, row([self.show_classes, self.show_colour]),
+            self.opacity, self.confidence, self.sim_thr,
+            self.progress, self.status, self.accuracy, row([self.error, self.dismiss]),
+        ], layout=W.Layout(width="320px"))
+        self.widget.add_class("te-panel")
+
+    def _add(self) -> None:
+        name = self.new_name.value.strip()
+        if not name:
+            self.state.status = "type a class name first"
+            return
+        self.controller.add_class(name)
+        self.new_name.value = ""
+
+    def _rename(self) -> None:
+        new = self.new_name.value.strip()
+        if not self.state.active_class or not new:
+            self.state.status = "pick a class and type its new name first"
+            return
+        self.controller.rename_class(self.state.active_class, new)
+        self.new_name.value = ""
+
+    def _recolour(self, change) -> None:
+        name = self.state.active_class
+        if name and self.state.colors.get(name) != change["new"]:
+            self.controller.recolour(name, change["new"])
+
+    def _pick(self, change) -> None:
+        if change["new"] is not None and change["new"] != self.state.active_class:
+            self.state.active_class = change["new"]
+
+    def _classes_changed(self, _change) -> None:
+        st = self.state
+        if tuple(self.active.options) != tuple(st.classes):
+            self.active.options = list(st.classes)
+        if st.active_class and self.active.value != st.active_class:
+            self.active.value = st.active_class
+        if st.active_class:
+            self.color.value = st.colors.get(st.active_class, "#888888")
+        rows = "".join(
+            f"<span style='display:inline-block;width:10px;height:10px;background:{html.escape(st.colors.get(c, ''))};"
+            f"margin-right:4px'></span>{html.escape(c)}: {st.counts.get(c, 0)}<br>" for c in st.classes)
+        self.counts.value = rows or "<i>no classes yet: type a name and press 'add class'</i>"
+
+    def _busy(self, change) -> None:
+        self.progress.bar_style = "info" if change["new"] else "success"
+
+    def _error(self, change) -> None:
+        msg = change["new"]
+        self.error.value = f"<span style='color:#b00020'>{html.escape(msg)}</span>" if msg else ""
+        self.dismiss.layout.display = "" if msg else "none"
+
+
+# ---------------------------------------------------------------------------- scatter
+class ScatterView:
+    """The projection scatter (rasterised by datashader) linked to the map both ways:
+    a box or lasso selects pixels, a map click marks its pixel."""
+
+    def __init__(self, state: ExplorerState, controller: ExplorerController, *, width: int = 420,
+                 height: int = 420):
+        import holoviews as hv
+        import panel as pn
+        from bokeh.models import LassoSelectTool
+
+        from .scatter import scatter
+
+        self.state, self.controller = state, controller
+        comps = controller.components[controller.label_year]
+        rgb = controller.rgb[controller.label_year]
+        self.plot = scatter(comps, rgb=rgb, width=width, height=height,
+                            tools=["box_select", LassoSelectTool(continuous=False)])
+        self.points = self.plot.points
+        self.xy = self.points.xy
+        self.pipe = hv.streams.Pipe(data={"x": [], "y": []})
+        marker = hv.DynamicMap(lambda data: hv.Points(data, ["x", "y"]), streams=[self.pipe]).opts(
+            color="red", size=14, line_color="white", tools=[])
+        hv.streams.BoundsXY(source=self.plot).add_subscriber(guarded(state, "the box selection")(self._on_box))
+        hv.streams.Lasso(source=self.plot).add_subscriber(guarded(state, "the lasso selection")(self._on_lasso))
+        controller.on("marker", self._on_marker)
+        self.widget = pn.ipywidget(self.plot * marker)
+        self.widget.add_class("te-scatter")
+
+    def _on_box(self, bounds=None) -> None:
+        if not bounds:
+            return
+        x0, y0, x1, y1 = bounds
+        xy = self.xy
+        mask = (xy[:, 0] >= x0) & (xy[:, 0] <= x1) & (xy[:, 1] >= y0) & (xy[:, 1] <= y1)
+        self.controller.select_pixels(self.points.index[mask], "box")
+
+    def _on_lasso(self, geometry=None) -> None:
+        if geometry is None or len(geometry) < 3:
+            return
+        from matplotlib.path import Path
+
+        g = np.asarray(geometry, float)
+        lo, hi = g.min(axis=0), g.max(axis=0)
+        xy = self.xy
+        pre = np.flatnonzero(np.all((xy >= lo) & (xy <= hi), axis=1))
+        inside = Path(g).contains_points(xy[pre])
+        self.controller.select_pixels(self.points.index[pre[inside]], "lasso")
+
+    def _on_marker(self, x, y) -> None:
+        self.pipe.send({"x": [] if x is None else [x], "y": [] if y is None else [y]})
