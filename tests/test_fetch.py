@@ -170,3 +170,162 @@ def test_check_response_can_refuse_without_retrying(remote, tmp_path):
             download(url, tmp_path / "x.npy", progress=False, check_response=refuse, backoff=0.01)
         assert len(srv.log) == 1
     assert seen == [200] and not os.listdir(tmp_path)
+
+
+# --- the geotessera backend, against a stand-in module that records what it is asked ------
+
+
+class _FakeGeoTessera:
+    """Stands in for ``geotessera.GeoTessera`` (0.10): records calls, writes synthetic tiles
+    where ``download_tile`` would, returns ``False`` for tiles named in ``fail``."""
+
+    def __init__(self, log, scratch, fail=()):
+        self.log, self.scratch, self.fail = log, scratch, set(fail)
+
+    def module(self, version="0.10.1"):
+        import types
+
+        fake = self
+
+        class GeoTessera:
+            def __init__(self, dataset_version="v1", dataset_variant=None, cache_dir=None, embeddings_dir=None,
+                         registry_url=None, registry_path=None, registry_dir=None):
+                fake.log.append(("init", {"dataset_version": dataset_version, "dataset_variant": dataset_variant,
+                                          "embeddings_dir": os.fspath(embeddings_dir)}))
+                self.embeddings_dir = os.fspath(embeddings_dir)
+
+            def download_tile(self, lon, lat, year, progress_callback=None, refresh=False):
+                import json
+
+                with open(os.path.join(self.embeddings_dir, grid.METADATA_FILE)) as f:
+                    sidecar = json.load(f)
+                fake.log.append(("download_tile", (lon, lat, year, refresh), sidecar))
+                if grid.tile_name(lon, lat) in fake.fail:
+                    return False
+                src = os.path.join(fake.scratch, grid.tile_name(lon, lat))
+                te.testing.make_tiles(src, tiles=[(lon, lat)], years=[year], shape=(48, 32), seed=4)
+                a, b = grid.tile_paths(src, lon, lat, year), grid.tile_paths(self.embeddings_dir, lon, lat, year)
+                for key in ("codes", "scales", "landmask"):
+                    os.makedirs(os.path.dirname(b[key]), exist_ok=True)
+                    with open(a[key], "rb") as fin, open(b[key], "wb") as fout:
+                        fout.write(fin.read())
+                return True
+
+        mod = types.ModuleType("geotessera")
+        mod.__version__ = version
+        mod.GeoTessera = GeoTessera
+        return mod
+
+
+@pytest.fixture
+def fake_geotessera(monkeypatch, tmp_path):
+    """``fake_geotessera(version=..., fail=...)`` installs a stand-in ``geotessera``; returns its call log."""
+    import sys
+
+    def install(version="0.10.1", fail=()):
+        log = []
+        monkeypatch.setitem(sys.modules, "geotessera", _FakeGeoTessera(log, tmp_path / "scratch", fail).module(version))
+        return log
+
+    return install
+
+
+def _no_geotessera(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "geotessera", None)  # "import geotessera" raises ImportError
+
+
+def test_geotessera_backend_calls_and_files(fake_geotessera, tmp_path):
+    import json
+
+    log = fake_geotessera()
+    dest = tmp_path / "d"
+    paths = te.fetch_tiles(BBOX, 2024, dest=dest, backend="geotessera", progress=False)
+    assert log[0] == ("init", {"dataset_version": "v1", "dataset_variant": "vultr", "embeddings_dir": str(dest)})
+    calls = [entry[1] for entry in log[1:]]
+    assert calls == [(lon, lat, 2024, False) for lon, lat in grid.tiles_in_bbox(BBOX)] == [
+        (0.15, 52.05, 2024, False), (0.25, 52.05, 2024, False)]
+    for (lon, lat), p in zip(grid.tiles_in_bbox(BBOX), paths):
+        want = grid.tile_paths(dest, lon, lat, 2024)
+        assert p == {k: want[k] for k in ("codes", "scales", "landmask")}
+        ref = grid.tile_paths(tmp_path / "scratch" / grid.tile_name(lon, lat), lon, lat, 2024)
+        for k in p:
+            assert open(p[k], "rb").read() == open(ref[k], "rb").read()
+    da = te.open_embeddings(dest, bbox=(0.11, 52.01, 0.19, 52.09), year=2024)
+    assert da.attrs["dataset_version"] == "v1" and np.isfinite(da.values).any()
+    meta = json.loads((dest / grid.METADATA_FILE).read_text())
+    assert meta["years"] == [2024] and "geotessera 0.10.1" in meta["source_url"]
+    # overwrite maps onto refresh=True; the sidecar geotessera sees names its dataset
+    log.clear()
+    te.fetch_tiles((0.11, 52.01, 0.19, 52.09), 2024, dest=dest, backend="geotessera", progress=False, overwrite=True)
+    assert log[1][1] == (0.15, 52.05, 2024, True)
+    assert (log[1][2]["dataset_version_path"], log[1][2]["dataset_variant"]) == ("v1", "vultr")
+
+
+def test_geotessera_backend_names_v11_as_geotessera_does(fake_geotessera, tmp_path):
+    log = fake_geotessera()
+    te.fetch_tiles((0.11, 52.01, 0.19, 52.09), 2024, dest=tmp_path / "d", dataset="v1.1-cam", progress=False)
+    assert log[0][1]["dataset_version"] == "v1.1" and log[0][1]["dataset_variant"] == "cambridge"
+    sidecar = log[1][2]  # what geotessera 0.10 validates: version path + variant -> npy dir v1.1-cam
+    assert (sidecar["dataset_version_path"], sidecar["dataset_variant"], sidecar["dataset_path"]) == (
+        "v1.1", "cambridge", "v1.1-cam")
+
+
+def test_auto_uses_geotessera_only_when_the_call_maps(fake_geotessera, remote, tmp_path):
+    log = fake_geotessera()
+    te.fetch_tiles((0.11, 52.01, 0.19, 52.09), 2024, dest=tmp_path / "a", progress=False)  # backend="auto"
+    assert [e[0] for e in log] == ["init", "download_tile"]
+    log.clear()
+    with serve_tiles(remote) as srv:  # a mirror, a URL hook, another dataset: the builtin client
+        te.fetch_tiles(BBOX, 2024, dest=tmp_path / "b", base_url=srv.url, progress=False)
+        default = te.io.fetch.DEFAULT_BASE_URL
+        te.fetch_tiles(BBOX, 2024, dest=tmp_path / "c", patch_url=lambda u: srv.url + u[len(default):], progress=False)
+        te.fetch_tiles(BBOX, 2024, dest=tmp_path / "e", base_url=srv.url, dataset="v2-2B-L~beta1", progress=False)
+        assert len(srv.log) == 3 * 6
+    assert log == []
+    _same_files(remote, tmp_path / "b")
+
+
+def test_auto_falls_back_when_geotessera_is_missing_or_old(fake_geotessera, monkeypatch, remote, tmp_path):
+    from tessera_explore.io import fetch
+
+    with serve_tiles(remote) as srv:
+        monkeypatch.setattr(fetch, "DEFAULT_BASE_URL", srv.url)  # a call that would map onto geotessera
+        _no_geotessera(monkeypatch)
+        te.fetch_tiles(BBOX, 2024, dest=tmp_path / "a", progress=False)
+        assert len(srv.log) == 6
+        log = fake_geotessera(version="0.7.5")
+        te.fetch_tiles(BBOX, 2024, dest=tmp_path / "b", progress=False)
+        assert len(srv.log) == 12 and log == []
+    _same_files(remote, tmp_path / "a")
+    _same_files(remote, tmp_path / "b")
+
+
+def test_geotessera_backend_without_geotessera_is_a_clear_error(monkeypatch, tmp_path):
+    _no_geotessera(monkeypatch)
+    with pytest.raises(DownloadError, match="geotessera is not installed.*backend='builtin'") as info:
+        te.fetch_tiles(BBOX, 2024, dest=tmp_path / "d", backend="geotessera", progress=False)
+    assert isinstance(info.value, te.TesseraExploreError)
+    assert not (tmp_path / "d").exists()  # nothing was started
+
+
+def test_geotessera_backend_refuses_what_does_not_map(fake_geotessera, tmp_path):
+    fake_geotessera(version="0.7.5")
+    with pytest.raises(DownloadError, match="geotessera 0.7.5 is installed, but 0.10 or later"):
+        te.fetch_tiles(BBOX, 2024, dest=tmp_path, backend="geotessera", progress=False)
+    log = fake_geotessera()
+    with pytest.raises(DownloadError, match="base_url, checksums cannot be passed to geotessera"):
+        te.fetch_tiles(BBOX, 2024, dest=tmp_path, backend="geotessera", base_url="http://mirror",
+                       checksums={"grid_0.15_52.05.npy": "0" * 64}, progress=False)
+    with pytest.raises(DownloadError, match="dataset 'v2-2B-L~beta1' has no equivalent"):
+        te.fetch_tiles(BBOX, 2024, dest=tmp_path, backend="geotessera", dataset="v2-2B-L~beta1", progress=False)
+    with pytest.raises(DownloadError, match="backend must be"):
+        te.fetch_tiles(BBOX, 2024, dest=tmp_path, backend="gt", progress=False)
+    assert log == []
+
+
+def test_geotessera_failed_tile_is_an_error(fake_geotessera, tmp_path):
+    fake_geotessera(fail={"grid_0.25_52.05"})
+    with pytest.raises(DownloadError, match="could not download tile grid_0.25_52.05 for 2024"):
+        te.fetch_tiles(BBOX, 2024, dest=tmp_path, backend="geotessera", progress=False)

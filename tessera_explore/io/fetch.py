@@ -5,7 +5,9 @@ resumable partial files (``.part`` + HTTP Range), size and checksum checks and a
 progress bar; a file appears under its final name only when it is whole.
 :func:`fetch_tiles` computes which tile files an area and year need and downloads
 them into the geotessera folder layout that :func:`~tessera_explore.open_embeddings`
-reads.  URL templates live in :data:`URL_TEMPLATES` and can be overridden per call.
+reads, with this client or, where it is installed, through the geotessera package
+(imported only inside the call).  URL templates live in :data:`URL_TEMPLATES` and can
+be overridden per call.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import datetime as _dt
 import hashlib
 import json
 import os
+import re
 import time
 from typing import Any, Callable, Mapping, Sequence
 
@@ -22,7 +25,7 @@ import numpy as np
 from ..exceptions import DownloadError
 from . import grid
 
-__all__ = ["download", "fetch_tiles", "DEFAULT_BASE_URL", "URL_TEMPLATES", "LANDMASK_VERSIONS"]
+__all__ = ["download", "fetch_tiles", "DEFAULT_BASE_URL", "URL_TEMPLATES", "LANDMASK_VERSIONS", "GEOTESSERA_DATASETS"]
 
 #: Anonymous HTTPS mirror of the published tiles.
 DEFAULT_BASE_URL = "https://data.source.coop/tessera/tessera"
@@ -240,6 +243,7 @@ def fetch_tiles(
     *,
     dest: str | os.PathLike,
     dataset: str = "v1",
+    backend: str = "auto",
     base_url: str | None = None,
     templates: Mapping[str, str] | None = None,
     patch_url: Callable[[str], str] | None = None,
@@ -256,25 +260,153 @@ def fetch_tiles(
     (pass ``overwrite=True`` to fetch them again).  ``patch_url`` rewrites every URL
     (for signing or a mirror); ``templates`` overrides entries of :data:`URL_TEMPLATES`;
     ``checksums`` maps a file name (``grid_X_Y.npy``) to its SHA-256.
-    Returns one dict of local paths per tile.  Raises :class:`DownloadError`.
+    Returns one dict of local paths (``codes``, ``scales``, ``landmask``) per tile.
+    Raises :class:`DownloadError`.
+
+    ``backend`` chooses who downloads:
+
+    * ``"builtin"``: this module's client (:func:`download`), never importing geotessera.
+    * ``"geotessera"``: the geotessera package, 0.10 or later (it needs Python 3.12+).
+      A :class:`DownloadError` says so when it is not installed, is older (releases
+      before 0.10 download from a retired host), or the call does not map onto it.
+    * ``"auto"`` (default): geotessera where it is installed and the call maps onto it
+      cleanly, else the builtin client.  A call maps cleanly when ``dataset`` is one that
+      geotessera names with the same variant (:data:`GEOTESSERA_DATASETS`: ``"v1"``,
+      ``"v1.1-cam"``) and none of ``base_url`` (other than :data:`DEFAULT_BASE_URL`),
+      ``templates``, ``patch_url`` or ``checksums`` is given: geotessera has no such hooks.
+
+    With geotessera, per tile (read from the geotessera 0.10.x sources, ucam-eo/geotessera
+    ``geotessera/core.py`` ``GeoTessera.download_tile`` and ``geotessera/registry.py``
+    ``Registry.fetch``/``fetch_landmask``)::
+
+        gt = geotessera.GeoTessera(dataset_version="v1.1", dataset_variant="cambridge",
+                                   embeddings_dir=dest)
+        ok = gt.download_tile(lon, lat, year, refresh=overwrite)   # True / False
+
+    which writes ``dest/global_0.1_degree_representation/{year}/grid_X_Y/grid_X_Y.npy``,
+    ``..._scales.npy`` and ``dest/global_0.1_degree_tiff_all/grid_X_Y.tiff`` from
+    ``https://data.source.coop/tessera/tessera``, checking Content-Length and the MD5
+    ETag and retrying through its own urllib3 pool (``retries``, ``backoff`` and
+    ``timeout`` here apply to the builtin client only).  The constructor first fetches
+    the dataset's ``manifest.parquet`` and ``landmasks.parquet`` into geotessera's own
+    cache.  ``download_tile`` logs a failure and returns ``False``; that becomes a
+    :class:`DownloadError` naming the tile.  geotessera refuses a folder whose
+    ``tessera_metadata.json`` records another dataset (fields ``dataset_version_path``
+    and ``dataset_variant``); this function writes those fields too, so one folder can
+    be filled by either backend.
     """
     from tqdm.auto import tqdm
 
+    if backend not in ("auto", "geotessera", "builtin"):
+        raise DownloadError(f"backend must be 'auto', 'geotessera' or 'builtin', not {backend!r}")
     dest = os.fspath(dest)
     centres = grid.tiles_in_bbox(bbox)
     _check_version(dest, dataset)
-    sess = _session()
+    gt_module = None
+    if backend != "builtin":
+        unmapped = [name for name, value in (("base_url", base_url not in (None, DEFAULT_BASE_URL)),
+                                             ("templates", templates), ("patch_url", patch_url),
+                                             ("checksums", checksums)) if value]
+        gt_module, why_not = _geotessera(dataset, unmapped)
+        if gt_module is None and backend == "geotessera":
+            raise DownloadError(f"fetch_tiles(backend='geotessera'): {why_not}")
+    tiles = tqdm(centres, desc=f"tiles {year}", unit="tile", disable=not progress or len(centres) < 2)
+    if gt_module is not None:
+        out = _fetch_with_geotessera(gt_module, tiles, year, dest=dest, dataset=dataset, overwrite=overwrite)
+        source = f"{DEFAULT_BASE_URL} (geotessera {_version_string(gt_module)})"
+    else:
+        sess = _session()
+        out = []
+        checksums = dict(checksums or {})
+        for lon, lat in tiles:
+            urls = tile_urls(lon, lat, year, dataset=dataset, base_url=base_url, templates=templates)
+            paths = grid.tile_paths(dest, lon, lat, year)
+            for key in ("codes", "scales", "landmask"):
+                url = patch_url(urls[key]) if patch_url else urls[key]
+                download(url, paths[key], sha256=checksums.get(os.path.basename(paths[key])), retries=retries,
+                         backoff=backoff, timeout=timeout, progress=progress, session=sess, overwrite=overwrite)
+            out.append({k: paths[k] for k in ("codes", "scales", "landmask")})
+        source = base_url or DEFAULT_BASE_URL
+    _write_metadata(dest, dataset, source, [year])
+    return out
+
+
+#: Dataset versions that geotessera (0.10+) names with the same variant as
+#: tessera_explore: ours -> (geotessera ``dataset_version``, ``dataset_variant``).
+#: geotessera's ``npy/`` directory for each is the key itself.
+GEOTESSERA_DATASETS: dict[str, tuple[str, str]] = {
+    "v1": ("v1", "vultr"),
+    "v1.1-cam": ("v1.1", "cambridge"),
+}
+
+_GEOTESSERA_MIN = (0, 10)
+
+
+def _version_string(module) -> str:
+    version = getattr(module, "__version__", None)
+    if not version or version == "unknown":
+        from importlib import metadata
+
+        try:
+            version = metadata.version("geotessera")
+        except metadata.PackageNotFoundError:
+            version = "unknown"
+    return str(version)
+
+
+def _version_tuple(version: str) -> tuple[int, int] | None:
+    m = re.match(r"(\d+)\.(\d+)", version)
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def _geotessera(dataset: str, unmapped: list[str]):
+    """``(module, None)`` when geotessera can do this call, else ``(None, why not)``."""
+    if dataset not in GEOTESSERA_DATASETS:
+        return None, (f"dataset {dataset!r} has no equivalent in geotessera under the same variant name "
+                      f"(known: {', '.join(GEOTESSERA_DATASETS)}); use backend='builtin'")
+    if unmapped:
+        return None, (f"{', '.join(unmapped)} cannot be passed to geotessera (it has no such hooks); "
+                      "use backend='builtin'")
+    try:
+        import geotessera
+    except ImportError as err:
+        return None, (f"geotessera is not installed or cannot be imported ({err}). Install geotessera>=0.10 "
+                      "(Python 3.12+) or use backend='builtin', the package's own client")
+    version = _version_string(geotessera)
+    parsed = _version_tuple(version)  # None: a development install, taken as current
+    if parsed is not None and parsed < _GEOTESSERA_MIN:
+        return None, (f"geotessera {version} is installed, but 0.10 or later is needed (older releases "
+                      "download from a retired host); upgrade it or use backend='builtin'")
+    return geotessera, None
+
+
+def _fetch_with_geotessera(module, tiles, year: int, *, dest: str, dataset: str, overwrite: bool) -> list[dict[str, str]]:
+    version, variant = GEOTESSERA_DATASETS[dataset]
+    # geotessera checks the folder's sidecar before every file: record this dataset in
+    # the fields it reads (a folder filled by the builtin client may lack them).
+    _write_metadata(dest, dataset, DEFAULT_BASE_URL, [])
+    try:
+        gt = module.GeoTessera(dataset_version=version, dataset_variant=variant, embeddings_dir=dest)
+    except (OSError, RuntimeError, ValueError) as err:
+        raise DownloadError(f"geotessera could not open dataset {dataset} ({version}, {variant}): {err}") from err
     out = []
-    checksums = dict(checksums or {})
-    for lon, lat in tqdm(centres, desc=f"tiles {year}", unit="tile", disable=not progress or len(centres) < 2):
-        urls = tile_urls(lon, lat, year, dataset=dataset, base_url=base_url, templates=templates)
+    for lon, lat in tiles:
+        name = grid.tile_name(lon, lat)
+        try:
+            ok = gt.download_tile(lon, lat, int(year), refresh=overwrite)
+        except OSError as err:  # geotessera lets an unwritable destination through
+            raise DownloadError(f"geotessera could not write tile {name} into {dest}: {err}") from err
+        if not ok:
+            raise DownloadError(
+                f"geotessera could not download tile {name} for {year} (dataset {dataset}); its log says why "
+                "(the tile may not exist). backend='builtin' gives the HTTP error itself"
+            )
         paths = grid.tile_paths(dest, lon, lat, year)
-        for key in ("codes", "scales", "landmask"):
-            url = patch_url(urls[key]) if patch_url else urls[key]
-            download(url, paths[key], sha256=checksums.get(os.path.basename(paths[key])), retries=retries,
-                     backoff=backoff, timeout=timeout, progress=progress, session=sess, overwrite=overwrite)
+        missing = [paths[k] for k in ("codes", "scales", "landmask") if not os.path.exists(paths[k])]
+        if missing:
+            raise DownloadError(f"geotessera reported tile {name} downloaded, but these files are not there: "
+                                f"{', '.join(missing)}")
         out.append({k: paths[k] for k in ("codes", "scales", "landmask")})
-    _write_metadata(dest, dataset, base_url or DEFAULT_BASE_URL, year)
     return out
 
 
@@ -290,7 +422,10 @@ def _read_meta(dest: str) -> dict:
 
 
 def _check_version(dest: str, dataset: str) -> None:
-    have = _read_meta(dest).get("dataset_version")
+    meta = _read_meta(dest)
+    # "dataset_path" is geotessera's name of the dataset (its npy/ directory, the same
+    # string as ours); its "dataset_version" is a bare number such as "1.0"
+    have = meta.get("dataset_path") or meta.get("dataset_version")
     if have not in (None, dataset):
         raise DownloadError(
             f"{dest} already holds dataset version {have}; download {dataset} into another folder "
@@ -298,18 +433,23 @@ def _check_version(dest: str, dataset: str) -> None:
         )
 
 
-def _write_metadata(dest: str, dataset: str, base_url: str, year: int) -> None:
+def _write_metadata(dest: str, dataset: str, source_url: str, years: Sequence[int]) -> None:
+    """Record the dataset (and add ``years``) in ``tessera_metadata.json``, keeping other keys."""
     from .._schema import variant_of
 
+    os.makedirs(dest, exist_ok=True)
     path = os.path.join(dest, grid.METADATA_FILE)
     meta = _read_meta(dest)
     meta.update({
         "dataset_version": dataset,
         "dataset_variant": variant_of(dataset),
-        "source_url": base_url,
-        "years": sorted(set(meta.get("years", [])) | {int(year)}),
+        "dataset_path": dataset,
+        "source_url": source_url,
+        "years": sorted(set(meta.get("years", [])) | {int(y) for y in years}),
         "updated": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     })
+    if dataset in GEOTESSERA_DATASETS:  # with dataset_variant, what geotessera reads to check the folder
+        meta["dataset_version_path"] = GEOTESSERA_DATASETS[dataset][0]
     tmp = path + ".part"
     with open(tmp, "w") as f:
         json.dump(meta, f, indent=2)
