@@ -57,9 +57,10 @@ farmland near Cambridge, two years, no network needed) and shows the basic moves
 
 ## Prerequisites
 - Python and a little NumPy/xarray.
-- Nothing to download: the demo scene is generated on first use (about 10 s) and cached.
+- Nothing to download: the demo scene is generated on first use (about half a minute on
+  two cores, 0.4 GB) and cached.
 - Basemap tiles need internet; without it the maps show the overlays on a grey background.
-- Running time: about half a minute.
+- Running time: about 15 s once the demo scene is cached.
 """),
     md("""
 ## Imports
@@ -251,7 +252,7 @@ maps are checked against it.
 ## Prerequisites
 - `01_quickstart.ipynb` (the demo scene and the embeddings schema).
 - Some scikit-learn vocabulary helps (classifier, cross-validation, F1).
-- Running time: under a minute; everything is offline.
+- Running time: about 20 s; everything is offline.
 """),
     md("## Imports"),
     code("""
@@ -575,7 +576,7 @@ same code against Planetary Computer with published weights.
 - For the local servers: PostgreSQL 15 with PostGIS 3 (`scripts/system-deps.sh` installs
   them as root) and the test requirements (`requirements/test.txt`). Without them the
   notebook says why and skips the live cells.
-- Running time: about 15 s.
+- Running time: about 20 s (the servers take a few seconds to start).
 """),
     md("## Imports"),
     code("""
