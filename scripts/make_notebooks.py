@@ -217,8 +217,8 @@ da = te.open_embeddings("tessera-data", bbox=(0.05, 52.15, 0.25, 52.25), year=20
 """),
     md("""
 ## The explorer
-`te.explore` puts the map, the projection scatter and the labelling tools in one app:
-click to label, see the classifier's map update, select clusters in the scatter.
+`te.explore(da)` opens the explorer: the map, the projection scatter and the labelling
+of `02_labelling.ipynb` together in one app.
 """),
     code("""
 # app = te.explore(da)  # enabled once the explorer lands
