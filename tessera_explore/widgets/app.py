@@ -220,7 +220,7 @@ def explore(
     live_stac: Any = "planetary-computer",
     live_cache: Any = None,
     export_dir: str | None = None,
-    map_size: tuple[str, str] = ("620px", "560px"),
+    map_size: tuple[str, str] = ("700px", "560px"),
 ) -> Explorer:
     """Open the explorer: a map to label by clicking, with classes, similarity, change and
     a projection scatter linked to the map.

@@ -106,6 +106,10 @@ class MapView:
         """What a click at lon/lat does (also the way tests click)."""
         return guarded(self.state, "the map click")(self.controller.click)(lon, lat)
 
+    def _on_marker_click(self, lon: float, lat: float, **event) -> None:
+        if event.get("type", "click") == "click":
+            self.click(lon, lat)
+
     def _on_draw(self, control, action, geo_json) -> None:
         @guarded(self.state, "the drawn rectangle")
         def go():
@@ -195,8 +199,11 @@ class MapView:
         for lab in self.controller.store.labels:
             color = colors.get(lab.cls, "#888888")
             if lab.kind == "point":
-                items.append(ipyleaflet.CircleMarker(location=(lab.lat, lab.lon), radius=6, color="#ffffff", weight=2,
-                                                     fill_color=color, fill_opacity=1.0, name=f"{lab.cls} #{lab.id}"))
+                marker = ipyleaflet.CircleMarker(location=(lab.lat, lab.lon), radius=6, color="#ffffff", weight=2,
+                                                 fill_color=color, fill_opacity=1.0, name=f"{lab.cls} #{lab.id}")
+                # a marker takes the click from the map under it: pass it on as a click there
+                marker.on_click(functools.partial(self._on_marker_click, lab.lon, lab.lat))
+                items.append(marker)
             else:
                 ring = [(y, x) for x, y in lab.geometry.exterior.coords]
                 items.append(ipyleaflet.Polygon(locations=ring, color=color, fill_color=color, fill_opacity=0.3,

@@ -1,0 +1,207 @@
+"""The explorer in a real browser: Voila on 127.0.0.1 serves a notebook that opens the
+explorer on the demo scene; the system Chromium (driven by Playwright) labels two
+land-cover types by clicking the map, and the test checks the class overlay, the label
+file on disk, the linked scatter and that no error is shown.
+
+Set TESSERA_EXPLORE_SCREENSHOTS to a folder to keep the screenshots (the README's image
+comes from here).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.browser
+
+CLASS_POINTS = ("forest", "cereal")
+
+
+def _pure_points(demo_cache):
+    """One lon/lat deep inside a forest and one inside a cereal field of the demo (2024),
+    near the middle of the area so they are well inside the map view."""
+    os.environ["TESSERA_EXPLORE_CACHE"] = str(demo_cache)
+    import tessera_explore as te
+    from pyproj import Transformer
+
+    from tessera_explore.testing.scene import CLASSES, scene_classes
+    from tessera_explore.tutorial import DEMO_SEED
+
+    da = te.tutorial.open_demo()
+    tr = Transformer.from_crs(da.rio.crs, "EPSG:4326", always_xy=True)
+    x, y = da.x.values, da.y.values
+    xs, ys = np.meshgrid(x[200:-200:10], y[200:-200:10])
+    out = {}
+    for name in CLASS_POINTS:
+        k = CLASSES.index(name)
+        best = None
+        for off in (0,):
+            lon, lat = tr.transform(xs.ravel(), ys.ravel())
+            lon, lat = np.asarray(lon), np.asarray(lat)
+            ok = np.ones(lon.size, bool)
+            for dx in (-60, 0, 60):  # 60 m around the point is the same class
+                for dy in (-60, 0, 60):
+                    lo, la = tr.transform(xs.ravel() + dx, ys.ravel() + dy)
+                    ok &= scene_classes(np.asarray(lo), np.asarray(la), 2024, seed=DEMO_SEED) == k
+            idx = np.flatnonzero(ok)
+            assert idx.size, f"no pure {name} pixel in the demo"
+            mid = np.array([lon.mean(), lat.mean()])
+            best = idx[np.argmin(np.hypot(lon[idx] - mid[0], lat[idx] - mid[1]))]
+            out[name] = (float(lon[best]), float(lat[best]))
+            del off
+    return out
+
+
+def _notebook(labels: str, info: str):
+    import nbformat
+
+    src = f"""
+import json
+import tessera_explore as te
+app = te.explore(te.tutorial.open_demo(), labels={labels!r}, classes={{"forest": "#1f6b2e", "cereal": "#e3c75a"}},
+                 basemap=False)
+with open({info!r}, "w") as f:
+    json.dump({{"bounds": app.map_view.layers["false_colour"].bounds}}, f)
+app
+"""
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(src)]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    return nb
+
+
+def _merc(lon, lat):
+    return math.radians(lon), math.log(math.tan(math.pi / 4 + math.radians(lat) / 2))
+
+
+def _screen_xy(img_box, bounds, lon, lat):
+    """Screen position of lon/lat, from where the false-colour overlay image (whose lat/lon
+    ``bounds`` are known) sits on the page: Web Mercator is linear in screen space."""
+    (s, w), (n, e) = bounds
+    x0, y0 = _merc(w, s)
+    x1, y1 = _merc(e, n)
+    x, y = _merc(lon, lat)
+    return (img_box["x"] + (x - x0) / (x1 - x0) * img_box["width"],
+            img_box["y"] + (y1 - y) / (y1 - y0) * img_box["height"])
+
+
+def _text(page, css):
+    return page.locator(css).first.inner_text()
+
+
+def _red_centre(png: bytes):
+    """(count, centre) of the red marker's pixels in a screenshot of the scatter."""
+    import io
+
+    from PIL import Image
+
+    a = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
+    r = (a[..., 0] > 200) & (a[..., 1] < 60) & (a[..., 2] < 60)
+    if not r.any():
+        return 0, None
+    yy, xx = np.nonzero(r)
+    return int(r.sum()), (float(xx.mean()), float(yy.mean()))
+
+
+def test_explorer_click_to_label_in_voila(voila, playwright_browser, tmp_path, demo_cache):
+    points = _pure_points(demo_cache)
+    labels = tmp_path / "labels.geojson"
+    info = tmp_path / "view.json"
+    srv = voila({"explorer.ipynb": _notebook(str(labels), str(info))})
+    page = playwright_browser.new_page(viewport={"width": 1400, "height": 1100})
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    shots = []
+    try:
+        page.goto(f"{srv.url}/voila/render/explorer.ipynb", timeout=120_000)
+        page.wait_for_selector(".te-map .leaflet-image-layer", timeout=120_000)
+        view = json.loads(info.read_text())
+        page.wait_for_function(
+            "document.querySelector('.te-status') && /ready|saved/.test(document.querySelector('.te-status').textContent)",
+            timeout=60_000)
+        img = page.locator(".te-map img.leaflet-image-layer").first.bounding_box()
+        (south, west), (north, east) = view["bounds"]
+        tol = 2.5 * (east - west) / img["width"]  # two and a half screen pixels, in degrees
+        n_layers0 = page.locator(".te-map .leaflet-image-layer").count()
+
+        for name in CLASS_POINTS:
+            page.locator(".te-classes button", has_text=name).first.click()
+            page.wait_for_function(
+                f"[...document.querySelectorAll('.te-classes button')].some("
+                f"b => b.textContent.trim() === '{name}' && b.classList.contains('mod-active'))", timeout=10_000)
+            x, y = _screen_xy(img, view["bounds"], *points[name])
+            page.mouse.click(x, y)
+            page.wait_for_function(
+                f"document.querySelector('.te-status').textContent.includes(\"as '{name}'\") || "
+                "document.querySelector('.te-status').textContent.includes('trained')", timeout=30_000)
+
+        # the classifier retrains by itself and the class overlay appears
+        page.wait_for_function("document.querySelector('.te-status').textContent.includes('trained')",
+                               timeout=60_000)
+        page.wait_for_function(
+            f"document.querySelectorAll('.te-map .leaflet-image-layer').length > {n_layers0}", timeout=30_000)
+        page.wait_for_selector(".te-map .leaflet-marker-pane, .te-map path.leaflet-interactive", timeout=10_000)
+        assert page.locator(".te-map path.leaflet-interactive").count() >= 2  # the two label markers
+        assert _text(page, ".te-error").strip() == ""
+        shots.append(("explorer", page.screenshot(full_page=True)))
+
+        # the label file on disk holds both points, at the clicked places
+        doc = json.loads(labels.read_text())
+        feats = doc["features"]
+        assert sorted(f["properties"]["class"] for f in feats) == sorted(CLASS_POINTS)
+        for f in feats:
+            lon, lat = f["geometry"]["coordinates"]
+            want = points[f["properties"]["class"]]
+            assert abs(lon - want[0]) < tol and abs(lat - want[1]) < tol, (f, want, tol)
+
+        # the scatter is linked both ways: a map click marks the pixel in the scatter ...
+        page.wait_for_selector(".te-scatter canvas", timeout=60_000)
+        sc = page.locator(".te-scatter").first
+        sc.scroll_into_view_if_needed()
+        # the first clicks marked the cereal pixel; a click on the forest pixel moves the mark
+        n0, c0 = _red_centre(sc.screenshot())
+        assert n0 > 20, "no marker in the scatter after the map clicks"
+        page.locator(".te-mode button", has_text="similar").first.click()
+        x, y = _screen_xy(img, view["bounds"], *points["forest"])
+        page.mouse.click(x, y)
+        page.wait_for_function("document.querySelector('.te-status').textContent.includes('cosine similarity')",
+                               timeout=30_000)
+        deadline = time.time() + 15
+        moved = 0.0
+        while time.time() < deadline and moved < 10:
+            time.sleep(0.3)
+            n1, c1 = _red_centre(sc.screenshot())
+            moved = 0.0 if c1 is None else math.hypot(c1[0] - c0[0], c1[1] - c0[1])
+        assert moved >= 10, f"the scatter marker did not move to the clicked forest pixel ({c0} -> {c1})"
+
+        # ... and a box drawn in the scatter highlights those pixels on the map
+        n_layers = page.locator(".te-map .leaflet-image-layer").count()
+        # a box around the marker: points of the forest cluster for sure
+        sb = sc.bounding_box()
+        mx, my = sb["x"] + c1[0], sb["y"] + c1[1]
+        page.mouse.move(mx - 30, my - 30)
+        page.mouse.down()
+        page.mouse.move(mx + 30, my + 30, steps=12)
+        page.mouse.up()
+        page.wait_for_function("document.querySelector('.te-status').textContent.includes('highlighted on the map')",
+                               timeout=30_000)
+        page.wait_for_function(
+            f"document.querySelectorAll('.te-map .leaflet-image-layer').length > {n_layers}", timeout=30_000)
+        assert _text(page, ".te-error").strip() == ""
+        shots.append(("explorer-linked", page.screenshot(full_page=True)))
+        assert not [e for e in errors if "tessera" in e.lower()], errors
+    finally:
+        for name, png in shots:
+            (tmp_path / f"{name}.png").write_bytes(png)
+        keep = os.environ.get("TESSERA_EXPLORE_SCREENSHOTS")
+        if keep:
+            os.makedirs(keep, exist_ok=True)
+            for name, _ in shots:
+                shutil.copy(tmp_path / f"{name}.png", os.path.join(keep, f"{name}.png"))
+        page.close()
