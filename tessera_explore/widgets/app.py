@@ -44,8 +44,8 @@ class Explorer:
         self.widget = widget
         self._lock = lock
         self._closed = False
-        for note in notes:
-            state.status = note
+        if notes:
+            state.notice = "; ".join(notes)
 
     # display
     def _repr_mimebundle_(self, **kwargs):
@@ -320,6 +320,6 @@ def _build(state, controller, lock, notes, *, scatter, basemap, map_size, draw) 
     widget.add_class("te-explorer")
     app = Explorer(state, controller, map_view, panel, scatter_view, widget, lock, notes)
     if not notes:
-        state.status = (f"labels are saved to {controller.store.path}"
-                        if controller.store.path else "labels are kept in memory")
+        state.notice = (f"labels are saved to {controller.store.path}"
+                        if controller.store.path else "labels are kept in memory (pass labels= to save them)")
     return app

@@ -39,6 +39,7 @@ class ExplorerState(t.HasTraits):
     counts = t.Dict(value_trait=t.Int(), help="class name -> number of labels")
     n_labels = t.Int(0)
     status = t.Unicode("ready")
+    notice = t.Unicode("", help="a lasting note about the session (where labels are saved, a shared label file)")
     busy = t.Bool(False)
     progress = t.Float(0.0, min=0.0, max=1.0)
     error = t.Unicode("", help="last error, shown next to the app; empty when none")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import html
 import logging
+import warnings
 from typing import Any, Callable
 
 import numpy as np
@@ -68,9 +69,11 @@ class MapView:
         if m is None:
             import leafmap.leafmap as leafmap
 
-            m = leafmap.Map(center=center, zoom=zoom, draw_control=False, toolbar_control=False,
-                            measure_control=False, fullscreen_control=False, attribution_control=True,
-                            scroll_wheel_zoom=True)
+            with warnings.catch_warnings():  # leafmap passes its own options on to ipyleaflet too
+                warnings.filterwarnings("ignore", "Passing unrecognized arguments", DeprecationWarning)
+                m = leafmap.Map(center=center, zoom=zoom, draw_control=False, toolbar_control=False,
+                                measure_control=False, fullscreen_control=False, attribution_control=True,
+                                scroll_wheel_zoom=True)
             if not basemap:
                 for layer in list(m.layers)[1:]:
                     m.remove(layer)
@@ -183,12 +186,17 @@ class MapView:
                 layer.visible = bool(want[name])
 
     def _set_legend(self, legend_html: str | None) -> None:
+        import ipyleaflet
+
         if legend_html:
+            if self._legend is None:  # leafmap closes a control it removes: make a new one
+                self._legend = ipyleaflet.WidgetControl(widget=_html("", "te-legend"), position="bottomright")
             self._legend.widget.value = legend_html
             if self._legend not in self.map.controls:
                 self.map.add(self._legend)
-        elif self._legend in self.map.controls:
+        elif self._legend is not None and self._legend in self.map.controls:
             self.map.remove(self._legend)
+            self._legend = None
 
     def draw_labels(self) -> None:
         """Redraw the label markers from the store (points as circles, polygons outlined)."""
@@ -321,13 +329,13 @@ class PanelView:
 
         self.status = _html("", "te-status")
         self.accuracy = _html("", "te-accuracy")
+        self.notice = _html("", "te-notice")
         self.progress = W.FloatProgress(value=0, min=0, max=1, layout=W.Layout(width="300px", height="12px"))
         self.error = _html("", "te-error")
         self.dismiss = W.Button(description="dismiss", layout=W.Layout(width="80px", display="none"))
 
         g = functools.partial(guarded, st)
         self.add_btn.on_click(g("adding a class")(lambda _: self._add()))
-        self.new_name.on_submit(g("adding a class")(lambda _: self._add()))
         self.rename_btn.on_click(g("renaming the class")(lambda _: self._rename()))
         self.remove_btn.on_click(g("removing the class")(
             lambda _: controller.remove_class(st.active_class) if st.active_class else None))
@@ -343,6 +351,8 @@ class PanelView:
         st.observe(self._classes_changed, names=["classes", "colors", "counts", "active_class"])
         st.observe(lambda ch: setattr(self.status, "value", html.escape(ch["new"])), names="status")
         st.observe(lambda ch: setattr(self.accuracy, "value", html.escape(ch["new"])), names="accuracy")
+        st.observe(lambda ch: setattr(self.notice, "value", f"<small>{html.escape(ch['new'])}</small>"),
+                   names="notice")
         st.observe(lambda ch: setattr(self.progress, "value", ch["new"]), names="progress")
         st.observe(self._busy, names="busy")
         st.observe(self._error, names="error")
@@ -357,7 +367,7 @@ class PanelView:
             self.model, row([self.undo_btn, self.redo_btn, self.clear_btn, self.save_btn]), self.export_btn,
             _html("<b>view</b>", "te-h"), self.year, self.change_from, row([self.show_classes, self.show_colour]),
             self.opacity, self.confidence, self.sim_thr,
-            self.progress, self.status, self.accuracy, row([self.error, self.dismiss]),
+            self.progress, self.status, self.accuracy, row([self.error, self.dismiss]), self.notice,
         ], layout=W.Layout(width="320px"))
         self.widget.add_class("te-panel")
 

@@ -1,0 +1,353 @@
+"""The explorer driven programmatically: state, controller and views, without a browser."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+BBOX = (0.1, 52.0, 0.3, 52.1)
+
+
+@pytest.fixture(scope="module")
+def area(small_tiles):
+    import tessera_explore as te
+
+    folder, _ = small_tiles
+    return te.open_embeddings(folder, bbox=BBOX, year=2024)
+
+
+@pytest.fixture(scope="module")
+def truth(area):
+    """lon, lat and true class name of every pixel (scene seed 1)."""
+    from pyproj import Transformer
+
+    from tessera_explore.testing import CLASSES, scene_classes
+
+    tr = Transformer.from_crs(area.rio.crs, 4326, always_xy=True)
+    X, Y = np.meshgrid(area.x.values, area.y.values)
+    lon, lat = tr.transform(X, Y)
+    k = scene_classes(lon, lat, 2024, seed=1)
+    return lon, lat, np.asarray(CLASSES)[k]
+
+
+def points_of(truth, name, n, seed=0):
+    lon, lat, cls = truth
+    idx = np.flatnonzero(cls.ravel() == name)
+    pick = np.random.default_rng(seed).choice(idx, n, replace=False)
+    return [(float(lon.ravel()[i]), float(lat.ravel()[i])) for i in pick]
+
+
+@pytest.fixture
+def app_factory(area, tmp_path):
+    import tessera_explore as te
+
+    apps = []
+
+    def make(**kw):
+        kw.setdefault("labels", tmp_path / "labels.geojson")
+        kw.setdefault("basemap", False)
+        kw.setdefault("scatter", False)
+        app = te.explore(area, **kw)
+        apps.append(app)
+        app.wait()
+        return app
+
+    yield make
+    for a in apps:
+        a.close()
+
+
+def layer_names(app):
+    return {n for n, l in app.map_view.layers.items() if l in app.map.layers and l.visible}
+
+
+# ---------------------------------------------------------------------------- state
+def test_state_refuses_unknown_arguments_and_bad_values():
+    import traitlets
+
+    from tessera_explore.widgets.state import ExplorerState
+
+    with pytest.raises(TypeError, match="unknown arguments \\['mdoe'\\]"):
+        ExplorerState(mdoe="label")
+    st = ExplorerState(years=[2023, 2024], year=2024, classes=["a", "b"])
+    with pytest.raises(traitlets.TraitError, match="year 2022 is not open"):
+        st.year = 2022
+    with pytest.raises(traitlets.TraitError, match="unknown class 'c'"):
+        st.active_class = "c"
+    with pytest.raises(traitlets.TraitError):
+        st.mode = "paint"
+
+
+# ---------------------------------------------------------------------------- the app
+def test_explore_opens_with_false_colour_and_every_year(app_factory):
+    app = app_factory()
+    assert app.state.years == [2023, 2024] and app.state.year == 2024
+    assert "false_colour" in layer_names(app)
+    assert app.map_view.layers["false_colour"].url.startswith("data:image/png;base64,")
+    assert app.state.error == ""
+    assert "Explorer(" in repr(app)
+    # the widget displays through the app object
+    bundle = app._repr_mimebundle_()
+    assert "application/vnd.jupyter.widget-view+json" in bundle
+
+
+def test_clicks_label_train_and_draw_the_class_map(app_factory, truth, tmp_path):
+    app = app_factory(classes=["forest", "cereal"])
+    st = app.state
+    assert st.classes == ["forest", "cereal"]
+    st.active_class = "forest"
+    for lon, lat in points_of(truth, "forest", 3):
+        assert "labelled" in app.click(lon, lat)
+    assert "at least two classes" in st.status
+    assert "classes" not in layer_names(app)
+    st.active_class = "cereal"
+    for lon, lat in points_of(truth, "cereal", 3):
+        app.click(lon, lat)
+    app.wait()
+    assert st.error == ""
+    assert "trained on 6 labels" in st.status
+    assert "classes" in layer_names(app)
+    # the map is right where the labels are
+    cm = app.class_map
+    names = list(cm.attrs["classes"])
+    lon, lat, cls = truth
+    for want in ("forest", "cereal"):
+        idx = np.flatnonzero(cls.ravel() == want)
+        got = np.asarray(names + ["-"] * 256)[cm.values.ravel()[idx]]
+        assert np.mean(got == want) > 0.9
+    # the labels are on disk after every click, with the markers on the map
+    doc = json.loads((tmp_path / "labels.geojson").read_text())
+    assert [f["properties"]["class"] for f in doc["features"]] == ["forest"] * 3 + ["cereal"] * 3
+    assert len(app.map_view.markers.layers) == 6
+    assert st.counts == {"forest": 3, "cereal": 3} and st.n_labels == 6
+
+
+def test_bad_clicks_say_what_happened(app_factory, truth, area):
+    app = app_factory()
+    st = app.state
+    lon, lat = points_of(truth, "forest", 1)[0]
+    assert "add a class first" in app.click(lon, lat)
+    assert len(app.labels) == 0
+    assert "outside the embeddings" in app.click(10.0, 40.0)
+    lon_w, lat_w = points_of(truth, "water", 1)[0]
+    app.add_class("forest")
+    assert "no data" in app.click(lon_w, lat_w)
+    assert "labelled" in app.click(lon, lat)
+    assert "already" in app.click(lon, lat)  # the same point twice
+    assert len(app.labels) == 1 and st.error == ""
+
+
+def test_fast_repeated_clicks_coalesce(app_factory, truth):
+    app = app_factory(classes=["forest", "cereal"])
+    runs = []
+    orig = app.controller._retrain
+
+    def counting():
+        runs.append(1)
+        return orig()
+
+    app.controller._retrain = counting
+    app.state.active_class = "forest"
+    for p in points_of(truth, "forest", 2, seed=1):
+        app.click(*p)
+    app.state.active_class = "cereal"
+    pts = points_of(truth, "cereal", 20, seed=1)
+    for p in pts:
+        app.click(*p)
+    app.wait()
+    assert len(app.labels) == 22
+    assert 1 <= len(runs) < 20  # retrains coalesce; the last one saw every label
+    assert "trained on 22 labels" in app.state.status
+
+
+def test_panel_buttons_edit_classes_and_labels(app_factory, truth):
+    app = app_factory()
+    p = app.panel
+    p.new_name.value = "forest"
+    p.add_btn.click()
+    p.new_name.value = "fields"
+    p.add_btn.click()
+    assert app.state.classes == ["forest", "fields"] and app.state.active_class == "fields"
+    p.active.value = "forest"
+    assert app.state.active_class == "forest"
+    for q in points_of(truth, "forest", 2):
+        app.click(*q)
+    app.state.active_class = "fields"
+    for q in points_of(truth, "cereal", 2):
+        app.click(*q)
+    app.wait()
+    assert "classes" in layer_names(app)
+    p.new_name.value = "cereal"
+    p.rename_btn.click()
+    assert app.labels.counts() == {"forest": 2, "cereal": 2}
+    p.color.value = "#123456"
+    assert app.labels.classes["cereal"] == "#123456"
+    p.undo_btn.click()
+    assert app.labels.classes["cereal"] != "#123456"
+    p.clear_btn.click()
+    app.wait()
+    assert len(app.labels) == 0 and "classes" not in layer_names(app)
+    p.undo_btn.click()
+    app.wait()
+    assert len(app.labels) == 4 and "classes" in layer_names(app)
+    p.active.value = "cereal"
+    p.remove_btn.click()
+    app.wait()
+    assert app.state.classes == ["forest"] and app.state.error == ""
+
+
+def test_reopening_the_label_file_brings_labels_back(app_factory, truth, tmp_path):
+    app = app_factory(classes=["forest", "cereal"])
+    app.state.active_class = "forest"
+    app.click(*points_of(truth, "forest", 1)[0])
+    app.state.active_class = "cereal"
+    app.click(*points_of(truth, "cereal", 1)[0])
+    app.wait()
+    app.close()
+    assert not os.path.exists(str(tmp_path / "labels.geojson") + ".lock")
+    again = app_factory()
+    assert again.state.counts == {"forest": 1, "cereal": 1}
+    assert len(again.map_view.markers.layers) == 2
+    assert "classes" in layer_names(again)  # trained at start
+
+
+def test_second_app_on_one_label_file(app_factory, truth, tmp_path):
+    from tessera_explore.exceptions import LabelError
+
+    first = app_factory(classes=["forest"])
+    second = app_factory()  # same kernel: shares the store
+    assert "also open in another explorer" in second.state.notice
+    assert "also open in another explorer" in second.panel.notice.value
+    assert second.labels is first.labels
+    first.click(*points_of(truth, "forest", 1)[0])
+    assert second.state.n_labels == 1
+    # another live process holds a lock: refused, nothing touched
+    other = tmp_path / "other.geojson"
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        import socket
+
+        (tmp_path / "other.geojson.lock").write_text(json.dumps({"pid": proc.pid, "host": socket.gethostname()}))
+        with pytest.raises(LabelError, match=f"open in another explorer \\(process {proc.pid}"):
+            app_factory(labels=other)
+        assert not other.exists()
+    finally:
+        proc.kill()
+        proc.wait()
+    # that process is gone: its stale lock is taken over, and the app says so
+    taken = app_factory(labels=other)
+    assert "took over" in taken.state.notice
+
+
+def test_callback_errors_show_in_the_app(app_factory, truth):
+    app = app_factory(classes=["forest"])
+
+    def broken(lon, lat):
+        raise RuntimeError("boom")
+
+    app.controller.click = broken
+    app.map_view._on_interaction(type="click", coordinates=[52.05, 0.2])  # Leaflet order: lat, lon
+    assert "the map click failed: RuntimeError: boom" in app.state.error
+    assert "boom" in app.panel.error.value
+    app.panel.dismiss.click()
+    assert app.state.error == ""
+
+
+def test_map_click_converts_leaflet_order(app_factory, truth):
+    app = app_factory(classes=["forest"])
+    lon, lat = points_of(truth, "forest", 1)[0]
+    app.map_view._on_interaction(type="click", coordinates=[lat, lon])
+    lab = app.labels.labels[0]
+    assert (lab.lon, lab.lat) == (lon, lat)
+    m = app.map_view.markers.layers[0]
+    assert tuple(m.location) == (lat, lon)
+
+
+def test_similarity_mode_and_threshold(app_factory, truth):
+    app = app_factory()
+    app.state.mode = "similarity"
+    lon, lat = points_of(truth, "forest", 1)[0]
+    app.click(lon, lat)
+    app.wait()
+    assert "similarity" in layer_names(app)
+    sim = app.controller.similarity_map
+    r, c = app.controller.pixel_at(lon, lat)
+    assert sim.values[r, c] == pytest.approx(1.0, abs=1e-4)
+    url = app.map_view.layers["similarity"].url
+    app.state.similarity_threshold = 0.95
+    app.wait()
+    assert app.map_view.layers["similarity"].url != url
+    assert "0.95" in app.state.status or app.state.status.startswith("redrawing") or app.state.error == ""
+    app.state.mode = "label"
+    assert "similarity" not in layer_names(app)
+
+
+def test_change_mode_year_switch_and_export(app_factory, truth, tmp_path):
+    import rasterio
+
+    app = app_factory(classes=["forest", "cereal"])
+    app.state.active_class = "forest"
+    for q in points_of(truth, "forest", 2):
+        app.click(*q)
+    app.state.active_class = "cereal"
+    for q in points_of(truth, "cereal", 2):
+        app.click(*q)
+    app.wait()
+    app.state.mode = "change"
+    app.wait()
+    assert "change" in layer_names(app) and "change 2023 to 2024" in app.state.status
+    lon, lat = points_of(truth, "forest", 1, seed=5)[0]
+    assert "distance" in app.click(lon, lat)
+    url = app.map_view.layers["false_colour"].url
+    app.state.year = 2023
+    app.wait()
+    assert app.map_view.layers["false_colour"].url != url
+    assert app.controller.prediction_year == 2023
+    files = app.export(str(tmp_path / "out"))
+    names = sorted(os.path.basename(f) for f in files)
+    assert "labels.geojson" in names and any(n.startswith("classes_2023") for n in names)
+    assert any(n.startswith("change_2023_2024") for n in names)
+    with rasterio.open([f for f in files if "classes_2023_class" in f][0]) as src:
+        tags = src.tags()
+    assert tags.get("year") == "2023" or "2023" in json.dumps(tags)
+    assert app.state.error == ""
+
+
+def test_scatter_selection_and_marker(area, tmp_path, truth):
+    import tessera_explore as te
+
+    app = te.explore(area, labels=tmp_path / "l.geojson", basemap=False, scatter=True)
+    try:
+        app.wait()
+        sv = app.scatter
+        assert sv is not None and len(sv.points) > 0
+        x0, y0, x1, y1 = sv.points.bounds()
+        sv._on_box(bounds=(x0, y0, (x0 + x1) / 2, y1))
+        app.wait()
+        assert app.state.selection_size > 0 and "selection" in layer_names(app)
+        lasso = [(x0, y0), (x1, y0), (x1, y1), (x0, y1)]
+        sv._on_lasso(geometry=lasso)
+        app.wait()
+        assert app.state.selection_size == len(sv.points)
+        sent = []
+        sv.pipe.add_subscriber(lambda data: sent.append(data))
+        lon, lat = points_of(truth, "forest", 1)[0]
+        app.click(lon, lat)
+        assert sent and len(sent[-1]["x"]) == 1
+        r, c = app.controller.pixel_at(lon, lat)
+        comps = app.controller.components[2024]
+        assert sent[-1]["x"][0] == pytest.approx(float(comps.values[0, r, c]))
+    finally:
+        app.close()
+
+
+def test_live_embedding_needs_a_model(app_factory):
+    app = app_factory()
+    assert app.map_view.draw is None
+    assert app.controller.embed_live((0.15, 52.03, 0.16, 52.04)) is None
+    assert "needs a model" in app.state.status
