@@ -197,6 +197,47 @@ ax.set_xlabel("PCA 1")
 ax.set_ylabel("PCA 2");
 """),
     md("""
+## The explorer
+`te.explore(da)` opens everything above in one app: the false-colour map, the projection
+scatter linked to it, and the few-shot labelling of `02_labelling.ipynb`.
+
+- Add a class (type a name, press *add class*), pick it, and click the map: each click
+  adds a label, the classifier retrains off the main thread and the class map redraws.
+- *similar* mode colours the pixels like the clicked one (threshold slider);
+  *change* mode shows how much each pixel changed between 2023 and 2024.
+- A box or lasso in the scatter highlights those pixels on the map; a click on the map
+  marks its pixel in the scatter.
+- Labels are saved to `tessera_labels.geojson` beside this notebook after every click;
+  opening the explorer on that file again brings them back. *export maps* writes the
+  class, confidence, similarity and change maps as Cloud-Optimised GeoTIFFs.
+"""),
+    code("""
+app = te.explore(da, labels="tessera_labels.geojson", classes={"forest": "#1f6b2e", "cereal": "#e3c75a"})
+app
+"""),
+    md("""
+Everything the mouse does is also a method of the app. The next cell clicks three forest
+and three cereal pixels (the demo scene knows its true land cover), so this notebook also
+runs unattended; run it again and the explorer says the labels are there already.
+"""),
+    code("""
+from pyproj import Transformer
+
+from tessera_explore.testing import CLASSES, scene_classes
+from tessera_explore.tutorial import DEMO_SEED
+
+to_lonlat = Transformer.from_crs(da.rio.crs, "EPSG:4326", always_xy=True)
+lon, lat = to_lonlat.transform(*np.meshgrid(da.x.values[100::50], da.y.values[100::50]))
+truth = scene_classes(lon, lat, 2024, seed=DEMO_SEED)
+for name in ["forest", "cereal"]:
+    app.state.active_class = name
+    for i in np.flatnonzero(truth.ravel() == CLASSES.index(name))[:3]:
+        print(app.click(lon.ravel()[i], lat.ravel()[i]))
+app.wait()
+print(app.state.status)
+assert app.state.error == "" and app.class_map is not None
+"""),
+    md("""
 ## Your own area
 With network access, download the tiles of an area and open them the same way:
 
@@ -214,15 +255,6 @@ da = te.open_embeddings("tessera-data", bbox=(0.05, 52.15, 0.25, 52.25), year=20
   projection, zoomable, as an ipywidget through `pn.ipywidget`.
 - Next: `02_labelling.ipynb` turns a few labelled points into a land-cover map, and
   `03_live_embedding.ipynb` embeds an area live from Sentinel-1 and Sentinel-2.
-"""),
-    md("""
-## The explorer
-`te.explore(da)` opens the explorer: the map, the projection scatter and the labelling
-of `02_labelling.ipynb` together in one app.
-"""),
-    code("""
-# app = te.explore(da)  # enabled once the explorer lands
-# app
 """),
 ]
 
