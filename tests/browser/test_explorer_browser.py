@@ -114,7 +114,7 @@ def test_explorer_click_to_label_in_voila(voila, playwright_browser, tmp_path, d
     labels = tmp_path / "labels.geojson"
     info = tmp_path / "view.json"
     srv = voila({"explorer.ipynb": _notebook(str(labels), str(info))})
-    page = playwright_browser.new_page(viewport={"width": 1400, "height": 1100})
+    page = playwright_browser.new_page(viewport={"width": 1400, "height": 1300})
     errors = []
     page.on("pageerror", lambda e: errors.append(str(e)))
     shots = []
