@@ -400,3 +400,32 @@ def test_opening_and_copying_never_loads_the_codes(small_tiles):
     codes_bytes = 2 * 64 * 48 * 128
     assert peak < codes_bytes  # nothing of the size of the codes was allocated
     np.testing.assert_array_equal(da2.values, da3.values)
+
+
+def test_reopen_another_year_on_the_same_grid(small_tiles):
+    from tessera_explore.io.open import available_years, reopen
+
+    folder, _ = small_tiles
+    da = te.open_embeddings(folder, bbox=(0.12, 52.01, 0.28, 52.09), year=2024)
+    assert da.attrs["bbox"] == [0.12, 52.01, 0.28, 52.09]
+    assert available_years(da) == [2023, 2024]
+    other = reopen(da, 2023)
+    assert int(other.year) == 2023 and other.sizes == da.sizes
+    np.testing.assert_array_equal(other.x.values, da.x.values)
+    np.testing.assert_array_equal(other.y.values, da.y.values)
+    assert not np.array_equal(other.isel(band=0).values, da.isel(band=0).values, equal_nan=True)
+    with pytest.raises(ex.YearNotAvailableError, match="2019"):
+        reopen(da, 2019)
+
+
+def test_geotessera_metadata_version_is_read(tile_copy):
+    folder, _, rec = tile_copy
+    meta_path = os.path.join(folder, "tessera_metadata.json")
+    with open(meta_path) as f:
+        meta = json.load(f)
+    meta.update({"dataset_version": "1.0", "dataset_path": "v1"})  # as geotessera writes it
+    with open(meta_path, "w") as f:
+        json.dump(meta, f)
+    lon, lat = rec["lon"], rec["lat"]
+    da = te.open_embeddings(folder, bbox=(lon - 0.03, lat - 0.03, lon + 0.03, lat + 0.03), year=rec["year"])
+    assert da.attrs["dataset_version"] == "v1" and da.attrs["model_generation"] == "v1.0"

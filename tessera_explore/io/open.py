@@ -111,9 +111,14 @@ def _read_metadata(root: str) -> dict:
         return {}
     try:
         with open(path) as f:
-            return json.load(f)
+            meta = json.load(f)
     except (OSError, json.JSONDecodeError) as err:
         raise CorruptTileError(f"metadata file {path} cannot be read: {err}") from err
+    # geotessera's own downloads record a bare number ("1.0") as dataset_version and the
+    # dataset's name (our version string) as dataset_path
+    if meta.get("dataset_path") and meta.get("dataset_version") not in _schema.DATASET_VERSIONS:
+        meta["dataset_version"] = str(meta["dataset_path"])
+    return meta
 
 
 def _available_years(root: str) -> list[int]:
@@ -362,10 +367,7 @@ def available_years(da: xr.DataArray) -> list[int]:
     directory listing, no walk); ``[year of da]`` for other sources."""
     year = int(da.coords["year"]) if "year" in da.coords else None
     src = str(da.attrs.get("source", ""))
-    root = os.path.join(src, "global_0.1_degree_representation")
-    years = set()
-    if ";" not in src and os.path.isdir(root):
-        years = {int(n) for n in os.listdir(root) if n.isdigit() and os.path.isdir(os.path.join(root, n))}
+    years = set(_available_years(src)) if ";" not in src and os.path.isdir(src) else set()
     if year is not None:
         years.add(year)
     return sorted(years)
