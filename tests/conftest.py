@@ -7,6 +7,7 @@ import ipaddress
 import os
 import socket
 
+import numpy as np
 import pytest
 
 
@@ -71,3 +72,43 @@ def zone_tiles(tmp_path_factory):
     d = tmp_path_factory.mktemp("zones")
     recs = make_tiles(d, tiles=[(5.95, 52.05), (6.05, 52.05)], years=[2024], shape=(80, 60), seed=2)
     return d, recs
+
+
+# The shared small tiles opened as areas (classify and explorer tests).
+AREA_BBOX = (0.1, 52.0, 0.3, 52.1)
+
+
+@pytest.fixture(scope="session")
+def area24(small_tiles):
+    import tessera_explore as te
+
+    folder, _ = small_tiles
+    return te.open_embeddings(folder, bbox=AREA_BBOX, year=2024)
+
+
+@pytest.fixture(scope="session")
+def area23(small_tiles):
+    import tessera_explore as te
+
+    folder, _ = small_tiles
+    return te.open_embeddings(folder, bbox=AREA_BBOX, year=2023)
+
+
+@pytest.fixture(scope="session")
+def prepared24(area24):
+    from tessera_explore.classify import prepare
+
+    return prepare(area24)
+
+
+@pytest.fixture(scope="session")
+def scene24(area24):
+    """lon, lat (y, x) of every pixel centre and the true class index there (seed 1)."""
+    from pyproj import Transformer
+
+    from tessera_explore.testing import scene_classes
+
+    tr = Transformer.from_crs(area24.rio.crs, 4326, always_xy=True)
+    X, Y = np.meshgrid(area24.x.values, area24.y.values)
+    lon, lat = tr.transform(X, Y)
+    return lon, lat, scene_classes(lon, lat, 2024, seed=1)

@@ -10,28 +10,17 @@ import sys
 import numpy as np
 import pytest
 
-BBOX = (0.1, 52.0, 0.3, 52.1)
+@pytest.fixture(scope="module")
+def area(area24):
+    return area24
 
 
 @pytest.fixture(scope="module")
-def area(small_tiles):
-    import tessera_explore as te
-
-    folder, _ = small_tiles
-    return te.open_embeddings(folder, bbox=BBOX, year=2024)
-
-
-@pytest.fixture(scope="module")
-def truth(area):
+def truth(scene24):
     """lon, lat and true class name of every pixel (scene seed 1)."""
-    from pyproj import Transformer
+    from tessera_explore.testing import CLASSES
 
-    from tessera_explore.testing import CLASSES, scene_classes
-
-    tr = Transformer.from_crs(area.rio.crs, 4326, always_xy=True)
-    X, Y = np.meshgrid(area.x.values, area.y.values)
-    lon, lat = tr.transform(X, Y)
-    k = scene_classes(lon, lat, 2024, seed=1)
+    lon, lat, k = scene24
     return lon, lat, np.asarray(CLASSES)[k]
 
 
@@ -60,6 +49,15 @@ def app_factory(area, tmp_path):
     yield make
     for a in apps:
         a.close()
+
+
+def label(app, truth, per_class, classes=(("forest", "forest"), ("cereal", "cereal"))):
+    """Click ``per_class`` pixels of each true class as the app class paired with it."""
+    for app_class, true_class in classes:
+        app.state.active_class = app_class
+        for q in points_of(truth, true_class, per_class):
+            app.click(*q)
+    app.wait()
 
 
 def layer_names(app):
@@ -175,12 +173,7 @@ def test_panel_buttons_edit_classes_and_labels(app_factory, truth):
     assert app.state.classes == ["forest", "fields"] and app.state.active_class == "fields"
     p.active.value = "forest"
     assert app.state.active_class == "forest"
-    for q in points_of(truth, "forest", 2):
-        app.click(*q)
-    app.state.active_class = "fields"
-    for q in points_of(truth, "cereal", 2):
-        app.click(*q)
-    app.wait()
+    label(app, truth, 2, classes=(("forest", "forest"), ("fields", "cereal")))
     assert "classes" in layer_names(app)
     p.new_name.value = "cereal"
     p.rename_btn.click()
@@ -291,13 +284,7 @@ def test_change_mode_year_switch_and_export(app_factory, truth, tmp_path):
     import rasterio
 
     app = app_factory(classes=["forest", "cereal"])
-    app.state.active_class = "forest"
-    for q in points_of(truth, "forest", 2):
-        app.click(*q)
-    app.state.active_class = "cereal"
-    for q in points_of(truth, "cereal", 2):
-        app.click(*q)
-    app.wait()
+    label(app, truth, 2)
     app.state.mode = "change"
     app.wait()
     assert "change" in layer_names(app) and "change 2023 to 2024" in app.state.status
