@@ -92,3 +92,58 @@ def voila(tmp_path, demo_cache):
     yield start
     for s in servers:
         s.stop()
+
+
+class LabServer:
+    """JupyterLab on 127.0.0.1 without a token, serving ``root``."""
+
+    def __init__(self, root: str, env: dict):
+        self.root = root
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = os.path.join(root, "lab.log")
+        self._log = open(self.log, "w")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "jupyter", "lab", "--no-browser", f"--port={self.port}", "--ip=127.0.0.1",
+             "--allow-root", "--IdentityProvider.token=", "--ServerApp.password=",
+             "--LabApp.expose_app_in_browser=True", f"--ServerApp.root_dir={root}"],
+            stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=root,
+        )
+        deadline = time.time() + 90
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"jupyter lab exited: {open(self.log).read()[-2000:]}")
+            try:
+                urllib.request.urlopen(f"{self.url}/api/status", timeout=2)
+                return
+            except OSError:
+                time.sleep(0.3)
+        raise RuntimeError(f"jupyter lab did not start: {open(self.log).read()[-2000:]}")
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self._log.close()
+
+
+@pytest.fixture
+def lab(tmp_path, demo_cache):
+    """Start JupyterLab on a folder holding copies of the given notebooks:
+    ``start(paths) -> LabServer``."""
+    servers = []
+
+    def start(paths) -> LabServer:
+        for p in paths:
+            shutil.copy(p, tmp_path / os.path.basename(p))
+        env = dict(os.environ, TESSERA_EXPLORE_CACHE=str(demo_cache), PYTHONPATH=os.getcwd(),
+                   JUPYTER_CONFIG_DIR=str(tmp_path / ".jupyter"), JUPYTER_RUNTIME_DIR=str(tmp_path / ".runtime"))
+        srv = LabServer(str(tmp_path), env)
+        servers.append(srv)
+        return srv
+
+    yield start
+    for s in servers:
+        s.stop()

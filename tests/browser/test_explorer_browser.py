@@ -115,8 +115,9 @@ def test_explorer_click_to_label_in_voila(voila, playwright_browser, tmp_path, d
     info = tmp_path / "view.json"
     srv = voila({"explorer.ipynb": _notebook(str(labels), str(info))})
     page = playwright_browser.new_page(viewport={"width": 1400, "height": 1300})
-    errors = []
+    errors, requests = [], []
     page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("request", lambda r: requests.append(r.url))
     shots = []
     try:
         page.goto(f"{srv.url}/voila/render/explorer.ipynb", timeout=120_000)
@@ -196,6 +197,10 @@ def test_explorer_click_to_label_in_voila(voila, playwright_browser, tmp_path, d
         assert _text(page, ".te-error").strip() == ""
         shots.append(("explorer-linked", page.screenshot(full_page=True)))
         assert not [e for e in errors if "tessera" in e.lower()], errors
+        # explore() put BokehJS and Panel's JavaScript inline: no script from a CDN
+        cdn_js = sorted({u for u in requests if ("cdn.bokeh.org" in u or "cdn.holoviz.org/panel" in u)
+                         and u.split("?")[0].endswith(".js") and "es-module-shims" not in u})
+        assert not cdn_js, cdn_js
     finally:
         for name, png in shots:
             (tmp_path / f"{name}.png").write_bytes(png)
