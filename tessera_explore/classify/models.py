@@ -212,7 +212,8 @@ def check_training_set(y: np.ndarray, label_id: np.ndarray | None) -> None:
         )
 
 
-def fit_classifier(da: Any, labels: Any, *, model: Any = "knn", kernel: int = 1) -> LabelClassifier:
+def fit_classifier(da: Any, labels: Any, *, model: Any = "knn", kernel: int = 1,
+                   max_per_label: int | None = None) -> LabelClassifier:
     """Train a classifier on the embeddings under labels.
 
     Parameters
@@ -223,6 +224,10 @@ def fit_classifier(da: Any, labels: Any, *, model: Any = "knn", kernel: int = 1)
     model : ``"knn"`` (cosine k-NN, k=5), ``"logreg"``, ``"rf"``, or any scikit-learn
         classifier with ``predict_proba``.
     kernel : window side for point labels (see :func:`sample_labels`).
+    max_per_label : use at most this many pixels of each label (a seeded random choice
+        within large polygons).  kNN predicts in time proportional to the number of
+        training pixels, so a few large polygons (tens of thousands of pixels) make
+        whole-area prediction slow; a cap of a few hundred keeps it fast.
 
     Returns a fitted :class:`LabelClassifier`.  Raises ClassifierError for one class or a
     single label; labels left out while sampling are reported in ``samples_.skipped``.
@@ -230,6 +235,8 @@ def fit_classifier(da: Any, labels: Any, *, model: Any = "knn", kernel: int = 1)
     from .area import grid_of, provenance
 
     samples = labels if isinstance(labels, Samples) else sample_labels(da, labels, kernel=kernel)
+    if max_per_label is not None:
+        samples = samples.thin(max_per_label)
     check_training_set(samples.y, samples.label_id)
     clf = LabelClassifier(model).fit(samples.X, samples.y)
     name, settings = _describe(clf.estimator_)

@@ -100,6 +100,27 @@ class Samples:
     def __iter__(self) -> Iterator:
         return iter((self.X, self.y))
 
+    def thin(self, max_per_label: int, *, seed: int = 0) -> "Samples":
+        """At most ``max_per_label`` samples of each label (a random, seeded choice among a
+        polygon's pixels; points and small windows are kept whole), in the original order."""
+        import dataclasses
+
+        n = int(max_per_label)
+        if n < 1:
+            raise ValueError(f"max_per_label must be at least 1, got {max_per_label}")
+        ids, counts = np.unique(self.label_id, return_counts=True)
+        if counts.size == 0 or counts.max() <= n:
+            return self
+        rng = np.random.default_rng(seed)
+        keep = np.ones(len(self.y), bool)
+        for lid in ids[counts > n]:
+            idx = np.flatnonzero(self.label_id == lid)
+            drop = rng.choice(idx, idx.size - n, replace=False)
+            keep[drop] = False
+        return dataclasses.replace(self, X=self.X[keep], y=self.y[keep], label_id=self.label_id[keep],
+                                   rows=self.rows[keep], cols=self.cols[keep], xy=self.xy[keep],
+                                   meta={**self.meta, "max_per_label": n})
+
     def __len__(self) -> int:
         return len(self.y)
 

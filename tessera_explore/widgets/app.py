@@ -311,10 +311,12 @@ def _build(state, controller, lock, notes, *, scatter, basemap, map_size, draw) 
     help_text = W.HTML(
         "<div style='max-width:420px;font-size:90%'><b>How to use</b><br>"
         "Add a class, pick it, and click the map to label pixels: the classifier retrains after every click "
-        "and the class map redraws. <i>similar</i> mode colours pixels like the clicked one; <i>change</i> "
+        "and the class map redraws. In <i>draw</i> mode, a polygon or rectangle drawn with the map's toolbar "
+        "labels every pixel inside it. <i>similar</i> mode colours pixels like the clicked one; <i>change</i> "
         "mode shows how much each pixel changed between two years. Box or lasso select in the scatter "
         "highlights those pixels on the map; a map click marks its pixel in the scatter."
-        + (" Draw a rectangle to embed it live." if draw else "") + "</div>")
+        + (" In <i>live</i> mode, a rectangle drawn on the map is embedded live from Sentinel-1/2 imagery."
+           if draw else "") + "</div>")
     bottom = W.HBox([scatter_view.widget, help_text] if scatter_view is not None else [help_text])
     widget = W.VBox([top, bottom])
     widget.add_class("te-explorer")

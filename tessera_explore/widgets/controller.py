@@ -33,11 +33,20 @@ __all__ = ["ExplorerController", "LAYERS"]
 log = logging.getLogger(__name__)
 
 #: map layers the controller produces, bottom to top
-LAYERS = ("false_colour", "live", "change", "classes", "similarity", "selection")
+LAYERS = ("false_colour", "live", "change", "classes", "confidence", "similarity", "selection")
 
 #: how a change map's classes are coloured (stable, minor, moderate, major)
 CHANGE_COLORS = ("#f7f7f7", "#fdcc8a", "#fc8d59", "#d7301f")
 SELECTION_COLOR = "#ff00ff"
+
+#: pixels of one label (a drawn polygon) the classifier trains on: kNN's prediction time
+#: grows with the training pixels, and a 1 km polygon holds 10,000 of them
+MAX_PER_LABEL = 200
+
+
+#: state traits the controller acts on
+_CHOICES = ("model", "year", "confidence_threshold", "show_confidence", "similarity_threshold", "mode",
+            "change_from")
 
 
 @dataclass
@@ -45,6 +54,7 @@ class _Job:
     fn: Callable[[], Any]
     future: Future
     title: str
+    quiet: bool = False
 
 
 class ExplorerController:
@@ -94,6 +104,7 @@ class ExplorerController:
         self.label_year = int(label_year) if label_year is not None else int(state.year)
         if self.label_year not in self.arrays:
             raise ValueError(f"label_year {self.label_year} is not one of the open years {years}")
+        self.scatter_year = self.label_year  # the year whose points the scatter shows
         self.projection_sample = int(projection_sample)
         self.max_pixels = int(max_pixels)
         self.live_model = live_model
@@ -118,6 +129,7 @@ class ExplorerController:
         self.selection: np.ndarray | None = None
         self.live: xr.DataArray | None = None
         self.timings: dict[str, float] = {}
+        self.evaluation = None
 
         self._listeners: dict[str, list[Callable]] = {}
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tessera-explore")
@@ -128,8 +140,7 @@ class ExplorerController:
         self._store_cb = lambda store, what: self._labels_changed(what)
         store.observe(self._store_cb)
         self._sync_labels()
-        state.observe(self._on_choice, names=["model", "year", "confidence_threshold", "similarity_threshold",
-                                              "mode", "change_from"])
+        state.observe(self._on_choice, names=list(_CHOICES))
 
     # ------------------------------------------------------------------ events
     def on(self, event: str, callback: Callable) -> None:
@@ -147,17 +158,18 @@ class ExplorerController:
                 self._report(err, f"updating the view ({event})")
 
     # ------------------------------------------------------------------ the queue
-    def submit(self, key: str, fn: Callable[[], Any], title: str) -> Future:
+    def submit(self, key: str, fn: Callable[[], Any], title: str, *, quiet: bool = False) -> Future:
         """Queue ``fn`` on the worker thread.  A job of the same ``key`` still waiting is
-        replaced (its future resolves with the newer job's result)."""
+        replaced (its future resolves with the newer job's result).  A ``quiet`` job leaves
+        the status line and progress bar alone (background work the user did not ask for)."""
         if self._closed:
             raise TesseraExploreError("this explorer is closed")
         with self._lock:
             queued = self._queued.get(key)
             if queued is not None:
-                queued.fn, queued.title = fn, title
+                queued.fn, queued.title, queued.quiet = fn, title, quiet
                 return queued.future
-            job = _Job(fn, Future(), title)
+            job = _Job(fn, Future(), title, quiet)
             self._queued[key] = job
             self._running += 1
             self.state.busy = True
@@ -168,10 +180,11 @@ class ExplorerController:
         with self._lock:
             if self._queued.get(key) is job:
                 del self._queued[key]
-            fn, title = job.fn, job.title
+            fn, title, quiet = job.fn, job.title, job.quiet
         t0 = time.perf_counter()
-        self.state.status = f"{title}..."
-        self.state.progress = 0.0
+        if not quiet:
+            self.state.status = f"{title}..."
+            self.state.progress = 0.0
         try:
             result = fn()
         except Exception as err:
@@ -185,7 +198,8 @@ class ExplorerController:
             with self._lock:
                 self._running -= 1
                 idle = self._running == 0
-            self.state.progress = 1.0
+            if not quiet:
+                self.state.progress = 1.0
             if idle:
                 self.state.busy = False
 
@@ -211,8 +225,7 @@ class ExplorerController:
         if self._closed:
             return
         self._closed = True
-        self.state.unobserve(self._on_choice, names=["model", "year", "confidence_threshold",
-                                                     "similarity_threshold", "mode", "change_from"])
+        self.state.unobserve(self._on_choice, names=list(_CHOICES))
         try:
             self.store.unobserve(self._store_cb)
         except ValueError:
@@ -229,6 +242,10 @@ class ExplorerController:
                     f"reading the {self.label_year} embeddings into memory")
         if self._trainable():
             self.retrain()
+        others = [y for y in self.arrays if y not in self.components]
+        if others:  # the other years' projection, so switching year (map and scatter) is quick
+            self.submit("components", lambda: [self.ensure_components(y) for y in others],
+                        "projecting the other years", quiet=True)
 
     def _prepare(self, year: int):
         from ..classify import prepare
@@ -240,9 +257,9 @@ class ExplorerController:
             self.state.status = f"{year}: {int(area.valid.sum()):,} pixels with data ready"
         return area
 
-    def _show_false_colour(self, year: int) -> None:
+    def ensure_components(self, year: int) -> xr.DataArray:
+        """The PCA components of ``year`` (computed once, with the first year's projection)."""
         from ..project import project, to_rgb
-        from .overlay import overlay_image
 
         if year not in self.components:
             if self.projection is None:
@@ -252,8 +269,21 @@ class ExplorerController:
                 comps, fitted = project(self.arrays[year], fitted=self.projection)
             if self.projection is None:
                 self.projection = fitted
-            self.components[year] = comps
             self.rgb[year] = to_rgb(comps)
+            self.components[year] = comps
+        return self.components[year]
+
+    def components_for(self, year: int, timeout: float | None = 30.0) -> xr.DataArray:
+        """``ensure_components`` from any thread: queued on the worker when not ready."""
+        if year in self.components:
+            return self.components[year]
+        return self.submit(f"components-{year}", lambda: self.ensure_components(year),
+                           f"projecting {year}").result(timeout)
+
+    def _show_false_colour(self, year: int) -> None:
+        from .overlay import overlay_image
+
+        self.ensure_components(year)
         img = overlay_image(self.rgb[year], max_pixels=self.max_pixels)
         self._emit("layer", "false_colour", img)
 
@@ -266,7 +296,7 @@ class ExplorerController:
         elif name == "year":
             year = int(change["new"])
             self.submit("year", lambda: self._switch_year(year), f"showing {year}")
-        elif name == "confidence_threshold":
+        elif name in ("confidence_threshold", "show_confidence"):
             self.submit("render-classes", self._render_classes, "redrawing the class map")
         elif name == "similarity_threshold":
             self.submit("render-similarity", self._render_similarity, "redrawing the similarity map")
@@ -334,6 +364,11 @@ class ExplorerController:
             self.submit("similarity", lambda: self._similarity(float(lon), float(lat)),
                         f"finding pixels similar to {where}")
             return self._say(f"finding pixels similar to {where}")
+        if st.mode == "draw":
+            return self._say("draw mode: draw a polygon or rectangle with the map's toolbar to label every pixel "
+                             "inside it (switch to 'click' mode to label single pixels)")
+        if st.mode == "live":
+            return self._say("live mode: draw a rectangle with the map's toolbar to embed it live")
         # change mode: report the value under the click
         if self.change_map is not None:
             d = float(self.change_map["distance"].values[px])
@@ -343,12 +378,28 @@ class ExplorerController:
             return self._say(f"change at {where}: distance {d:.3f} ({name})")
         return self._say("the change map is still being computed")
 
+    def add_polygon(self, ring: list) -> str:
+        """Label every pixel inside a polygon (a ring of lon/lat pairs) as the active class."""
+        st = self.state
+        if st.mode != "draw":
+            return self._say("switch to draw mode to draw labels")
+        if not st.active_class or st.active_class not in st.classes:
+            return self._say("add and pick a class first, then draw")
+        try:
+            self.store.add_polygon([(float(x), float(y)) for x, y in ring], st.active_class)
+        except LabelError as err:
+            return self._say(f"polygon not added: {err}")
+        msg = f"polygon labelled as {st.active_class!r} ({len(self.store)} labels)"
+        if self._trainable():
+            self.retrain()
+        return self._say(msg)
+
     def _say(self, msg: str) -> str:
         self.state.status = msg
         return msg
 
     def _mark(self, row: int, col: int) -> None:
-        comps = self.components.get(self.label_year)
+        comps = self.components.get(self.scatter_year)
         if comps is None:
             return
         v = comps.values[:2, row, col]
@@ -428,6 +479,7 @@ class ExplorerController:
 
     def _drop_classes(self) -> None:
         self._emit("layer", "classes", None)
+        self._emit("layer", "confidence", None)
         self.state.accuracy = ""
         self.state.status = "label at least two classes to train a classifier"
 
@@ -444,7 +496,7 @@ class ExplorerController:
         area = self._prepare(self.label_year)
         t0 = time.perf_counter()
         model = self.state.model
-        clf = fit_classifier(area, self.store, model=model)
+        clf = fit_classifier(area, self.store, model=model, max_per_label=MAX_PER_LABEL)
         t_fit = time.perf_counter() - t0
         skipped = getattr(clf.samples_, "skipped", None) or []
         self.classifier = clf
@@ -456,14 +508,33 @@ class ExplorerController:
         msg = f"{model} trained on {n} labels in {t_fit * 1000:.0f} ms; class map in {t_map * 1000:.0f} ms"
         if skipped:
             msg += f"; {len(skipped)} labels left out (outside the area or no data)"
-        self.state.accuracy = self._train_summary(clf)
         self.state.status = msg
+        self.submit("evaluate", self._evaluate, "scoring the classifier on held-out labels", quiet=True)
 
-    @staticmethod
-    def _train_summary(clf) -> str:
-        y = np.asarray(clf.samples_.y)
-        names, counts = np.unique(y, return_counts=True)
-        return ", ".join(f"{n}: {c}" for n, c in zip(names, counts)) + " training pixels"
+    def _evaluate(self) -> None:
+        """Spatially blocked cross-validation of the current recipe on the labels (run after
+        the class map is drawn, so it never delays a redraw)."""
+        from ..classify import evaluate
+
+        clf = self.classifier
+        if clf is None:
+            self.state.accuracy = ""
+            return
+        s = clf.samples_
+        n = len(np.unique(s.label_id))
+        few = sorted(c for c, k in self.store.counts().items() if 0 < k < 2)
+        if few:
+            self.state.accuracy = (f"accuracy: label {', '.join(few)} at least twice to score the classifier "
+                                   "on labels it did not see")
+            return
+        try:
+            ev = evaluate(self._prepare(self.label_year), s, model=self.state.model, cv="spatial")
+        except TesseraExploreError as err:
+            self.state.accuracy = f"accuracy: not yet ({err})"
+            return
+        self.state.accuracy = (f"spatial cross-validation on {n} labels: accuracy {ev.accuracy:.2f}, "
+                               f"macro F1 {ev.macro_f1:.2f}")
+        self.evaluation = ev
 
     def _predict(self, year: int) -> None:
         from ..classify import predict_map
@@ -496,6 +567,13 @@ class ExplorerController:
         img = overlay_image(cls, categories=names, colors=[colors.get(n, "#888888") for n in names],
                             max_pixels=self.max_pixels, title="classes")
         self._emit("layer", "classes", img)
+        if self.state.show_confidence:
+            conf = self.prediction["confidence"]
+            conf = conf.where(cls != 255)
+            conf.attrs.update(long_name="confidence")
+            self._emit("layer", "confidence", overlay_image(conf, cmap="viridis", vmin=0.0, vmax=1.0,
+                                                            categorical=False, max_pixels=self.max_pixels,
+                                                            title="confidence"))
 
     # ------------------------------------------------------------------ similarity
     def _similarity(self, lon: float, lat: float) -> None:

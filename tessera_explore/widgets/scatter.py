@@ -24,7 +24,7 @@ from typing import Any, Sequence
 import numpy as np
 import xarray as xr
 
-__all__ = ["ScatterData", "scatter_points", "scatter_image", "scatter"]
+__all__ = ["ScatterData", "scatter_points", "scatter_image", "scatter", "set_points"]
 
 
 @dataclass
@@ -199,12 +199,27 @@ def scatter(
                  xlabel=labels[0], ylabel=labels[1])
 
     def render(x_range=None, y_range=None):
-        xr_ = x_range if x_range is not None else (x0, x1)
-        yr_ = y_range if y_range is not None else (y0, y1)
-        img = scatter_image(pts, width=width, height=height, x_range=xr_, y_range=yr_)
+        p = dmap.points  # swapped by set_points
+        bx0, by0, bx1, by1 = p.bounds()
+        xr_ = x_range if x_range is not None else (bx0, bx1)
+        yr_ = y_range if y_range is not None else (by0, by1)
+        img = scatter_image(p, width=width, height=height, x_range=xr_, y_range=yr_)
         return hv.RGB(img, bounds=(xr_[0], yr_[0], xr_[1], yr_[1]), kdims=labels).opts(backend="bokeh", **style)
 
     stream = hv.streams.RangeXY(x_range=(x0, x1), y_range=(y0, y1))
     dmap = hv.DynamicMap(render, streams=[stream])
     dmap.points = pts
     return dmap
+
+
+def set_points(plot, points: ScatterData, *, keep_view: bool = True) -> None:
+    """Show other points (e.g. another year of the same projection) in a scatter made by
+    :func:`scatter`, re-aggregated at once.  ``keep_view`` keeps the current zoom; else the
+    view fits the new points."""
+    plot.points = points
+    stream = next(s for s in plot.streams if type(s).__name__ == "RangeXY")
+    if keep_view and stream.x_range is not None and stream.y_range is not None:
+        stream.event(x_range=tuple(stream.x_range), y_range=tuple(stream.y_range))
+    else:
+        x0, y0, x1, y1 = points.bounds()
+        stream.event(x_range=(x0, x1), y_range=(y0, y1))

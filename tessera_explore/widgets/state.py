@@ -10,7 +10,10 @@ import traitlets as t
 
 __all__ = ["ExplorerState", "MODES", "MODELS"]
 
-MODES = ("label", "similarity", "change")
+#: what the map does: ``label`` (a click adds a point label), ``draw`` (polygons and
+#: rectangles drawn with the map's toolbar become labels), ``similarity``, ``change`` and
+#: ``live`` (a drawn rectangle is embedded live)
+MODES = ("label", "draw", "similarity", "change", "live")
 MODELS = ("knn", "logreg", "rf")
 
 
@@ -21,7 +24,7 @@ class ExplorerState(t.HasTraits):
     """
 
     # what the user picks
-    mode = t.Enum(MODES, default_value="label", help="what a map click does")
+    mode = t.Enum(MODES, default_value="label", help="what a click or a drawn shape on the map does")
     active_class = t.Unicode("", help="class that a click in label mode adds")
     model = t.Enum(MODELS, default_value="knn", help="few-shot classifier")
     year = t.Int(0, help="year shown on the map")
@@ -31,6 +34,7 @@ class ExplorerState(t.HasTraits):
     confidence_threshold = t.Float(0.0, min=0.0, max=1.0, help="hide class pixels less confident than this")
     similarity_threshold = t.Float(0.8, min=-1.0, max=1.0, help="cosine similarity above which pixels match")
     show_classes = t.Bool(True)
+    show_confidence = t.Bool(False, help="show the classifier's confidence instead of the classes")
     show_false_colour = t.Bool(True)
 
     # what the controller reports

@@ -24,11 +24,15 @@ __all__ = ["MapView", "PanelView", "ScatterView", "guarded"]
 
 log = logging.getLogger(__name__)
 
+LABEL_COLOR = "#ff9800"
+LIVE_COLOR = "#00bcd4"
+
 LAYER_TITLES = {
     "false_colour": "embedding false colour (PCA)",
     "live": "live embedding (PCA)",
     "change": "change between years",
     "classes": "classes",
+    "confidence": "confidence",
     "similarity": "similarity",
     "selection": "scatter selection",
 }
@@ -82,20 +86,24 @@ class MapView:
         self.map = m
         self.center, self.zoom = center, zoom
         self.layers: dict[str, Any] = {}
+        self._legends: dict[str, str | None] = {}
+        self._empty: set[str] = set()  # layers the controller has withdrawn
         self._legend = ipyleaflet.WidgetControl(widget=_html("", "te-legend"), position="bottomright")
         self.markers = ipyleaflet.LayerGroup(name="labels")
         m.add(self.markers)
         m.on_interaction(self._on_interaction)
         controller.on("layer", self._on_layer)
         controller.on("labels", lambda store: self.draw_labels())
-        state.observe(lambda ch: self._visibility(), names=["mode", "show_classes", "show_false_colour"])
+        state.observe(lambda ch: self._visibility(), names=["mode", "show_classes", "show_false_colour",
+                                                            "show_confidence"])
         state.observe(self._opacity, names=["class_opacity"])
+        # a draw control only in the modes that draw (so that clicks made while drawing are
+        # never taken for point labels): polygons and rectangles in draw mode, rectangles in
+        # live mode.  leafmap closes a control it removes, so each mode gets a new one.
+        self.live = bool(draw)
         self.draw = None
-        if draw:
-            self.draw = ipyleaflet.DrawControl(rectangle={"shapeOptions": {"color": "#00bcd4"}}, polyline={},
-                                               polygon={}, circlemarker={}, circle={}, marker={})
-            self.draw.on_draw(self._on_draw)
-            m.add(self.draw)
+        state.observe(lambda ch: self._draw_tools(), names="mode")
+        self._draw_tools()
         self.draw_labels()
 
     # events from the browser
@@ -109,19 +117,34 @@ class MapView:
         """What a click at lon/lat does (also the way tests click)."""
         return guarded(self.state, "the map click")(self.controller.click)(lon, lat)
 
-    def _on_marker_click(self, lon: float, lat: float, **event) -> None:
-        if event.get("type", "click") == "click":
-            self.click(lon, lat)
+    def _draw_tools(self) -> None:
+        import ipyleaflet
+
+        mode = self.state.mode
+        if self.draw is not None:
+            if self.draw in self.map.controls:
+                self.map.remove(self.draw)
+            self.draw = None
+        if mode not in ("draw", "live"):
+            return
+        shape = {"shapeOptions": {"color": LIVE_COLOR if mode == "live" else LABEL_COLOR, "fillOpacity": 0.1}}
+        self.draw = ipyleaflet.DrawControl(polygon=shape if mode == "draw" else {}, rectangle=shape, polyline={},
+                                           circlemarker={}, circle={}, marker={}, edit=False, remove=False)
+        self.draw.on_draw(self._on_draw)
+        self.map.add(self.draw)
 
     def _on_draw(self, control, action, geo_json) -> None:
-        @guarded(self.state, "the drawn rectangle")
+        @guarded(self.state, "the drawn shape")
         def go():
             if action != "created":
                 return
             ring = np.asarray(geo_json["geometry"]["coordinates"][0], float)  # GeoJSON: lon, lat
-            bbox = (ring[:, 0].min(), ring[:, 1].min(), ring[:, 0].max(), ring[:, 1].max())
             control.clear()
-            self.controller.embed_live(bbox)
+            if self.state.mode == "live":
+                bbox = (ring[:, 0].min(), ring[:, 1].min(), ring[:, 0].max(), ring[:, 1].max())
+                self.controller.embed_live(bbox)
+            else:
+                self.controller.add_polygon(ring.tolist())
 
         go()
 
@@ -131,11 +154,13 @@ class MapView:
 
         layer = self.layers.get(name)
         if img is None:
+            self._empty.add(name)
             if layer is not None:
                 layer.visible = False
-            if name == "classes":
-                self._set_legend(None)
+            self._legends.pop(name, None)
+            self._visibility()
             return
+        self._empty.discard(name)
         if layer is None:
             layer = ipyleaflet.ImageOverlay(url=img.url, bounds=img.bounds, name=LAYER_TITLES.get(name, name),
                                             opacity=self._opacity_of(name))
@@ -145,9 +170,7 @@ class MapView:
             layer.bounds = img.bounds
             layer.url = img.url
             layer.visible = True
-        if name in ("classes", "change", "similarity") and img.legend:
-            if name == "classes" or self.state.mode != "label":
-                self._set_legend(img.legend)
+        self._legends[name] = img.legend
         self._visibility()
 
     def _insert(self, name: str, layer) -> None:
@@ -164,26 +187,33 @@ class MapView:
         m.layers = tuple(layers[:pos] + [layer] + layers[pos:])
 
     def _opacity_of(self, name: str) -> float:
-        if name == "classes":
+        if name in ("classes", "confidence"):
             return float(self.state.class_opacity)
         return {"false_colour": 1.0, "selection": 0.8, "similarity": 0.85, "change": 0.7, "live": 1.0}.get(name, 1.0)
 
     def _opacity(self, change) -> None:
-        layer = self.layers.get("classes")
-        if layer is not None:
-            layer.opacity = float(change["new"])
+        for name in ("classes", "confidence"):
+            layer = self.layers.get(name)
+            if layer is not None:
+                layer.opacity = float(change["new"])
 
     def _visibility(self) -> None:
         st = self.state
         want = {
             "false_colour": st.show_false_colour,
-            "classes": st.show_classes and st.mode == "label",
+            "classes": st.show_classes and st.mode in ("label", "draw") and not st.show_confidence,
+            "confidence": st.show_classes and st.mode in ("label", "draw") and st.show_confidence,
             "similarity": st.mode == "similarity",
             "change": st.mode == "change",
         }
         for name, layer in self.layers.items():
             if name in want:
-                layer.visible = bool(want[name])
+                layer.visible = bool(want[name]) and name not in self._empty
+        # the legend of the layer that the mode is about
+        classes = "confidence" if st.show_confidence else "classes"
+        shown = {"label": classes, "draw": classes, "similarity": "similarity", "change": "change",
+                 "live": "live"}[st.mode]
+        self._set_legend(self._legends.get(shown) if want.get(shown) else None)
 
     def _set_legend(self, legend_html: str | None) -> None:
         import ipyleaflet
@@ -207,15 +237,14 @@ class MapView:
         for lab in self.controller.store.labels:
             color = colors.get(lab.cls, "#888888")
             if lab.kind == "point":
-                marker = ipyleaflet.CircleMarker(location=(lab.lat, lab.lon), radius=6, color="#ffffff", weight=2,
-                                                 fill_color=color, fill_opacity=1.0, name=f"{lab.cls} #{lab.id}")
-                # a marker takes the click from the map under it: pass it on as a click there
-                marker.on_click(functools.partial(self._on_marker_click, lab.lon, lab.lat))
-                items.append(marker)
+                # pointer_events none: clicks go through to the map (and to a polygon being drawn)
+                items.append(ipyleaflet.CircleMarker(location=(lab.lat, lab.lon), radius=6, color="#ffffff",
+                                                     weight=2, fill_color=color, fill_opacity=1.0,
+                                                     pointer_events="none", name=f"{lab.cls} #{lab.id}"))
             else:
                 ring = [(y, x) for x, y in lab.geometry.exterior.coords]
                 items.append(ipyleaflet.Polygon(locations=ring, color=color, fill_color=color, fill_opacity=0.3,
-                                                weight=2, name=f"{lab.cls} #{lab.id}"))
+                                                weight=2, pointer_events="none", name=f"{lab.cls} #{lab.id}"))
         self.markers.layers = tuple(items)
 
 
@@ -273,12 +302,16 @@ class PanelView:
         self.state, self.controller = state, controller
         st = state
         lay = W.Layout(width="300px")
-        self.mode = W.ToggleButtons(options=[("label", "label"), ("similar", "similarity"), ("change", "change")],
-                                    value=st.mode, layout=W.Layout(width="300px"),
-                                    style={"button_width": "92px"}, tooltips=[
-                                        "a click adds a label of the active class",
-                                        "a click finds pixels similar to the clicked one",
-                                        "show the change between two years"])
+        modes = [("click", "label"), ("draw", "draw"), ("similar", "similarity"), ("change", "change")]
+        tips = ["a click adds a point label of the active class",
+                "a polygon or rectangle drawn with the map's toolbar labels every pixel inside it",
+                "a click finds the pixels similar to the clicked one",
+                "show the change between two years"]
+        if controller.live_model is not None:
+            modes.append(("live", "live"))
+            tips.append("a rectangle drawn with the map's toolbar is embedded live from STAC imagery")
+        self.mode = W.ToggleButtons(options=modes, value=st.mode, layout=W.Layout(width="310px"),
+                                    style={"button_width": "56px" if len(modes) > 4 else "70px"}, tooltips=tips)
         self.mode.add_class("te-mode")
         W.link((st, "mode"), (self.mode, "value"))
 
@@ -313,11 +346,14 @@ class PanelView:
                                      continuous_update=False)
         self.show_classes = W.Checkbox(value=st.show_classes, description="show classes", indent=False,
                                        layout=W.Layout(width="140px"))
+        self.show_conf = W.Checkbox(value=st.show_confidence, description="show confidence", indent=False,
+                                    layout=W.Layout(width="150px"))
         self.show_colour = W.Checkbox(value=st.show_false_colour, description="show false colour", indent=False,
                                       layout=W.Layout(width="150px"))
         for a, b in ((self.year, "year"), (self.change_from, "change_from"), (self.opacity, "class_opacity"),
                      (self.confidence, "confidence_threshold"), (self.sim_thr, "similarity_threshold"),
-                     (self.show_classes, "show_classes"), (self.show_colour, "show_false_colour")):
+                     (self.show_classes, "show_classes"), (self.show_colour, "show_false_colour"),
+                     (self.show_conf, "show_confidence")):
             W.link((st, b), (a, "value"))
 
         self.undo_btn = W.Button(description="undo", layout=W.Layout(width="70px"))
@@ -361,11 +397,11 @@ class PanelView:
 
         row = W.HBox
         self.widget = W.VBox([
-            _html("<b>click on the map to</b>", "te-h"), self.mode,
+            _html("<b>on the map</b>", "te-h"), self.mode,
             _html("<b>classes</b>", "te-h"), self.active, self.counts,
             row([self.new_name, self.add_btn]), row([self.rename_btn, self.color, self.remove_btn]),
             self.model, row([self.undo_btn, self.redo_btn, self.clear_btn, self.save_btn]), self.export_btn,
-            _html("<b>view</b>", "te-h"), self.year, self.change_from, row([self.show_classes, self.show_colour]),
+            _html("<b>view</b>", "te-h"), self.year, self.change_from, row([self.show_classes, self.show_conf]), self.show_colour,
             self.opacity, self.confidence, self.sim_thr,
             self.progress, self.status, self.accuracy, row([self.error, self.dismiss]), self.notice,
         ], layout=W.Layout(width="320px"))
@@ -444,8 +480,22 @@ class ScatterView:
         hv.streams.BoundsXY(source=self.plot).add_subscriber(guarded(state, "the box selection")(self._on_box))
         hv.streams.Lasso(source=self.plot).add_subscriber(guarded(state, "the lasso selection")(self._on_lasso))
         controller.on("marker", self._on_marker)
+        state.observe(guarded(state, "showing the year in the scatter")(self._on_year), names="year")
         self.widget = pn.ipywidget(self.plot * marker)
         self.widget.add_class("te-scatter")
+
+    def _on_year(self, change) -> None:
+        """Show the points of the year on the map (same projection, so positions compare)."""
+        from .scatter import scatter_points, set_points
+
+        year = int(change["new"])
+        ctl = self.controller
+        comps = ctl.components_for(year)
+        pts = scatter_points(comps, rgb=ctl.rgb[year])
+        self.points, self.xy = pts, pts.xy
+        ctl.scatter_year = year
+        set_points(self.plot, pts)
+        self.pipe.send({"x": [], "y": []})
 
     def _on_box(self, bounds=None) -> None:
         if not bounds:

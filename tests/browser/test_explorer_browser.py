@@ -13,6 +13,7 @@ import json
 import math
 import os
 import shutil
+import signal
 import time
 
 import numpy as np
@@ -62,12 +63,13 @@ def _notebook(labels: str, info: str):
     import nbformat
 
     src = f"""
-import json
+import faulthandler, json, os, signal
+faulthandler.register(signal.SIGUSR1, file=open({info!r} + ".stacks", "w"), all_threads=True)
 import tessera_explore as te
 app = te.explore(te.tutorial.open_demo(), labels={labels!r}, classes={{"forest": "#1f6b2e", "cereal": "#e3c75a"}},
                  basemap=False)
 with open({info!r}, "w") as f:
-    json.dump({{"bounds": app.map_view.layers["false_colour"].bounds}}, f)
+    json.dump({{"bounds": app.map_view.layers["false_colour"].bounds, "pid": os.getpid()}}, f)
 app
 """
     nb = nbformat.v4.new_notebook()
@@ -154,12 +156,30 @@ def test_explorer_click_to_label_in_voila(voila, playwright_browser, tmp_path, d
 
         # the label file on disk holds both points, at the clicked places
         doc = json.loads(labels.read_text())
-        feats = doc["features"]
+        feats = [f for f in doc["features"] if f["geometry"]["type"] == "Point"]
         assert sorted(f["properties"]["class"] for f in feats) == sorted(CLASS_POINTS)
         for f in feats:
             lon, lat = f["geometry"]["coordinates"]
             want = points[f["properties"]["class"]]
             assert abs(lon - want[0]) < tol and abs(lat - want[1]) < tol, (f, want, tol)
+
+        # in draw mode, a polygon drawn with the map's toolbar labels every pixel inside it
+        page.locator(".te-classes button", has_text="forest").first.click()
+        page.locator(".te-mode button", has_text="draw").first.click()
+        page.locator(".leaflet-draw-draw-polygon").first.click()
+        x, y = _screen_xy(img, view["bounds"], *points["forest"])
+        ring = [(x - 30, y - 30), (x + 30, y - 30), (x + 30, y + 30), (x - 30, y + 30)]
+        for vx, vy in ring + ring[:1]:  # clicking the first vertex again closes the polygon
+            page.mouse.click(vx, vy)
+            time.sleep(0.15)
+        page.wait_for_function("document.querySelector('.te-status').textContent.includes('polygon labelled')"
+                               " || document.querySelector('.te-status').textContent.includes('trained on 3')",
+                               timeout=30_000)
+        doc = json.loads(labels.read_text())
+        polys = [f for f in doc["features"] if f["geometry"]["type"] == "Polygon"]
+        assert len(polys) == 1 and polys[0]["properties"]["class"] == "forest"
+        page.wait_for_function("document.querySelector('.te-status').textContent.includes('trained on 3')",
+                               timeout=30_000)
 
         # the scatter is linked both ways: a map click marks the pixel in the scatter ...
         page.wait_for_selector(".te-scatter canvas", timeout=60_000)
@@ -202,6 +222,17 @@ def test_explorer_click_to_label_in_voila(voila, playwright_browser, tmp_path, d
                          and u.split("?")[0].endswith(".js") and "es-module-shims" not in u})
         assert not cdn_js, cdn_js
     finally:
+        try:  # for diagnosis when something timed out: the kernel's threads and the page
+            pid = json.loads(info.read_text())["pid"]
+            os.kill(pid, signal.SIGUSR1)
+            time.sleep(0.5)
+        except (OSError, ValueError, KeyError):
+            pass
+        try:
+            (tmp_path / "last.png").write_bytes(page.screenshot(full_page=True))
+            (tmp_path / "last-status.txt").write_text(_text(page, ".te-status") + "\n" + _text(page, ".te-error"))
+        except Exception:  # the page may be gone; the screenshot is only for diagnosis
+            pass
         for name, png in shots:
             (tmp_path / f"{name}.png").write_bytes(png)
         keep = os.environ.get("TESSERA_EXPLORE_SCREENSHOTS")

@@ -121,3 +121,28 @@ def test_map_writes_with_rioxarray(prepared24, labels5, tmp_path):
     with rasterio.open(tmp_path / "c.tif") as src:
         assert src.crs == prepared24.grid.crs and src.transform == prepared24.grid.transform
         np.testing.assert_array_equal(np.isnan(src.read(1)), np.isnan(res.confidence.values))
+
+
+def test_large_polygons_are_thinned_for_training(area24, scene24):
+    from tessera_explore import LabelStore, fit_classifier
+    from tessera_explore.classify import sample_labels
+
+    lon, lat, k = scene24
+    store = LabelStore(classes=["forest", "cereal"])
+    # a polygon over a quarter of the area, and points of the other class
+    x0, x1 = np.quantile(lon, [0.2, 0.45])
+    y0, y1 = np.quantile(lat, [0.2, 0.45])
+    store.add_polygon([(x0, y0), (x1, y0), (x1, y1), (x0, y1)], "forest")
+    for i in np.flatnonzero(k.ravel() == 4)[:3]:
+        store.add_point(float(lon.ravel()[i]), float(lat.ravel()[i]), "cereal")
+    full = sample_labels(area24, store)
+    poly_id = store.labels[0].id
+    assert (full.label_id == poly_id).sum() > 50
+    thin = full.thin(50, seed=1)
+    assert (thin.label_id == poly_id).sum() == 50 and (thin.label_id != poly_id).sum() == 3
+    assert set(map(tuple, thin.xy)) <= set(map(tuple, full.xy))
+    np.testing.assert_array_equal(thin.thin(50).y, thin.y)  # already thin: unchanged
+    clf = fit_classifier(area24, store, max_per_label=50)
+    assert len(clf.samples_) == 53 and clf.samples_.meta["max_per_label"] == 50
+    with pytest.raises(ValueError, match="at least 1"):
+        full.thin(0)

@@ -30,11 +30,16 @@ def test_drawn_rectangle_is_embedded_live_and_shown(local_stac, tiny_v2, precomp
                      live_model=tiny_v2, live_stac=local_stac.config(), live_cache=tmp_path / "cache")
     try:
         app.wait()
-        assert app.map_view.draw is not None
+        from tessera_explore.widgets.views import LIVE_COLOR
+
+        assert app.map_view.live and "live" in [v for _, v in app.panel.mode.options]
+        app.state.mode = "live"
+        assert app.map_view.draw is not None and app.map_view.draw in app.map.controls
         w, s, e, n = local_stac.bbox
         ring = [[w, s], [e, s], [e, n], [w, n], [w, s]]  # GeoJSON order, as the draw control sends it
-        app.map_view._on_draw(app.map_view.draw, "created", {"type": "Feature",
-                                                             "geometry": {"type": "Polygon", "coordinates": [ring]}})
+        app.map_view._on_draw(app.map_view.draw, "created", {
+            "type": "Feature", "properties": {"style": {"color": LIVE_COLOR}},  # the rectangle tool's colour
+            "geometry": {"type": "Polygon", "coordinates": [ring]}})
         app.wait(timeout=300)
         assert app.state.error == ""
         live = app.controller.live

@@ -335,6 +335,88 @@ def test_scatter_selection_and_marker(area, tmp_path, truth):
 
 def test_live_embedding_needs_a_model(app_factory):
     app = app_factory()
-    assert app.map_view.draw is None
+    assert not app.map_view.live and "live" not in [v for _, v in app.panel.mode.options]
     assert app.controller.embed_live((0.15, 52.03, 0.16, 52.04)) is None
     assert "needs a model" in app.state.status
+
+
+def _draw(app, ring, color):
+    """What the map's draw control sends for a shape drawn with ``color``."""
+    app.map_view._on_draw(app.map_view.draw, "created", {
+        "type": "Feature", "properties": {"style": {"color": color}},
+        "geometry": {"type": "Polygon", "coordinates": [[list(p) for p in ring]]}})
+
+
+def test_drawn_polygons_are_labels_and_the_panel_shows_accuracy(app_factory, truth, area):
+    from tessera_explore.widgets.views import LABEL_COLOR
+
+    app = app_factory(classes=["forest", "cereal"])
+    lon, lat, cls = truth
+
+    def square_around(name, seed):
+        x, y = points_of(truth, name, 1, seed=seed)[0]
+        d = 0.0004
+        return [(x - d, y - d), (x + d, y - d), (x + d, y + d), (x - d, y + d), (x - d, y - d)]
+
+    assert app.map_view.draw is None  # no drawing tools in click mode
+    app.state.mode = "draw"
+    assert app.map_view.draw in app.map.controls
+    n = len(app.labels)
+    assert "draw mode" in app.click(*points_of(truth, "forest", 1, seed=9)[0])  # clicks are not labels here
+    assert len(app.labels) == n
+    app.state.active_class = "forest"
+    _draw(app, square_around("forest", 1), LABEL_COLOR)
+    assert app.labels.labels[-1].kind == "polygon" and app.labels.labels[-1].cls == "forest"
+    app.state.mode = "label"
+    assert app.map_view.draw is None
+    label(app, truth, 3)
+    app.wait()
+    assert app.state.error == ""
+    assert "trained on" in app.state.status
+    assert app.state.accuracy.startswith("spatial cross-validation on")
+    assert app.controller.evaluation is not None
+    assert any(type(m).__name__ == "Polygon" for m in app.map_view.markers.layers)
+    # not in draw mode: a drawn shape is not a label
+    app.state.mode = "similarity"
+    n = len(app.labels)
+    app.controller.add_polygon(square_around("cereal", 2))
+    assert len(app.labels) == n and "draw mode" in app.state.status
+
+
+def test_confidence_layer_replaces_the_classes(app_factory, truth):
+    app = app_factory(classes=["forest", "cereal"])
+    label(app, truth, 2)
+    assert "classes" in layer_names(app) and "confidence" not in layer_names(app)
+    app.state.show_confidence = True
+    app.wait()
+    assert layer_names(app) >= {"confidence"} and "classes" not in layer_names(app)
+    assert "confidence" in app.map_view._legend.widget.value
+    app.panel.show_conf.value = False
+    app.wait()
+    assert "classes" in layer_names(app) and "confidence" not in layer_names(app)
+
+
+def test_scatter_follows_the_year(area, tmp_path, truth):
+    import tessera_explore as te
+
+    app = te.explore(area, labels=tmp_path / "l.geojson", basemap=False, scatter=True)
+    try:
+        app.wait()
+        sv = app.scatter
+        before = sv.plot.points
+        app.panel.year.value = 2023
+        app.wait()
+        after = sv.plot.points
+        assert after is not before and app.controller.scatter_year == 2023
+        comps23 = app.controller.components[2023]
+        np.testing.assert_allclose(after.xy[:, 0], comps23.values[0].ravel()[after.index])
+        # a click now marks the pixel's 2023 position
+        sent = []
+        sv.pipe.add_subscriber(lambda data: sent.append(data))
+        lon, lat = points_of(truth, "forest", 1)[0]
+        app.click(lon, lat)
+        r, c = app.controller.pixel_at(lon, lat)
+        assert sent[-1]["x"][0] == pytest.approx(float(comps23.values[0, r, c]))
+        assert app.state.error == ""
+    finally:
+        app.close()
