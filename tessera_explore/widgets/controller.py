@@ -55,6 +55,7 @@ class _Job:
     future: Future
     title: str
     quiet: bool = False
+    cancelled: bool = False
 
 
 class ExplorerController:
@@ -158,13 +159,20 @@ class ExplorerController:
                 self._report(err, f"updating the view ({event})")
 
     # ------------------------------------------------------------------ the queue
-    def submit(self, key: str, fn: Callable[[], Any], title: str, *, quiet: bool = False) -> Future:
+    def submit(self, key: str, fn: Callable[[], Any], title: str, *, quiet: bool = False,
+               supersedes: tuple = ()) -> Future:
         """Queue ``fn`` on the worker thread.  A job of the same ``key`` still waiting is
         replaced (its future resolves with the newer job's result).  A ``quiet`` job leaves
-        the status line and progress bar alone (background work the user did not ask for)."""
+        the status line and progress bar alone (background work the user did not ask for).
+        Jobs of the keys in ``supersedes`` still waiting are dropped (their futures give None):
+        a retrain makes a pending score of the old classifier pointless."""
         if self._closed:
             raise TesseraExploreError("this explorer is closed")
         with self._lock:
+            for other in supersedes:
+                old = self._queued.pop(other, None)
+                if old is not None:
+                    old.cancelled = True
             queued = self._queued.get(key)
             if queued is not None:
                 queued.fn, queued.title, queued.quiet = fn, title, quiet
@@ -181,6 +189,12 @@ class ExplorerController:
             if self._queued.get(key) is job:
                 del self._queued[key]
             fn, title, quiet = job.fn, job.title, job.quiet
+            if job.cancelled:
+                self._running -= 1
+                if self._running == 0:
+                    self.state.busy = False
+                job.future.set_result(None)
+                return
         t0 = time.perf_counter()
         if not quiet:
             self.state.status = f"{title}..."
@@ -486,7 +500,7 @@ class ExplorerController:
     # ------------------------------------------------------------------ classify
     def retrain(self) -> Future:
         """Queue a refit on the labels and a fresh class map of the shown year."""
-        return self.submit("retrain", self._retrain, f"training {self.state.model}")
+        return self.submit("retrain", self._retrain, f"training {self.state.model}", supersedes=("evaluate",))
 
     def _retrain(self) -> None:
         from ..classify import fit_classifier

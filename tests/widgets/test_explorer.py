@@ -420,3 +420,21 @@ def test_scatter_follows_the_year(area, tmp_path, truth):
         assert app.state.error == ""
     finally:
         app.close()
+
+
+def test_queue_coalesces_and_a_retrain_drops_a_pending_score(app_factory):
+    import threading
+
+    ctl = app_factory().controller
+    gate, ran = threading.Event(), []
+    ctl.submit("block", gate.wait, "waiting")
+    f1 = ctl.submit("x", lambda: ran.append("x1") or 1, "x")
+    f2 = ctl.submit("x", lambda: ran.append("x2") or 2, "x")  # replaces x1, which never runs
+    score = ctl.submit("evaluate", lambda: ran.append("score"), "scoring", quiet=True)
+    ctl.submit("retrain", lambda: ran.append("retrain"), "training", supersedes=("evaluate",))
+    assert ctl.state.busy
+    gate.set()
+    ctl.wait()
+    assert ran == ["x2", "retrain"]
+    assert f1 is f2 and f2.result() == 2 and score.result() is None
+    assert not ctl.state.busy
