@@ -251,14 +251,12 @@ class MapView:
 def _latlon_bounds(controller: ExplorerController):
     from pyproj import Transformer
 
-    g = controller.grid
     da = next(iter(controller.arrays.values()))
     x, y = da.x.values, da.y.values
     tr = Transformer.from_crs(da.rio.crs, "EPSG:4326", always_xy=True)
     xs = np.array([x[0], x[-1], x[0], x[-1]])
     ys = np.array([y[0], y[0], y[-1], y[-1]])
     lon, lat = tr.transform(xs, ys)
-    del g
     return (float(lat.min()), float(lon.min())), (float(lat.max()), float(lon.max()))
 
 

@@ -42,36 +42,61 @@ def playwright_browser():
         browser.close()
 
 
-class VoilaServer:
+class _Server:
+    """A notebook server process on 127.0.0.1 serving ``root``, its output in ``<root>/<name>.log``."""
+
+    name = "server"
+    ready_path = "/"
+
     def __init__(self, root: str, env: dict):
         self.root = root
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log = os.path.join(root, "voila.log")
+        self.log = os.path.join(root, f"{self.name}.log")
         self._log = open(self.log, "w")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "voila", "--no-browser", f"--port={self.port}", "--Voila.ip=127.0.0.1",
-             "--VoilaConfiguration.file_allowlist=['.*']", root],
-            stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=root,
-        )
+        self.proc = subprocess.Popen(self.argv(), stdin=subprocess.DEVNULL, stdout=self._log,
+                                     stderr=subprocess.STDOUT, env=env, cwd=root)
         deadline = time.time() + 90
         while time.time() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"voila exited: {open(self.log).read()[-2000:]}")
+                raise RuntimeError(f"{self.name} exited: {open(self.log).read()[-2000:]}")
             try:
-                urllib.request.urlopen(self.url, timeout=2)
+                urllib.request.urlopen(self.url + self.ready_path, timeout=2)
                 return
             except OSError:
                 time.sleep(0.3)
-        raise RuntimeError(f"voila did not start: {open(self.log).read()[-2000:]}")
+        raise RuntimeError(f"{self.name} did not start: {open(self.log).read()[-2000:]}")
+
+    def argv(self) -> list:
+        raise NotImplementedError
 
     def stop(self):
         self.proc.terminate()
         try:
-            self.proc.wait(10)
+            self.proc.wait(15)
         except subprocess.TimeoutExpired:
             self.proc.kill()
         self._log.close()
+
+
+class VoilaServer(_Server):
+    name = "voila"
+
+    def argv(self):
+        return [sys.executable, "-m", "voila", "--no-browser", f"--port={self.port}", "--Voila.ip=127.0.0.1",
+                "--VoilaConfiguration.file_allowlist=['.*']", self.root]
+
+
+class LabServer(_Server):
+    """JupyterLab without a token, with ``window.jupyterapp`` exposed for the tests."""
+
+    name = "lab"
+    ready_path = "/api/status"
+
+    def argv(self):
+        return [sys.executable, "-m", "jupyter", "lab", "--no-browser", f"--port={self.port}", "--ip=127.0.0.1",
+                "--allow-root", "--IdentityProvider.token=", "--ServerApp.password=",
+                "--LabApp.expose_app_in_browser=True", f"--ServerApp.root_dir={self.root}"]
 
 
 @pytest.fixture
@@ -92,41 +117,6 @@ def voila(tmp_path, demo_cache):
     yield start
     for s in servers:
         s.stop()
-
-
-class LabServer:
-    """JupyterLab on 127.0.0.1 without a token, serving ``root``."""
-
-    def __init__(self, root: str, env: dict):
-        self.root = root
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = os.path.join(root, "lab.log")
-        self._log = open(self.log, "w")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "jupyter", "lab", "--no-browser", f"--port={self.port}", "--ip=127.0.0.1",
-             "--allow-root", "--IdentityProvider.token=", "--ServerApp.password=",
-             "--LabApp.expose_app_in_browser=True", f"--ServerApp.root_dir={root}"],
-            stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=root,
-        )
-        deadline = time.time() + 90
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"jupyter lab exited: {open(self.log).read()[-2000:]}")
-            try:
-                urllib.request.urlopen(f"{self.url}/api/status", timeout=2)
-                return
-            except OSError:
-                time.sleep(0.3)
-        raise RuntimeError(f"jupyter lab did not start: {open(self.log).read()[-2000:]}")
-
-    def stop(self):
-        self.proc.terminate()
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        self._log.close()
 
 
 @pytest.fixture

@@ -27,7 +27,6 @@ CLASS_POINTS = ("forest", "cereal")
 def _pure_points(demo_cache):
     """One lon/lat deep inside a forest and one inside a cereal field of the demo (2024),
     near the middle of the area so they are well inside the map view."""
-    os.environ["TESSERA_EXPLORE_CACHE"] = str(demo_cache)
     import tessera_explore as te
     from pyproj import Transformer
 
@@ -38,24 +37,20 @@ def _pure_points(demo_cache):
     tr = Transformer.from_crs(da.rio.crs, "EPSG:4326", always_xy=True)
     x, y = da.x.values, da.y.values
     xs, ys = np.meshgrid(x[200:-200:10], y[200:-200:10])
+    lon, lat = (np.asarray(v) for v in tr.transform(xs.ravel(), ys.ravel()))
     out = {}
     for name in CLASS_POINTS:
         k = CLASSES.index(name)
-        best = None
-        for off in (0,):
-            lon, lat = tr.transform(xs.ravel(), ys.ravel())
-            lon, lat = np.asarray(lon), np.asarray(lat)
-            ok = np.ones(lon.size, bool)
-            for dx in (-60, 0, 60):  # 60 m around the point is the same class
-                for dy in (-60, 0, 60):
-                    lo, la = tr.transform(xs.ravel() + dx, ys.ravel() + dy)
-                    ok &= scene_classes(np.asarray(lo), np.asarray(la), 2024, seed=DEMO_SEED) == k
-            idx = np.flatnonzero(ok)
-            assert idx.size, f"no pure {name} pixel in the demo"
-            mid = np.array([lon.mean(), lat.mean()])
-            best = idx[np.argmin(np.hypot(lon[idx] - mid[0], lat[idx] - mid[1]))]
-            out[name] = (float(lon[best]), float(lat[best]))
-            del off
+        ok = np.ones(lon.size, bool)
+        for dx in (-60, 0, 60):  # 60 m around the point is the same class
+            for dy in (-60, 0, 60):
+                lo, la = tr.transform(xs.ravel() + dx, ys.ravel() + dy)
+                ok &= scene_classes(np.asarray(lo), np.asarray(la), 2024, seed=DEMO_SEED) == k
+        idx = np.flatnonzero(ok)
+        assert idx.size, f"no pure {name} pixel in the demo"
+        mid = np.array([lon.mean(), lat.mean()])
+        best = idx[np.argmin(np.hypot(lon[idx] - mid[0], lat[idx] - mid[1]))]
+        out[name] = (float(lon[best]), float(lat[best]))
     return out
 
 
