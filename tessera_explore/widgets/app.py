@@ -115,6 +115,9 @@ def _take_lock(path: str) -> tuple[str, str | None]:
     host holds it; takes over a stale lock and says so."""
     lock = path + ".lock"
     note = None
+    folder = os.path.dirname(path) or "."
+    if not os.path.isdir(folder):
+        raise LabelError(f"cannot keep labels in {path}: the folder {folder} does not exist")
     if lock in _LOCKS:
         _LOCKS[lock] += 1
         return lock, None

@@ -438,3 +438,11 @@ def test_queue_coalesces_and_a_retrain_drops_a_pending_score(app_factory):
     assert ran == ["x2", "retrain"]
     assert f1 is f2 and f2.result() == 2 and score.result() is None
     assert not ctl.state.busy
+
+
+def test_label_file_in_a_missing_folder_is_refused(area, tmp_path):
+    import tessera_explore as te
+    from tessera_explore.exceptions import LabelError
+
+    with pytest.raises(LabelError, match="does not exist"):
+        te.explore(area, labels=tmp_path / "nowhere" / "labels.geojson", scatter=False, basemap=False)
