@@ -10,7 +10,7 @@ import time
 import weakref
 from typing import Any, Sequence
 
-from ..exceptions import LabelError
+from ..exceptions import LabelError, TesseraExploreError
 from .controller import ExplorerController
 from .state import ExplorerState
 
@@ -33,7 +33,7 @@ class Explorer:
     """
 
     def __init__(self, state: ExplorerState, controller: ExplorerController, map_view, panel, scatter_view,
-                 widget, lock: str | None, notes: Sequence[str] = ()):
+                 widget, lock: str | None):
         self.state = state
         self.controller = controller
         self.labels = controller.store
@@ -44,8 +44,6 @@ class Explorer:
         self.widget = widget
         self._lock = lock
         self._closed = False
-        if notes:
-            state.notice = "; ".join(notes)
 
     # display
     def _repr_mimebundle_(self, **kwargs):
@@ -189,13 +187,15 @@ def _arrays(source: Any, *, year, years, bbox) -> dict:
     from ..io.open import available_years, open_embeddings, reopen
 
     if isinstance(source, dict):
-        return {int(y): a for y, a in source.items()}
+        return {int(y): a for y, a in source.items()}, []
     if isinstance(source, xr.DataArray):
         first = source
     else:
         first = open_embeddings(source, bbox=bbox, year=year)
     out = {int(first.coords["year"]) if "year" in first.coords else int(year or 0): first}
-    if years is None:
+    notes = []
+    auto = years is None
+    if auto:
         want = available_years(first)
     elif isinstance(years, dict):
         out.update({int(y): a for y, a in years.items()})
@@ -203,9 +203,15 @@ def _arrays(source: Any, *, year, years, bbox) -> dict:
     else:
         want = [int(y) for y in years]
     for y in want:
-        if y not in out:
+        if y in out:
+            continue
+        try:
             out[y] = reopen(first, y)
-    return out
+        except TesseraExploreError as err:
+            if not auto:  # asked for by name: say so
+                raise
+            notes.append(f"{y} left out ({err})")
+    return out, notes
 
 
 def explore(
@@ -252,12 +258,11 @@ def explore(
     """
     from ..classify import LabelStore
 
-    arrays = _arrays(source, year=year, years=years, bbox=bbox)
+    arrays, notes = _arrays(source, year=year, years=years, bbox=bbox)
     shown = int(year) if year is not None and int(year) in arrays else next(iter(arrays))
     first = arrays[shown]
     version = first.attrs.get("dataset_version")
 
-    notes = []
     lock = None
     if isinstance(labels, LabelStore):
         store = labels
@@ -323,8 +328,8 @@ def _build(state, controller, lock, notes, *, scatter, basemap, map_size, draw) 
     bottom = W.HBox([scatter_view.widget, help_text] if scatter_view is not None else [help_text])
     widget = W.VBox([top, bottom])
     widget.add_class("te-explorer")
-    app = Explorer(state, controller, map_view, panel, scatter_view, widget, lock, notes)
-    if not notes:
-        state.notice = (f"labels are saved to {controller.store.path}"
-                        if controller.store.path else "labels are kept in memory (pass labels= to save them)")
+    app = Explorer(state, controller, map_view, panel, scatter_view, widget, lock)
+    saved = (f"labels are saved to {controller.store.path}" if controller.store.path
+             else "labels are kept in memory (pass labels= to save them)")
+    state.notice = "; ".join([*notes, saved])
     return app

@@ -446,3 +446,27 @@ def test_label_file_in_a_missing_folder_is_refused(area, tmp_path):
 
     with pytest.raises(LabelError, match="does not exist"):
         te.explore(area, labels=tmp_path / "nowhere" / "labels.geojson", scatter=False, basemap=False)
+
+
+def test_a_year_with_missing_tiles_is_left_out_with_a_note(small_tiles, tmp_path):
+    import shutil
+
+    import tessera_explore as te
+    from tessera_explore.io import grid
+
+    folder, recs = small_tiles
+    copy = tmp_path / "tiles"
+    shutil.copytree(folder, copy)
+    rec = next(r for r in recs if r["year"] == 2023)
+    for p in grid.tile_paths(copy, rec["lon"], rec["lat"], 2023).values():
+        if os.path.exists(p) and p.endswith(".npy"):
+            os.remove(p)
+    da = te.open_embeddings(copy, bbox=(0.1, 52.0, 0.3, 52.1), year=2024)
+    app = te.explore(da, labels=tmp_path / "l.geojson", scatter=False, basemap=False)
+    try:
+        assert app.state.years == [2024]
+        assert "2023 left out" in app.state.notice
+    finally:
+        app.close()
+    with pytest.raises(te.exceptions.YearNotAvailableError):
+        te.explore(da, years=[2023], labels=tmp_path / "m.geojson", scatter=False, basemap=False)
