@@ -20,7 +20,7 @@ $(STAMP): requirements/base.txt requirements/test.txt pyproject.toml
 	@touch $(STAMP)
 
 lab: $(STAMP)
-	$(VENV)/bin/jupyter lab notebooks/01_quickstart.ipynb
+	$(VENV)/bin/jupyter lab $$([ "$$(id -u)" = 0 ] && echo --allow-root) notebooks/01_quickstart.ipynb
 
 test: $(STAMP)
 	@bash scripts/system-deps.sh
