@@ -81,15 +81,16 @@ class ExplorerController:
                  projection_sample: int = 100_000, max_pixels: int = 1_000_000, live_model: Any = None,
                  live_stac: Any = "planetary-computer", live_cache: Any = None, export_dir: str | None = None):
         from .._schema import check_compatible, validate
+        from ..classify.area import grid_of
 
         if not arrays:
             raise ValueError("the explorer needs at least one embeddings array")
         self.arrays = {int(y): validate(a, name=f"embeddings of {y}") for y, a in arrays.items()}
         first = next(iter(self.arrays.values()))
+        self.grid = grid_of(first)
         for y, a in self.arrays.items():
             check_compatible(first, a)
-            if a.sizes != first.sizes or not (np.array_equal(a.x.values, first.x.values)
-                                              and np.array_equal(a.y.values, first.y.values)):
+            if not grid_of(a).same_as(self.grid):
                 raise ValueError(f"the embeddings of {y} are on another grid than those of {next(iter(self.arrays))}; "
                                  "open every year with the same bbox")
         self.state = state
@@ -112,10 +113,6 @@ class ExplorerController:
         self.live_stac = live_stac
         self.live_cache = live_cache
         self.export_dir = export_dir
-
-        from ..classify.area import grid_of
-
-        self.grid = grid_of(first)
         self.prepared: dict[int, Any] = {}
         self.components: dict[int, xr.DataArray] = {}
         self.rgb: dict[int, xr.DataArray] = {}
@@ -129,7 +126,6 @@ class ExplorerController:
         self.change_years: tuple[int, int] | None = None
         self.selection: np.ndarray | None = None
         self.live: xr.DataArray | None = None
-        self.timings: dict[str, float] = {}
         self.evaluation = None
 
         self._listeners: dict[str, list[Callable]] = {}
@@ -195,7 +191,6 @@ class ExplorerController:
                     self.state.busy = False
                 job.future.set_result(None)
                 return
-        t0 = time.perf_counter()
         if not quiet:
             self.state.status = f"{title}..."
             self.state.progress = 0.0
@@ -206,7 +201,6 @@ class ExplorerController:
             self._report(err, title)
             job.future.set_exception(err)
         else:
-            self.timings[key] = time.perf_counter() - t0
             job.future.set_result(result)
         finally:
             with self._lock:
@@ -416,8 +410,11 @@ class ExplorerController:
         comps = self.components.get(self.scatter_year)
         if comps is None:
             return
-        v = comps.values[:2, row, col]
-        self._emit("marker", *(None, None) if not np.all(np.isfinite(v)) else (float(v[0]), float(v[1])))
+        x, y = (float(v) for v in comps.values[:2, row, col])
+        if np.isfinite(x) and np.isfinite(y):
+            self._emit("marker", x, y)
+        else:
+            self._emit("marker", None, None)
 
     # ------------------------------------------------------------------ labels
     def _labels_changed(self, what: str) -> None:
@@ -597,9 +594,6 @@ class ExplorerController:
         self.similarity_map = similarity(area, (lon, lat))
         self.similarity_query = (lon, lat)
         self._render_similarity()
-        n = int(np.count_nonzero(self.similarity_map.values >= self.state.similarity_threshold))
-        self.state.status = (f"{n:,} pixels have cosine similarity >= {self.state.similarity_threshold:.2f} "
-                             f"to ({lon:.5f}, {lat:.5f})")
 
     def _render_similarity(self) -> None:
         from .overlay import overlay_image
@@ -612,6 +606,9 @@ class ExplorerController:
         img = overlay_image(shown, cmap="magma", vmin=thr, vmax=1.0, max_pixels=self.max_pixels,
                             categorical=False, title="similarity")
         self._emit("layer", "similarity", img)
+        n = int(np.count_nonzero(self.similarity_map.values >= thr))
+        lon, lat = self.similarity_query
+        self.state.status = f"{n:,} pixels have cosine similarity >= {thr:.2f} to ({lon:.5f}, {lat:.5f})"
 
     # ------------------------------------------------------------------ change
     def change_pair(self) -> tuple[int, int] | None:

@@ -249,15 +249,10 @@ class MapView:
 
 
 def _latlon_bounds(controller: ExplorerController):
-    from pyproj import Transformer
-
+    """((south, west), (north, east)) of the area, as Leaflet wants it."""
     da = next(iter(controller.arrays.values()))
-    x, y = da.x.values, da.y.values
-    tr = Transformer.from_crs(da.rio.crs, "EPSG:4326", always_xy=True)
-    xs = np.array([x[0], x[-1], x[0], x[-1]])
-    ys = np.array([y[0], y[0], y[-1], y[-1]])
-    lon, lat = tr.transform(xs, ys)
-    return (float(lat.min()), float(lon.min())), (float(lat.max()), float(lon.max()))
+    west, south, east, north = da.rio.transform_bounds("EPSG:4326")
+    return (south, west), (north, east)
 
 
 def _zoom_for(west: float, south: float, east: float, north: float, width: str, height: str) -> int:

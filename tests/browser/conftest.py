@@ -99,6 +99,13 @@ class LabServer(_Server):
                 "--LabApp.expose_app_in_browser=True", f"--ServerApp.root_dir={self.root}"]
 
 
+def _serve(server_cls, root, demo_cache, servers, **env):
+    env = dict(os.environ, TESSERA_EXPLORE_CACHE=str(demo_cache), PYTHONPATH=os.getcwd(), **env)
+    srv = server_cls(str(root), env)
+    servers.append(srv)
+    return srv
+
+
 @pytest.fixture
 def voila(tmp_path, demo_cache):
     """Start Voila on a folder; yields a function ``start(notebooks: dict[name, nb]) -> VoilaServer``."""
@@ -109,10 +116,7 @@ def voila(tmp_path, demo_cache):
 
         for name, nb in notebooks.items():
             nbformat.write(nb, tmp_path / name)
-        env = dict(os.environ, TESSERA_EXPLORE_CACHE=str(demo_cache), PYTHONPATH=os.getcwd())
-        srv = VoilaServer(str(tmp_path), env)
-        servers.append(srv)
-        return srv
+        return _serve(VoilaServer, tmp_path, demo_cache, servers)
 
     yield start
     for s in servers:
@@ -128,11 +132,8 @@ def lab(tmp_path, demo_cache):
     def start(paths) -> LabServer:
         for p in paths:
             shutil.copy(p, tmp_path / os.path.basename(p))
-        env = dict(os.environ, TESSERA_EXPLORE_CACHE=str(demo_cache), PYTHONPATH=os.getcwd(),
-                   JUPYTER_CONFIG_DIR=str(tmp_path / ".jupyter"), JUPYTER_RUNTIME_DIR=str(tmp_path / ".runtime"))
-        srv = LabServer(str(tmp_path), env)
-        servers.append(srv)
-        return srv
+        return _serve(LabServer, tmp_path, demo_cache, servers, JUPYTER_CONFIG_DIR=str(tmp_path / ".jupyter"),
+                      JUPYTER_RUNTIME_DIR=str(tmp_path / ".runtime"))
 
     yield start
     for s in servers:

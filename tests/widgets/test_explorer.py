@@ -275,7 +275,9 @@ def test_similarity_mode_and_threshold(app_factory, truth):
     app.state.similarity_threshold = 0.95
     app.wait()
     assert app.map_view.layers["similarity"].url != url
-    assert "0.95" in app.state.status or app.state.status.startswith("redrawing") or app.state.error == ""
+    assert "cosine similarity >= 0.95" in app.state.status and app.state.error == ""
+    n80 = int(np.count_nonzero(sim.values >= 0.8))
+    assert f"{int(np.count_nonzero(sim.values >= 0.95)):,} pixels" in app.state.status and n80 > 0
     app.state.mode = "label"
     assert "similarity" not in layer_names(app)
 
