@@ -18,6 +18,7 @@ __all__ = [
     "NoTilesInAreaError",
     "YearNotAvailableError",
     "VersionMismatchError",
+    "StoreError",
     "DownloadError",
     "ProjectionError",
     "LabelError",
@@ -63,6 +64,13 @@ class YearNotAvailableError(TileError, ValueError):
 
 class VersionMismatchError(TesseraExploreError, ValueError):
     """Embeddings of different dataset versions or model generations were combined."""
+
+
+class StoreError(TesseraExploreError, OSError):
+    """A Zarr store cannot be opened or read: unreachable, a key missing, a response malformed.
+
+    The message names the store URL or path (and the key) that failed.
+    """
 
 
 class DownloadError(TesseraExploreError, OSError):
