@@ -27,6 +27,12 @@ __all__ = [
     "CheckpointError",
     "StacError",
     "AreaTooLargeError",
+    "ArgumentError",
+    "ArgumentTypeError",
+    "GeoreferenceError",
+    "LabelConflictError",
+    "DeviceError",
+    "TesseraExploreWarning",
 ]
 
 
@@ -103,3 +109,30 @@ class StacError(TesseraExploreError):
 
 class AreaTooLargeError(TesseraExploreError, ValueError):
     """An area exceeds a documented size limit; the message says how to proceed."""
+
+
+class ArgumentError(TesseraExploreError, ValueError):
+    """An argument has a value that cannot be used; the message names the argument."""
+
+
+class ArgumentTypeError(TesseraExploreError, TypeError):
+    """An argument is of a type that cannot be used; the message names the argument."""
+
+
+class GeoreferenceError(CorruptTileError):
+    """A tile's CRS or transform does not fit its name and grid (wrong zone, rotated,
+    pixels of the wrong size, or placed away from the tile); the message names the file."""
+
+
+class LabelConflictError(LabelError):
+    """A label file is being edited by someone else (its lock is held, or it changed on
+    disk in a way that cannot be merged); nothing was written."""
+
+
+class DeviceError(EncoderError, ValueError):
+    """The requested compute device (e.g. ``"cuda"``) is not available here."""
+
+
+class TesseraExploreWarning(UserWarning):
+    """A notice from tessera_explore: something was done that the user should know about
+    (a stale lock taken over, a label file merged with changes made elsewhere)."""
