@@ -32,7 +32,6 @@ __all__ = [
     "GeoreferenceError",
     "LabelConflictError",
     "DeviceError",
-    "TesseraExploreWarning",
 ]
 
 
@@ -134,5 +133,5 @@ class DeviceError(EncoderError, ValueError):
 
 
 class TesseraExploreWarning(UserWarning):
-    """A notice from tessera_explore: something was done that the user should know about
+    """(Not an error, so not in ``__all__``.)  A notice from tessera_explore: something was done that the user should know about
     (a stale lock taken over, a label file merged with changes made elsewhere)."""
