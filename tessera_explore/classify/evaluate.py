@@ -18,9 +18,39 @@ from ..exceptions import ClassifierError
 from .models import LabelClassifier, check_training_set
 from .samples import Samples, sample_labels
 
-__all__ = ["Evaluation", "evaluate"]
+__all__ = ["Evaluation", "evaluate", "wilson_interval", "cv_readiness", "MIN_LABELS_PER_CLASS"]
 
 CV = ("spatial", "holdout", "random")
+
+#: labels of every class before a cross-validated score means something: with fewer, each
+#: fold trains on one or two labels of a class and tests on one, so the score says more
+#: about which labels were held out than about the classifier (and its interval spans
+#: most of 0-1).  Chosen with the simulated user of ``docs/design/explorer.md``.
+MIN_LABELS_PER_CLASS = 5
+
+
+def wilson_interval(correct: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval (95 % by default) of a proportion ``correct / n``."""
+    if n <= 0:
+        return 0.0, 1.0
+    p = correct / n
+    den = 1 + z * z / n
+    mid = (p + z * z / (2 * n)) / den
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
+    return float(max(0.0, mid - half)), float(min(1.0, mid + half))
+
+
+def cv_readiness(counts: dict, min_per_class: int = MIN_LABELS_PER_CLASS) -> str | None:
+    """None when every class with labels has ``min_per_class`` of them (and there are two
+    such classes); otherwise what is missing, in words."""
+    have = {c: int(k) for c, k in counts.items() if int(k) > 0}
+    if len(have) < 2:
+        return "label at least two classes"
+    short = {c: k for c, k in have.items() if k < min_per_class}
+    if not short:
+        return None
+    return (f"needs {min_per_class} labels of each class to score on held-out labels ("
+            + ", ".join(f"{c} {k}" for c, k in short.items()) + ")")
 
 
 @dataclass
@@ -38,6 +68,17 @@ class Evaluation:
     n_labels: int
     settings: dict = field(default_factory=dict)
     notes: list = field(default_factory=list)
+    #: 95 % Wilson interval of the accuracy, counting each held-out *label* once (its
+    #: pixels are near copies, so they are not independent trials)
+    accuracy_interval: tuple = (0.0, 1.0)
+    #: held-out labels scored per class
+    labels_per_class: dict = field(default_factory=dict)
+
+    def summary(self) -> str:
+        """One line: accuracy with its interval and what it rests on."""
+        lo, hi = self.accuracy_interval
+        return (f"accuracy {self.accuracy:.2f} (95 % interval {lo:.2f}-{hi:.2f}), macro F1 {self.macro_f1:.2f}, "
+                f"on {self.n_labels} held-out label{'s' if self.n_labels != 1 else ''}")
 
     def __repr__(self) -> str:
         f1 = ", ".join(f"{k}: {v:.2f}" for k, v in self.f1.items())
@@ -138,6 +179,12 @@ def evaluate(da: Any, labels: Any, *, model: Any = "knn", cv: str = "spatial", n
     if not done.any():
         raise ClassifierError("no fold could be evaluated: " + "; ".join(notes))
     yt, yp = s.y[done].astype(str), pred[done].astype(str)
+    # per label: the share of its pixels predicted right (1 or 0 for a point label)
+    lids = s.label_id[done]
+    uniq, first, inv = np.unique(lids, return_index=True, return_inverse=True)
+    right = np.bincount(inv, weights=(yt == yp).astype(float)) / np.bincount(inv)
+    interval = wilson_interval(float(right.sum()), len(uniq))
+    per_class = {c: int(np.sum(yt[first] == str(c))) for c in classes}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # classes absent from a test part give F1 = 0 by definition
         f1 = f1_score(yt, yp, labels=classes, average=None, zero_division=0)
@@ -150,5 +197,5 @@ def evaluate(da: Any, labels: Any, *, model: Any = "knn", cv: str = "spatial", n
         settings={"model": model if isinstance(model, str) else type(model).__name__, "n_splits": int(n_splits),
                   "block_size": float(block_size), "test_size": float(test_size), "seed": int(seed),
                   "kernel": int(kernel)},
-        notes=notes,
+        notes=notes, accuracy_interval=interval, labels_per_class=per_class,
     )

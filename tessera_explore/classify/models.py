@@ -30,18 +30,28 @@ MODELS = ("knn", "logreg", "rf")
 
 
 class CosineKNN(ClassifierMixin, BaseEstimator):
-    """k-nearest-neighbour vote by cosine similarity.
+    """k-nearest-neighbour vote by cosine similarity, for a handful of labels.
 
-    Same decisions as ``KNeighborsClassifier(metric="cosine")`` with uniform weights;
-    ``weights="similarity"`` weights each vote by its cosine similarity (clipped at 0),
-    which gives a smoother confidence.  The training embeddings are kept as int8 codes
-    (exact for pixels read from quantised tiles), so prediction over an area runs on
-    codes against codes.
+    ``n_neighbors`` is an upper bound: the k used (``n_neighbors_``) is at most the number
+    of training samples of the smallest class.  With k=5 and two or three labels per class
+    most of a pixel's five neighbours are bound to be of *another* class, so a fixed k
+    scores every held-out label wrong and maps an area badly until each class has five
+    labels; ``adaptive=False`` keeps the fixed k.
+
+    ``weights="similarity"`` (the default) weights each vote by its cosine similarity
+    (clipped at 0), which breaks the ties an even k makes and gives a smoother confidence;
+    ``weights="uniform"`` makes the same decisions as
+    ``KNeighborsClassifier(metric="cosine")``.  The defaults were chosen with a simulated
+    user on the synthetic scene (``docs/design/explorer.md``).
+
+    The training embeddings are kept as int8 codes (exact for pixels read from quantised
+    tiles), so prediction over an area runs on codes against codes.
     """
 
-    def __init__(self, n_neighbors: int = 5, weights: str = "uniform"):
+    def __init__(self, n_neighbors: int = 5, weights: str = "similarity", adaptive: bool = True):
         self.n_neighbors = n_neighbors
         self.weights = weights
+        self.adaptive = adaptive
 
     def fit(self, X, y):
         X = np.asarray(X, dtype=np.float32)
@@ -61,7 +71,10 @@ class CosineKNN(ClassifierMixin, BaseEstimator):
         if (norm == 0).any():
             raise ClassifierError("a training vector is all zeros and has no direction")
         self.inv_norm_ = (1.0 / norm).astype(np.float32)
-        self.n_neighbors_ = min(int(self.n_neighbors), len(y))
+        k = min(int(self.n_neighbors), len(y))
+        if self.adaptive:
+            k = min(k, int(np.bincount(self.y_).min()))
+        self.n_neighbors_ = max(k, 1)
         self.n_features_in_ = X.shape[1]
         return self
 
@@ -221,7 +234,8 @@ def fit_classifier(da: Any, labels: Any, *, model: Any = "knn", kernel: int = 1,
     da : embeddings DataArray or :class:`PreparedArea` (faster for repeated refits).
     labels : a :class:`LabelStore`, label file, GeoDataFrame, GeoJSON dict, list of
         ``(lon, lat, class)``, or a :class:`Samples` from :func:`sample_labels`.
-    model : ``"knn"`` (cosine k-NN, k=5), ``"logreg"``, ``"rf"``, or any scikit-learn
+    model : ``"knn"`` (cosine k-NN, similarity-weighted, k = 5 or the smallest class's
+        sample count if fewer: see :class:`CosineKNN`), ``"logreg"``, ``"rf"``, or any scikit-learn
         classifier with ``predict_proba``.
     kernel : window side for point labels (see :func:`sample_labels`).
     max_per_label : use at most this many pixels of each label (a seeded random choice

@@ -108,12 +108,18 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def lock_path(path: str) -> str:
+    """The explorer's lock of a label file: a hidden file beside it (file browsers hide it)."""
+    folder, name = os.path.split(path)
+    return os.path.join(folder, f".{name}.lock")
+
+
 def _take_lock(path: str) -> tuple[str, str | None]:
     """Mark ``path`` as edited by this process.  Refuses when a live process on this
     host holds it; takes over a stale lock and says so."""
-    lock = path + ".lock"
-    note = None
     folder = os.path.dirname(path) or "."
+    lock = lock_path(path)
+    note = None
     if not os.path.isdir(folder):
         raise LabelError(f"cannot keep labels in {path}: the folder {folder} does not exist")
     if lock in _LOCKS:
@@ -168,17 +174,52 @@ def _in_kernel() -> bool:
     return ip is not None and getattr(ip, "kernel", None) is not None
 
 
+def _bokeh_loaded() -> bool:
+    """Whether BokehJS was put into this kernel's notebook already, by ``hv.extension``,
+    ``pn.extension`` or this module (checked without importing anything new)."""
+    import sys
+
+    if _BOKEH_LOADED:
+        return True
+    hv_ipython = sys.modules.get("holoviews.ipython")
+    if hv_ipython is not None and getattr(hv_ipython.notebook_extension, "_loaded", False):
+        return True
+    pn = sys.modules.get("panel")
+    ext = getattr(pn, "extension", None) if pn is not None else None
+    return bool(getattr(ext, "_loaded", False))
+
+
 def load_bokeh_js() -> None:
     """Put BokehJS and Panel's JavaScript into the notebook inline (no CDN: works offline
-    and on Binder), once per kernel.  Called by :func:`explore`; call it yourself in the
-    first cell if you also use hvplot (importing hvplot first loads them from the CDN)."""
+    and on Binder), once per kernel: nothing happens when ``hv.extension(...)`` or
+    ``pn.extension(...)`` ran already (a second inline copy would only make the saved
+    notebook megabytes larger).  Called by :func:`explore`."""
     global _BOKEH_LOADED
-    if _BOKEH_LOADED or not _in_kernel():
+    if not _in_kernel() or _bokeh_loaded():
         return
     import holoviews as hv
 
     hv.extension("bokeh", inline=True, logo=False)
     _BOKEH_LOADED = True
+
+
+#: how the app looks: status lines wrap instead of being cut, sizes readable on a
+#: projector, and a note in the map's background that shows only where no basemap tile
+#: covers it (offline)
+_OFFLINE_NOTE = ("data:image/svg+xml;utf8,<svg xmlns='http://www.w3.org/2000/svg' width='360' height='40'>"
+                 "<text x='8' y='24' font-family='sans-serif' font-size='15' fill='%23555'>"
+                 "basemap: no tiles (the OpenStreetMap basemap needs the network)</text></svg>")
+CSS = f"""<style>
+.te-explorer .te-panel .widget-html-content, .te-explorer .te-panel .jupyter-widget-html-content,
+.te-explorer .te-help .widget-html-content, .te-explorer .te-help .jupyter-widget-html-content {{
+  white-space: normal; overflow-wrap: anywhere; line-height: 1.35; overflow: visible; }}
+.te-explorer .te-panel .widget-html, .te-explorer .te-panel .jupyter-widget-html {{ height: auto; }}
+.te-explorer .te-panel {{ font-size: 14px; }}
+.te-explorer .te-status, .te-explorer .te-accuracy, .te-explorer .te-notice, .te-explorer .te-error {{
+  margin: 2px 0; }}
+.te-explorer .te-map.te-basemap.leaflet-container {{
+  background: #e4e4e4 url("{_OFFLINE_NOTE}") no-repeat 8px 8px; }}
+</style>"""
 
 
 def _arrays(source: Any, *, year, years, bbox) -> dict:
@@ -317,7 +358,7 @@ def _build(state, controller, lock, notes, *, scatter, basemap, map_size, draw) 
     scatter_view = ScatterView(state, controller) if scatter else None
     top = W.HBox([map_view.map, panel.widget])
     help_text = W.HTML(
-        "<div style='max-width:420px;font-size:90%'><b>How to use</b><br>"
+        CSS + "<div style='max-width:420px;font-size:95%'><b>How to use</b><br>"
         "Add a class, pick it, and click the map to label pixels: the classifier retrains after every click "
         "and the class map redraws. In <i>draw</i> mode, a polygon or rectangle drawn with the map's toolbar "
         "labels every pixel inside it. <i>similar</i> mode colours pixels like the clicked one; <i>change</i> "
@@ -325,6 +366,7 @@ def _build(state, controller, lock, notes, *, scatter, basemap, map_size, draw) 
         "highlights those pixels on the map; a map click marks its pixel in the scatter."
         + (" In <i>live</i> mode, a rectangle drawn on the map is embedded live from Sentinel-1/2 imagery."
            if draw else "") + "</div>")
+    help_text.add_class("te-help")
     bottom = W.HBox([scatter_view.widget, help_text] if scatter_view is not None else [help_text])
     widget = W.VBox([top, bottom])
     widget.add_class("te-explorer")

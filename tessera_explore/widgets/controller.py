@@ -58,6 +58,16 @@ class _Job:
     cancelled: bool = False
 
 
+def _n(k: int, noun: str) -> str:
+    """``1 label``, ``2 labels``."""
+    return f"{k:,} {noun}{'' if k == 1 else 's'}"
+
+
+def _where(lon: float, lat: float) -> str:
+    """A clicked place for messages: 4 decimals of a degree (about 10 m, one pixel)."""
+    return f"({lon:.4f}, {lat:.4f})"
+
+
 class ExplorerController:
     """Compute for one explorer session.
 
@@ -344,7 +354,7 @@ class ExplorerController:
         """
         st = self.state
         st.last_click = (float(lon), float(lat))
-        where = f"({lon:.5f}, {lat:.5f})"
+        where = _where(lon, lat)
         px = self.pixel_at(lon, lat)
         if px is None:
             return self._say(f"the click at {where} is outside the embeddings; nothing done")
@@ -357,11 +367,15 @@ class ExplorerController:
             cls = st.active_class or ""
             if cls not in st.classes:
                 return self._say("pick the class to label with, then click again")
+            same = self._label_on_pixel(*px)
+            if same is not None:
+                return self._say(f"pixel {where} is labelled already ({same.cls!r}, label {same.id}); "
+                                 "undo it or click another pixel")
             try:
                 self.store.add_point(float(lon), float(lat), cls)
             except LabelError as err:
                 return self._say(f"label not added: {err}")
-            msg = f"labelled {where} as {cls!r} ({len(self.store)} labels)"
+            msg = f"labelled {where} as {cls!r} ({_n(len(self.store), 'label')})"
             if self._trainable():
                 self.retrain()
             else:
@@ -386,6 +400,16 @@ class ExplorerController:
             return self._say(f"change at {where}: distance {d:.3f} ({name})")
         return self._say("the change map is still being computed")
 
+    def _label_on_pixel(self, row: int, col: int):
+        """The point label on this pixel, if any (two labels of one pixel add nothing)."""
+        points = [lab for lab in self.store.labels if lab.kind == "point"]
+        if not points:
+            return None
+        r, c = self.grid.lonlat_to_rowcol(np.array([p.lon for p in points], float),
+                                          np.array([p.lat for p in points], float))
+        hit = np.flatnonzero((np.asarray(r) == row) & (np.asarray(c) == col))
+        return points[int(hit[0])] if hit.size else None
+
     def add_polygon(self, ring: list) -> str:
         """Label every pixel inside a polygon (a ring of lon/lat pairs) as the active class."""
         st = self.state
@@ -397,7 +421,7 @@ class ExplorerController:
             self.store.add_polygon([(float(x), float(y)) for x, y in ring], st.active_class)
         except LabelError as err:
             return self._say(f"polygon not added: {err}")
-        msg = f"polygon labelled as {st.active_class!r} ({len(self.store)} labels)"
+        msg = f"polygon labelled as {st.active_class!r} ({_n(len(self.store), 'label')})"
         if self._trainable():
             self.retrain()
         return self._say(msg)
@@ -465,13 +489,13 @@ class ExplorerController:
         if not self.store.undo():
             return self._say("nothing to undo")
         self._after_label_edit()
-        return self._say(f"undone ({len(self.store)} labels)")
+        return self._say(f"undone ({_n(len(self.store), 'label')})")
 
     def redo(self) -> str:
         if not self.store.redo():
             return self._say("nothing to redo")
         self._after_label_edit()
-        return self._say(f"redone ({len(self.store)} labels)")
+        return self._say(f"redone ({_n(len(self.store), 'label')})")
 
     def clear(self) -> str:
         self.store.clear()
@@ -516,35 +540,35 @@ class ExplorerController:
         self._predict(int(self.state.year))
         t_map = time.perf_counter() - t1
         n = len(np.unique(clf.samples_.label_id))
-        msg = f"{model} trained on {n} labels in {t_fit * 1000:.0f} ms; class map in {t_map * 1000:.0f} ms"
+        msg = f"{model} trained on {_n(n, 'label')} in {t_fit * 1000:.0f} ms; class map in {t_map * 1000:.0f} ms"
         if skipped:
-            msg += f"; {len(skipped)} labels left out (outside the area or no data)"
+            msg += f"; {_n(len(skipped), 'label')} left out (outside the area or no data)"
         self.state.status = msg
         self.submit("evaluate", self._evaluate, "scoring the classifier on held-out labels", quiet=True)
 
     def _evaluate(self) -> None:
         """Spatially blocked cross-validation of the current recipe on the labels (run after
         the class map is drawn, so it never delays a redraw)."""
-        from ..classify import evaluate
+        from ..classify.evaluate import cv_readiness, evaluate
 
         clf = self.classifier
         if clf is None:
             self.state.accuracy = ""
             return
         s = clf.samples_
-        n = len(np.unique(s.label_id))
-        few = sorted(c for c, k in self.store.counts().items() if 0 < k < 2)
-        if few:
-            self.state.accuracy = (f"accuracy: label {', '.join(few)} at least twice to score the classifier "
-                                   "on labels it did not see")
+        ids, first = np.unique(s.label_id, return_index=True)
+        per_class = {str(c): int(np.sum(s.y[first] == c)) for c in clf.classes_}
+        why = cv_readiness(per_class)
+        if why is not None:
+            self.state.accuracy = (f"accuracy: not scored yet: {why}. The map rests on {_n(len(ids), 'label')}.")
+            self.evaluation = None
             return
         try:
             ev = evaluate(self._prepare(self.label_year), s, model=self.state.model, cv="spatial")
         except TesseraExploreError as err:
-            self.state.accuracy = f"accuracy: not yet ({err})"
+            self.state.accuracy = f"accuracy: not scored yet ({err})"
             return
-        self.state.accuracy = (f"spatial cross-validation on {n} labels: accuracy {ev.accuracy:.2f}, "
-                               f"macro F1 {ev.macro_f1:.2f}")
+        self.state.accuracy = f"spatial cross-validation: {ev.summary()}"
         self.evaluation = ev
 
     def _predict(self, year: int) -> None:
@@ -608,7 +632,7 @@ class ExplorerController:
         self._emit("layer", "similarity", img)
         n = int(np.count_nonzero(self.similarity_map.values >= thr))
         lon, lat = self.similarity_query
-        self.state.status = f"{n:,} pixels have cosine similarity >= {thr:.2f} to ({lon:.5f}, {lat:.5f})"
+        self.state.status = f"{n:,} pixels have cosine similarity >= {thr:.2f} to {_where(lon, lat)}"
 
     # ------------------------------------------------------------------ change
     def change_pair(self) -> tuple[int, int] | None:

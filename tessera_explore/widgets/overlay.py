@@ -274,16 +274,20 @@ def _lattice_interp(vals: np.ndarray, li: np.ndarray, lj: np.ndarray, h: int, w:
     return np.repeat(rows, h, axis=0)
 
 
-def _warp_nearest(src: np.ndarray, src_crs, src_transform, dst_transform, dst_shape, nodata, step: int = 8):
-    """Nearest-neighbour warp with exact placement.
+#: nearest-warp indices of recent (source grid, target grid) pairs: an explorer redraws
+#: the same area again and again, and the indices cost more than the lookup itself
+_WARP_CACHE: "dict[tuple, tuple[np.ndarray, np.ndarray, np.ndarray]]" = {}
+_WARP_CACHE_SIZE = 4
 
-    Each output pixel takes the source pixel that contains its centre.  Centres are
-    transformed with PROJ exactly on a lattice of every ``step``-th pixel and bilinearly in
-    between (the curvature of UTM <-> Web Mercator over 8 pixels is far below a millimetre;
-    GDAL's default approximation allows 0.125 pixel).
-    """
+
+def _warp_index(src_crs, src_transform, src_shape, dst_transform, dst_shape, step: int = 8):
+    """(rows, cols, inside) of the source pixel under each target pixel centre (cached)."""
     from pyproj import Transformer
 
+    key = (str(src_crs), tuple(src_transform)[:6], tuple(src_shape), tuple(dst_transform)[:6], tuple(dst_shape))
+    hit = _WARP_CACHE.get(key)
+    if hit is not None:
+        return hit
     h, w = dst_shape
     li = np.unique(np.append(np.arange(0, h, step), h - 1))
     lj = np.unique(np.append(np.arange(0, w, step), w - 1))
@@ -295,12 +299,30 @@ def _warp_nearest(src: np.ndarray, src_crs, src_transform, dst_transform, dst_sh
     fc, fr = inv @ (np.asarray(sx), np.asarray(sy))
     fc = _lattice_interp(np.asarray(fc, float), li, lj, h, w)
     fr = _lattice_interp(np.asarray(fr, float), li, lj, h, w)
-    sh, sw = src.shape[1:]
+    sh, sw = src_shape
     inside = np.isfinite(fc) & np.isfinite(fr) & (fc >= 0) & (fc < sw) & (fr >= 0) & (fr < sh)
-    ci = np.where(inside, np.floor(fc), 0).astype(np.intp)
-    ri = np.where(inside, np.floor(fr), 0).astype(np.intp)
+    ci = np.where(inside, np.floor(fc), 0).astype(np.int32)
+    ri = np.where(inside, np.floor(fr), 0).astype(np.int32)
+    out = (ri, ci, inside)
+    if len(_WARP_CACHE) >= _WARP_CACHE_SIZE:
+        _WARP_CACHE.pop(next(iter(_WARP_CACHE)))
+    _WARP_CACHE[key] = out
+    return out
+
+
+def _warp_nearest(src: np.ndarray, src_crs, src_transform, dst_transform, dst_shape, nodata, step: int = 8):
+    """Nearest-neighbour warp with exact placement.
+
+    Each output pixel takes the source pixel that contains its centre.  Centres are
+    transformed with PROJ exactly on a lattice of every ``step``-th pixel and bilinearly in
+    between (the curvature of UTM <-> Web Mercator over 8 pixels is far below a millimetre;
+    GDAL's default approximation allows 0.125 pixel).  The indices are cached per pair of
+    grids, so redrawing one area is a lookup.
+    """
+    ri, ci, inside = _warp_index(src_crs, src_transform, src.shape[1:], dst_transform, dst_shape, step)
     dst = src[:, ri, ci]
-    dst[:, ~inside] = nodata
+    if not inside.all():
+        dst[:, ~inside] = nodata
     return dst
 
 
@@ -335,6 +357,20 @@ def _encode_png(rgba: np.ndarray) -> bytes:
 
     buf = io.BytesIO()
     Image.fromarray(rgba, mode="RGBA").save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
+
+
+def _encode_indexed(index: np.ndarray, table: np.ndarray) -> bytes:
+    """A palette PNG: ``index`` (h, w) uint8 into ``table`` (n <= 256, 4) RGBA.
+
+    One byte a pixel instead of four, and class maps are long runs of one value: the PNG
+    is a tenth of the RGBA one or less, and faster to make, send and decode."""
+    from PIL import Image
+
+    im = Image.fromarray(np.ascontiguousarray(index, np.uint8), mode="P")
+    im.putpalette(table[:, :3].astype(np.uint8).tobytes(), rawmode="RGB")
+    buf = io.BytesIO()
+    im.save(buf, format="PNG", compress_level=1, transparency=table[:, 3].astype(np.uint8).tobytes())
     return buf.getvalue()
 
 
@@ -388,6 +424,7 @@ def overlay_image(
     name = title or str(da.attrs.get("long_name") or da.name or "")
     info: dict[str, Any] = {"downsample_factor": factor, "prereduced": da.sizes["y"] != source_shape[0]}
     legend = None
+    png = None
     if kind == "rgb":
         a = np.asarray(da.values)
         if a.shape[0] == 3:
@@ -418,9 +455,13 @@ def overlay_image(
         for i, c in enumerate(palette):
             table[i, :3] = _hex_to_rgb(c)
             table[i, 3] = 255
-        rgba = table[np.where(dst >= 0, dst, len(keys))]
+        index = np.where(dst >= 0, dst, len(keys))
+        rgba = table[index]
+        if len(table) <= 256:
+            png = _encode_indexed(index.astype(np.uint8), table)
         legend = legend_html(title=name, categories=list(zip(names, palette)))
         info["classes"] = dict(zip(keys.tolist(), names))
+        info["legend_categories"] = list(zip(names, palette))
     else:
         vals = np.asarray(da.values, dtype=np.float32)
         nodata = da.rio.nodata if hasattr(da, "rio") else None
@@ -442,14 +483,18 @@ def overlay_image(
         ok = np.isfinite(dst)
         span = (vmax - vmin) or 1.0
         t = np.clip((np.where(ok, dst, vmin) - vmin) / span, 0, 1)
-        rgba = np.zeros((*dst.shape, 4), np.uint8)
-        rgba[..., :3] = lut[(t * 255 + 0.5).astype(np.int64)]
-        rgba[..., 3] = np.where(ok, 255, 0)
+        # 255 colour steps and one transparent entry: a palette PNG
+        level = np.where(ok, (t * 254 + 0.5).astype(np.uint8), np.uint8(255))
+        table = np.zeros((256, 4), np.uint8)
+        table[:255, :3] = lut[np.linspace(0, 255, 255).round().astype(np.int64)]
+        table[:255, 3] = 255
+        rgba = table[level]
+        png = _encode_indexed(level, table)
         legend = legend_html(title=name, cmap=lut, vmin=vmin, vmax=vmax, units=str(da.attrs.get("units", "")))
         info.update(vmin=vmin, vmax=vmax)
     info["downsampled"] = bool(down)
     return OverlayImage(
-        png=_encode_png(rgba), rgba=rgba, bounds=_bounds_latlon(dst_transform, dst_shape), transform=dst_transform,
+        png=png if png is not None else _encode_png(rgba), rgba=rgba, bounds=_bounds_latlon(dst_transform, dst_shape), transform=dst_transform,
         kind=kind, resampling=resampling, legend=legend, source_shape=source_shape, info=info,
     )
 
@@ -459,19 +504,33 @@ def _fmt(v: float) -> str:
     return f"{v:.3g}"
 
 
+def _blend(color: str, opacity: float, under: tuple[int, int, int] = (128, 128, 128)) -> str:
+    """``color`` painted at ``opacity`` over ``under``, as #rrggbb."""
+    rgb = np.asarray(_hex_to_rgb(color), float)
+    out = opacity * rgb + (1 - opacity) * np.asarray(under, float)
+    return "#" + "".join(f"{int(round(v)):02x}" for v in out)
+
+
 def legend_html(*, title: str = "", categories: Sequence[tuple[str, str]] | None = None,
                 cmap: np.ndarray | str | Sequence[str] | None = None, vmin: float | None = None,
-                vmax: float | None = None, units: str = "") -> str:
-    """A small self-contained HTML legend: class swatches, or a colour bar with its range."""
-    box = ("font: 12px sans-serif; background: rgba(255,255,255,0.85); padding: 6px 8px; "
+                vmax: float | None = None, units: str = "", swatch_opacity: float = 1.0) -> str:
+    """A small self-contained HTML legend: class swatches, or a colour bar with its range.
+
+    ``swatch_opacity`` below 1 paints each swatch as the layer shows it at that opacity
+    over a mid grey (beside the full colour, as a thin bar), so the legend looks like the map."""
+    box = ("font: 14px sans-serif; background: rgba(255,255,255,0.85); padding: 6px 8px; "
            "border-radius: 4px; line-height: 1.4")
     head = f"<div style='font-weight:bold'>{html.escape(title)}</div>" if title else ""
     if categories is not None:
-        rows = "".join(
-            f"<div><span style='display:inline-block;width:12px;height:12px;margin-right:6px;"
-            f"vertical-align:middle;background:{html.escape(c)}'></span>{html.escape(n)}</div>"
-            for n, c in categories
-        )
+        def swatch(c):
+            if swatch_opacity >= 1:
+                return (f"<span class='tessera-swatch' style='display:inline-block;width:14px;height:14px;"
+                        f"margin-right:6px;vertical-align:middle;background:{html.escape(c)}'></span>")
+            return (f"<span class='tessera-swatch' style='display:inline-block;width:14px;height:14px;"
+                    f"margin-right:6px;vertical-align:middle;background:{_blend(c, swatch_opacity)};"
+                    f"border-left:4px solid {html.escape(c)}'></span>")
+
+        rows = "".join(f"<div>{swatch(c)}{html.escape(n)}</div>" for n, c in categories)
         return f"<div class='tessera-legend' style='{box}'>{head}{rows}</div>"
     lut = cmap if isinstance(cmap, np.ndarray) else _lut(cmap if cmap is not None else "viridis")
     stops = ", ".join(f"rgb({r},{g},{b}) {100 * i / 10:.0f}%" for i, (r, g, b) in

@@ -81,15 +81,20 @@ class MapView:
             if not basemap:
                 for layer in list(m.layers)[1:]:
                     m.remove(layer)
+        _one_attribution(m)
+        if basemap:  # shown (in the map's background) only where no tile covers it: offline
+            m.add_class("te-basemap")
         m.layout.width, m.layout.height, m.layout.flex = width, height, "0 0 auto"
         m.add_class("te-map")
         self.map = m
         self.center, self.zoom = center, zoom
         self.layers: dict[str, Any] = {}
         self._legends: dict[str, str | None] = {}
+        self._palettes: dict[str, Any] = {}
         self._empty: set[str] = set()  # layers the controller has withdrawn
         self._legend = ipyleaflet.WidgetControl(widget=_html("", "te-legend"), position="bottomright")
-        self.markers = ipyleaflet.LayerGroup(name="labels")
+        self.markers = ipyleaflet.GeoJSON(data={"type": "FeatureCollection", "features": []}, name="labels",
+                                          point_style={"radius": 6}, visible=False)
         m.add(self.markers)
         m.on_interaction(self._on_interaction)
         controller.on("layer", self._on_layer)
@@ -161,6 +166,7 @@ class MapView:
             self._visibility()
             return
         self._empty.discard(name)
+        self._palettes[name] = img.info.get("legend_categories")
         if layer is None:
             layer = ipyleaflet.ImageOverlay(url=img.url, bounds=img.bounds, name=LAYER_TITLES.get(name, name),
                                             opacity=self._opacity_of(name))
@@ -196,6 +202,18 @@ class MapView:
             layer = self.layers.get(name)
             if layer is not None:
                 layer.opacity = float(change["new"])
+        self._visibility()
+
+    def _legend_of(self, name: str) -> str | None:
+        """The legend of a layer, class swatches painted at the layer's opacity over the
+        mid grey of the false colour, so they look like the map."""
+        from .overlay import legend_html
+
+        cats = self._palettes.get(name)
+        if cats and name in ("classes", "change"):
+            return legend_html(title=LAYER_TITLES.get(name, name), categories=cats,
+                               swatch_opacity=self._opacity_of(name))
+        return self._legends.get(name)
 
     def _visibility(self) -> None:
         st = self.state
@@ -213,7 +231,7 @@ class MapView:
         classes = "confidence" if st.show_confidence else "classes"
         shown = {"label": classes, "draw": classes, "similarity": "similarity", "change": "change",
                  "live": "live"}[st.mode]
-        self._set_legend(self._legends.get(shown) if want.get(shown) else None)
+        self._set_legend(self._legend_of(shown) if want.get(shown) else None)
 
     def _set_legend(self, legend_html: str | None) -> None:
         import ipyleaflet
@@ -229,23 +247,54 @@ class MapView:
             self._legend = None
 
     def draw_labels(self) -> None:
-        """Redraw the label markers from the store (points as circles, polygons outlined)."""
-        import ipyleaflet
+        """Show the store's labels: one GeoJSON layer whose data is replaced in place, so a
+        label change sends one message and never makes new widgets.  Points are circles
+        with a dark outline and a white halo (readable on any class colour), polygons are
+        outlined; none of them takes clicks (they go through to the map and the drawing
+        tools)."""
+        self.markers.data = labels_geojson(self.controller.store)
+        self.markers.visible = bool(self.markers.data["features"])
 
-        colors = self.controller.store.classes
-        items = []
-        for lab in self.controller.store.labels:
-            color = colors.get(lab.cls, "#888888")
-            if lab.kind == "point":
-                # pointer_events none: clicks go through to the map (and to a polygon being drawn)
-                items.append(ipyleaflet.CircleMarker(location=(lab.lat, lab.lon), radius=6, color="#ffffff",
-                                                     weight=2, fill_color=color, fill_opacity=1.0,
-                                                     pointer_events="none", name=f"{lab.cls} #{lab.id}"))
-            else:
-                ring = [(y, x) for x, y in lab.geometry.exterior.coords]
-                items.append(ipyleaflet.Polygon(locations=ring, color=color, fill_color=color, fill_opacity=0.3,
-                                                weight=2, pointer_events="none", name=f"{lab.cls} #{lab.id}"))
-        self.markers.layers = tuple(items)
+
+#: how label markers are drawn: a white halo under a dark-outlined dot of the class colour
+HALO = {"radius": 9, "color": "#ffffff", "weight": 3, "opacity": 0.95, "fill": False, "interactive": False}
+DOT = {"radius": 6, "color": "#1a1a1a", "weight": 2, "opacity": 1.0, "fillOpacity": 1.0, "interactive": False}
+
+
+def labels_geojson(store) -> dict:
+    """The labels of ``store`` as a GeoJSON FeatureCollection with a Leaflet style per
+    feature (``properties.style``, which ipyleaflet's GeoJSON layer applies)."""
+    colors = store.classes
+    feats = []
+    for lab in store.labels:
+        color = colors.get(lab.cls, "#888888")
+        props = {"class": lab.cls, "id": lab.id}
+        if lab.kind == "point":
+            geom = {"type": "Point", "coordinates": [float(lab.lon), float(lab.lat)]}
+            feats.append({"type": "Feature", "geometry": geom, "properties": {**props, "style": HALO}})
+            feats.append({"type": "Feature", "geometry": geom,
+                          "properties": {**props, "style": {**DOT, "fillColor": color}}})
+        else:
+            ring = [[float(x), float(y)] for x, y in lab.geometry.exterior.coords]
+            style = {"color": "#1a1a1a", "weight": 4, "opacity": 0.9, "fill": False, "interactive": False}
+            feats.append({"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [ring]},
+                          "properties": {**props, "style": style}})
+            feats.append({"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [ring]},
+                          "properties": {**props, "style": {"color": color, "weight": 2, "fillColor": color,
+                                                            "fillOpacity": 0.3, "interactive": False}}})
+    return {"type": "FeatureCollection", "features": feats}
+
+
+def _one_attribution(m) -> None:
+    """leafmap adds an attribution control beside ipyleaflet's own: keep one."""
+    import ipyleaflet
+
+    seen = False
+    for control in list(m.controls):
+        if isinstance(control, ipyleaflet.AttributionControl):
+            if seen:
+                m.remove(control)
+            seen = True
 
 
 def _latlon_bounds(controller: ExplorerController):
@@ -322,13 +371,14 @@ class PanelView:
                                    tooltip="colour of the active class")
         self.remove_btn = W.Button(description="remove class", layout=W.Layout(width="110px"))
 
+        wide = {"description_width": "110px"}
         self.model = W.Dropdown(options=list(MODELS), value=st.model, description="classifier",
-                                layout=lay)
+                                layout=lay, style=wide)
         W.link((st, "model"), (self.model, "value"))
-        self.year = W.Dropdown(options=list(st.years), value=st.year, description="year", layout=lay)
+        self.year = W.Dropdown(options=list(st.years), value=st.year, description="year", layout=lay, style=wide)
         self.year.add_class("te-year")
         self.change_from = W.Dropdown(options=[("other year", 0)] + [(str(y), y) for y in st.years],
-                                      value=0, description="change from", layout=lay)
+                                      value=0, description="change from", layout=lay, style=wide)
         self.opacity = W.FloatSlider(value=st.class_opacity, min=0, max=1, step=0.05, description="class opacity",
                                      layout=lay, style={"description_width": "110px"})
         self.confidence = W.FloatSlider(value=st.confidence_threshold, min=0, max=1, step=0.05,

@@ -60,6 +60,14 @@ def label(app, truth, per_class, classes=(("forest", "forest"), ("cereal", "cere
     app.wait()
 
 
+def marker_labels(app):
+    """(label id, geometry type, coordinates) of each label drawn on the map's marker layer."""
+    seen = {}
+    for f in app.map_view.markers.data["features"]:
+        seen.setdefault(f["properties"]["id"], (f["geometry"]["type"], f["geometry"]["coordinates"]))
+    return [(i, *v) for i, v in seen.items()]
+
+
 def layer_names(app):
     return {n for n, l in app.map_view.layers.items() if l in app.map.layers and l.visible}
 
@@ -121,7 +129,7 @@ def test_clicks_label_train_and_draw_the_class_map(app_factory, truth, tmp_path)
     # the labels are on disk after every click, with the markers on the map
     doc = json.loads((tmp_path / "labels.geojson").read_text())
     assert [f["properties"]["class"] for f in doc["features"]] == ["forest"] * 3 + ["cereal"] * 3
-    assert len(app.map_view.markers.layers) == 6
+    assert len(marker_labels(app)) == 6
     assert st.counts == {"forest": 3, "cereal": 3} and st.n_labels == 6
 
 
@@ -202,10 +210,10 @@ def test_reopening_the_label_file_brings_labels_back(app_factory, truth, tmp_pat
     app.click(*points_of(truth, "cereal", 1)[0])
     app.wait()
     app.close()
-    assert not os.path.exists(str(tmp_path / "labels.geojson") + ".lock")
+    assert not os.path.exists(str(tmp_path / ".labels.geojson.lock"))
     again = app_factory()
     assert again.state.counts == {"forest": 1, "cereal": 1}
-    assert len(again.map_view.markers.layers) == 2
+    assert len(marker_labels(again)) == 2
     assert "classes" in layer_names(again)  # trained at start
 
 
@@ -225,7 +233,7 @@ def test_second_app_on_one_label_file(app_factory, truth, tmp_path):
     try:
         import socket
 
-        (tmp_path / "other.geojson.lock").write_text(json.dumps({"pid": proc.pid, "host": socket.gethostname()}))
+        (tmp_path / ".other.geojson.lock").write_text(json.dumps({"pid": proc.pid, "host": socket.gethostname()}))
         with pytest.raises(LabelError, match=f"open in another explorer \\(process {proc.pid}"):
             app_factory(labels=other)
         assert not other.exists()
@@ -257,8 +265,8 @@ def test_map_click_converts_leaflet_order(app_factory, truth):
     app.map_view._on_interaction(type="click", coordinates=[lat, lon])
     lab = app.labels.labels[0]
     assert (lab.lon, lab.lat) == (lon, lat)
-    m = app.map_view.markers.layers[0]
-    assert tuple(m.location) == (lat, lon)
+    (_, kind, coords), = marker_labels(app)
+    assert kind == "Point" and tuple(coords) == (lon, lat)  # GeoJSON order on the marker layer
 
 
 def test_similarity_mode_and_threshold(app_factory, truth):
@@ -375,9 +383,20 @@ def test_drawn_polygons_are_labels_and_the_panel_shows_accuracy(app_factory, tru
     app.wait()
     assert app.state.error == ""
     assert "trained on" in app.state.status
-    assert app.state.accuracy.startswith("spatial cross-validation on")
+    # 4 forest and 3 cereal labels: too few to score on held-out labels, and the app says so
+    acc = app.state.accuracy
+    assert acc.startswith("accuracy: not scored yet: needs 5 labels of each class") and "cereal 3" in acc, acc
+    assert "rests on 7 labels" in acc and app.controller.evaluation is None
+    for name in ("forest", "cereal"):
+        app.state.active_class = name
+        for q in points_of(truth, name, 2, seed=5):
+            app.click(*q)
+    app.wait()
+    acc = app.state.accuracy
+    assert acc.startswith("spatial cross-validation: accuracy") and "95 % interval" in acc, acc
+    assert "on 11 held-out labels" in acc
     assert app.controller.evaluation is not None
-    assert any(type(m).__name__ == "Polygon" for m in app.map_view.markers.layers)
+    assert any(kind == "Polygon" for _, kind, _ in marker_labels(app))
     # not in draw mode: a drawn shape is not a label
     app.state.mode = "similarity"
     n = len(app.labels)
