@@ -12,17 +12,20 @@ be overridden per call.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import hashlib
 import json
 import os
 import re
+import tempfile
+import threading
 import time
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from ..exceptions import DownloadError
+from ..exceptions import DownloadError, TesseraExploreError
 from . import grid
 
 __all__ = ["download", "fetch_tiles", "DEFAULT_BASE_URL", "URL_TEMPLATES", "LANDMASK_VERSIONS", "GEOTESSERA_DATASETS"]
@@ -42,6 +45,7 @@ LANDMASK_VERSIONS = {"v1": "v1", "v1.1": "v1.1", "v1.1-cam": "v1.1"}
 
 _CHUNK = 1 << 16
 _RETRY_STATUS = {408, 425, 429, 500, 502, 503, 504}
+_CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+)$")
 
 
 def _session():
@@ -52,19 +56,171 @@ def _session():
     return s
 
 
-def _check_npy(path: str) -> None:
-    try:
-        np.load(path, mmap_mode="r", allow_pickle=False)
-    except (ValueError, OSError, EOFError) as err:
-        raise DownloadError(f"downloaded file {path} is not a whole .npy: {err}") from err
-
-
 def _sha256(path: str) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(_CHUNK), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def _remove(*paths: str) -> None:
+    for p in paths:
+        try:
+            os.remove(p)
+        except FileNotFoundError:
+            pass
+
+
+# --------------------------------------------------------------- one writer per target
+_THREAD_LOCKS: dict[str, threading.Lock] = {}
+_THREAD_LOCKS_GUARD = threading.Lock()
+
+
+@contextlib.contextmanager
+def _exclusive(path: str):
+    """Hold the download of ``path`` exclusively, across threads and processes.
+
+    An advisory ``flock`` on ``path + ".part.lock"`` (released by the kernel if the
+    process dies, so it never goes stale); the file is removed by its last holder.
+    Without ``fcntl`` (Windows) only threads of this process are kept apart.
+    """
+    with _THREAD_LOCKS_GUARD:
+        tlock = _THREAD_LOCKS.setdefault(path, threading.Lock())
+    with tlock:
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows
+            yield
+            return
+        lockpath = path + ".part.lock"
+        while True:
+            fd = os.open(lockpath, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                held = os.fstat(fd)
+                try:
+                    now = os.stat(lockpath)
+                except FileNotFoundError:
+                    now = None
+            except BaseException:
+                os.close(fd)
+                raise
+            if now is not None and (now.st_ino, now.st_dev) == (held.st_ino, held.st_dev):
+                break
+            os.close(fd)  # the previous holder removed that file: lock the new one
+        try:
+            yield
+        finally:
+            _remove(lockpath)
+            os.close(fd)
+
+
+# --------------------------------------------------------------- what a file must be
+def _looks_like_html(head: bytes) -> bool:
+    h = head.lstrip().lower()
+    return h.startswith((b"<!doctype html", b"<html", b"<head", b"<body")) or (h.startswith(b"<?xml") and b"<html" in h)
+
+
+def _check_npy(path: str, url: str) -> tuple[tuple[int, ...], np.dtype]:
+    from .tiles import read_npy_header
+
+    try:
+        shape, dtype, _, _ = read_npy_header(path, "downloaded")
+    except TesseraExploreError as err:
+        raise DownloadError(f"{url}: what arrived is not a whole .npy: {err}") from err
+    return shape, dtype
+
+
+def _check_geotiff(path: str, url: str) -> None:
+    import rasterio
+
+    try:
+        with rasterio.open(path) as src:
+            if src.crs is None:
+                raise DownloadError(f"{url}: the GeoTIFF that arrived has no CRS")
+            if src.width <= 0 or src.height <= 0:
+                raise DownloadError(f"{url}: the GeoTIFF that arrived is empty")
+    except rasterio.errors.RasterioIOError as err:
+        raise DownloadError(f"{url}: what arrived is not a readable GeoTIFF ({err})") from err
+
+
+def _check_json(path: str, url: str) -> None:
+    try:
+        with open(path, "rb") as f:
+            json.loads(f.read().decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as err:
+        raise DownloadError(f"{url}: what arrived is not valid JSON ({err})") from err
+
+
+def _check_content(part: str, path: str, url: str, validate: Callable[[str], None] | None) -> None:
+    """What ``part`` must be, judged by the final name's extension and ``validate``."""
+    with open(part, "rb") as f:
+        head = f.read(512)
+    if _looks_like_html(head):
+        raise DownloadError(f"{url} sent a web page (HTML), not the file {os.path.basename(path)}; "
+                            "the address is wrong or the server asks for a login")
+    low = path.lower()
+    if low.endswith(".npy"):
+        _check_npy(part, url)
+    elif low.endswith((".tif", ".tiff")):
+        _check_geotiff(part, url)
+    elif low.endswith((".json", ".geojson")):
+        _check_json(part, url)
+    if validate is not None:
+        try:
+            validate(part)
+        except DownloadError:
+            raise
+        except TesseraExploreError as err:
+            raise DownloadError(f"{url}: {err}".replace(part, path)) from err
+
+
+# --------------------------------------------------------------- the partial file's origin
+class _Origin:
+    """What the bytes of a ``.part`` file came from: the remote object's validators,
+    recorded in ``path + ".part.meta"`` before the first byte is written."""
+
+    def __init__(self, part: str):
+        self.file = part + ".meta"
+        self.etag: str | None = None
+        self.last_modified: str | None = None
+        self.total: int | None = None
+        self.encoded = False
+
+    def load(self) -> bool:
+        try:
+            with open(self.file) as f:
+                d = json.load(f)
+            self.etag, self.last_modified = d.get("etag"), d.get("last_modified")
+            self.total = int(d["total"]) if d.get("total") is not None else None
+            self.encoded = bool(d.get("encoded", False))
+            return True
+        except (OSError, ValueError, TypeError, KeyError, AttributeError):
+            return False
+
+    def save(self, url: str) -> None:
+        tmp = f"{self.file}.{os.getpid()}.{threading.get_ident()}.tmp"
+        with open(tmp, "w") as f:
+            json.dump({"url": url, "etag": self.etag, "last_modified": self.last_modified, "total": self.total,
+                       "encoded": self.encoded}, f)
+        os.replace(tmp, self.file)
+
+    def from_response(self, r, total: int | None, encoded: bool) -> None:
+        self.etag = r.headers.get("ETag")
+        self.last_modified = r.headers.get("Last-Modified")
+        self.total, self.encoded = total, encoded
+
+    def if_range(self) -> str | None:
+        """A validator the server can use in If-Range (strong ETags only, else Last-Modified)."""
+        if self.etag and not self.etag.startswith("W/"):
+            return self.etag
+        return self.last_modified
+
+    def differs(self, r) -> bool:
+        """True when a response names another object than the recorded one."""
+        etag, lm = r.headers.get("ETag"), r.headers.get("Last-Modified")
+        return bool((self.etag and etag and etag != self.etag) or (self.last_modified and lm and lm != self.last_modified))
 
 
 def download(
@@ -80,34 +236,60 @@ def download(
     session=None,
     overwrite: bool = False,
     check_response: Callable[[Any], None] | None = None,
+    validate: Callable[[str], None] | None = None,
 ) -> str:
     """Download ``url`` to ``path`` safely; return the path.
 
-    Bytes go to ``path + ".part"``; after a dropped connection the next attempt asks for
-    the rest with an HTTP Range request.  Only a file whose size matches the server's
-    (and ``expected_size``), whose SHA-256 matches ``sha256`` when given, and which is a
-    whole ``.npy`` when it is one, is renamed to ``path``.  Server errors (5xx, 429) and
-    network errors are retried ``retries`` times with exponential back-off; a 404 or
-    another client error fails at once.  ``check_response`` is called with each HTTP
-    response (status and headers, before the body is read) and may raise
-    :class:`DownloadError` to refuse it, e.g. a web page where a binary file was
-    expected; that is not retried.  ``file://`` URLs are copied with the same checks
-    (mirrors on a shared disk, tests).  Raises :class:`DownloadError`.
+    Bytes go to ``path + ".part"``.  Before the first byte arrives, the remote object's
+    validators (ETag, Last-Modified, size) are recorded beside it; after a dropped
+    connection the next attempt (or a later call) asks for the rest with an HTTP Range
+    request *and* ``If-Range``, so bytes are only appended when the server confirms the
+    object is the same one.  A ``.part`` whose origin cannot be proven (no validators;
+    with ``sha256`` given the checksum proves it at the end instead) starts again, as
+    does one the server answers with 416, a 206 whose Content-Range is not the range
+    asked for, or a response with another ETag.
+
+    Before ``path`` appears, the whole file is checked: its size (the server's and
+    ``expected_size``), ``sha256`` when given, never an HTML page, and by extension a
+    ``.npy`` header that matches the size, a GeoTIFF with a CRS, valid JSON; then
+    ``validate(part_path)`` if given (raise a :class:`TesseraExploreError` to refuse).
+    A file that fails is removed.  Server errors (5xx, 429) and network errors are
+    retried ``retries`` times with exponential back-off; a 404 or another client error
+    fails at once.  ``check_response`` is called with each HTTP response (before the
+    body is read) and may raise :class:`DownloadError` to refuse it; that is not
+    retried.  Two downloads of one ``path`` (threads or processes) take turns: the
+    second finds the file there.  ``file://`` URLs are copied with the same checks.
+    Raises :class:`DownloadError` naming the URL.
     """
     path = os.fspath(path)
     if os.path.exists(path) and not overwrite:
         if sha256 is None or _sha256(path) == sha256:
             return path
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    part = path + ".part"
-    if url.startswith("file:"):
-        total = _copy_local(url, part, expected_size=expected_size, progress=progress, desc=os.path.basename(path))
-    else:
-        total = _get_http(url, part, expected_size=expected_size, retries=retries, backoff=backoff, timeout=timeout,
-                          progress=progress, session=session, check_response=check_response,
-                          desc=os.path.basename(path))
-    _finish(url, part, path, total=total, sha256=sha256)
-    return path
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    except OSError as err:
+        raise DownloadError(f"{url}: cannot create the folder of {path}: {err}") from err
+    with _exclusive(path):
+        if os.path.exists(path) and not overwrite and (sha256 is None or _sha256(path) == sha256):
+            return path  # another thread or process finished it while we waited
+        part = path + ".part"
+        desc = os.path.basename(path)
+        for fresh_try in (False, True):
+            if url.startswith("file:"):
+                total, resumed = _copy_local(url, part, expected_size=expected_size, progress=progress,
+                                             desc=desc), False
+            else:
+                total, resumed = _get_http(url, part, expected_size=expected_size, retries=retries,
+                                           backoff=backoff, timeout=timeout, progress=progress, session=session,
+                                           check_response=check_response, desc=desc, sha256=sha256)
+            try:
+                _finish(url, part, path, total=total, sha256=sha256, validate=validate)
+                return path
+            except DownloadError:
+                # bytes kept from an earlier call may be what failed: one clean download more
+                if not resumed or fresh_try:
+                    raise
+    return path  # pragma: no cover - the loop returns or raises
 
 
 def _copy_local(url: str, part: str, *, expected_size: int | None, progress: bool, desc: str) -> int:
@@ -124,6 +306,7 @@ def _copy_local(url: str, part: str, *, expected_size: int | None, progress: boo
         raise DownloadError(f"{url}: cannot read {src}: {err}") from err
     if expected_size is not None and total != expected_size:
         raise DownloadError(f"{url}: the file has {total} bytes, expected {expected_size}")
+    _remove(part + ".meta")
     try:
         with open(src, "rb") as fin, open(part, "wb") as fout, tqdm(
             total=total, unit="B", unit_scale=True, desc=desc, leave=False, disable=not progress
@@ -132,56 +315,111 @@ def _copy_local(url: str, part: str, *, expected_size: int | None, progress: boo
                 fout.write(block)
                 bar.update(len(block))
     except OSError as err:
-        if os.path.exists(part):
-            os.remove(part)
+        _remove(part)
         raise DownloadError(f"{url}: cannot copy {src}: {err}") from err
     return total
 
 
 def _get_http(url: str, part: str, *, expected_size: int | None, retries: int, backoff: float,
               timeout: float | tuple[float, float], progress: bool, session,
-              check_response: Callable[[Any], None] | None, desc: str) -> int | None:
-    """GET ``url`` into ``part`` with retries and Range resumption; return the total size if known."""
+              check_response: Callable[[Any], None] | None, desc: str,
+              sha256: str | None = None) -> tuple[int | None, bool]:
+    """GET ``url`` into ``part`` with retries and validated Range resumption.
+
+    Returns ``(total size if known, whether bytes of an earlier call were kept)``."""
     import requests
     from tqdm.auto import tqdm
 
     sess = session or _session()
+    origin = _Origin(part)
     total = expected_size
     last_err: Exception | None = None
     bar = None
+    kept_earlier = False
+    first = True
+
+    def restart(why: str | None = None) -> None:
+        nonlocal last_err
+        _remove(part, origin.file)
+        if why:
+            last_err = DownloadError(why)
+
     try:
-        for attempt in range(retries + 1):
-            if attempt:
+        attempt = 0
+        while attempt <= retries:
+            if attempt and last_err is not None:
                 time.sleep(backoff * 2 ** (attempt - 1))
+            attempt += 1
             have = os.path.getsize(part) if os.path.exists(part) else 0
-            headers = {"Range": f"bytes={have}-"} if have else {}
+            headers = {"Accept-Encoding": "identity"}
+            if have:
+                known = origin.load()
+                validator = origin.if_range() if known else None
+                if not known or origin.encoded or (validator is None and sha256 is None):
+                    restart()  # cannot prove these bytes belong to the remote file: start again
+                    have = 0
+                elif origin.total is not None and have > origin.total:
+                    restart()
+                    have = 0
+                else:
+                    headers["Range"] = f"bytes={have}-"
+                    if validator is not None:
+                        headers["If-Range"] = validator
+            elif os.path.exists(origin.file):
+                _remove(origin.file)
             try:
                 with sess.get(url, stream=True, timeout=timeout, headers=headers) as r:
-                    if r.status_code == 416 and have and total is not None and have >= total:
-                        break  # already complete
+                    if r.status_code == 416:
+                        # the .part is complete, over-long or of another object: start again
+                        restart(f"{url}: HTTP 416 for bytes {have}- (the partial file was discarded)")
+                        last_err = None  # not a failure of the server: retry at once
+                        continue
                     if r.status_code in _RETRY_STATUS:
                         last_err = DownloadError(f"{url}: HTTP {r.status_code}")
                         continue
                     if r.status_code >= 400:
                         raise DownloadError(f"{url}: HTTP {r.status_code} {r.reason}")
+                    if r.status_code not in (200, 206):
+                        raise DownloadError(f"{url}: unexpected HTTP {r.status_code} {r.reason}")
                     if check_response is not None:
                         check_response(r)
-                    if r.status_code == 206 and have:
-                        crange = r.headers.get("Content-Range", "")
-                        if crange.startswith(f"bytes {have}-") and "/" in crange and crange.rsplit("/", 1)[1].isdigit():
-                            total = int(crange.rsplit("/", 1)[1])
+                    if "text/html" in (r.headers.get("Content-Type") or "").lower():
+                        raise DownloadError(f"{url} sent a web page (Content-Type {r.headers['Content-Type']}), "
+                                            f"not the file {desc}; the address is wrong or the server asks for a login")
+                    encoding = (r.headers.get("Content-Encoding") or "identity").strip().lower()
+                    encoded = encoding not in ("", "identity")
+                    if r.status_code == 206:
+                        m = _CONTENT_RANGE.match((r.headers.get("Content-Range") or "").strip())
+                        ok = (have and not encoded and m is not None and int(m.group(1)) == have
+                              and int(m.group(1)) <= int(m.group(2)) < int(m.group(3))
+                              and (origin.total is None or int(m.group(3)) == origin.total)
+                              and not origin.differs(r))
+                        if not ok:
+                            restart(f"{url}: HTTP 206 with Content-Range {r.headers.get('Content-Range')!r} "
+                                    f"{'and another ETag ' if origin.differs(r) else ''}does not answer the "
+                                    f"request for bytes {have}- of the same file; refused, the download "
+                                    "starts again")
+                            continue
+                        total = int(m.group(3))
                         mode = "ab"
-                    else:  # the server ignored the Range request: start again
+                        kept_earlier = kept_earlier or first
+                    else:  # 200: the whole object (the server ignored Range, or If-Range failed)
                         have, mode = 0, "wb"
-                        if r.headers.get("Content-Length", "").isdigit():
-                            total = int(r.headers["Content-Length"])
+                        length = r.headers.get("Content-Length", "")
+                        total = int(length) if length.isdigit() and not encoded else None
+                        origin.from_response(r, total, encoded)
+                        origin.save(url)  # what these bytes are, before the first one is written
+                        kept_earlier = False
+                    first = False
                     if expected_size is not None and total is not None and total != expected_size:
+                        restart()
                         raise DownloadError(f"{url}: server says {total} bytes, expected {expected_size}")
-                    if bar is None and progress:
-                        bar = tqdm(total=total, initial=have, unit="B", unit_scale=True, desc=desc, leave=False)
-                    elif bar is not None:
-                        bar.reset(total=total)
-                        bar.update(have)
+                    if progress:
+                        if bar is None:
+                            bar = tqdm(total=total, initial=have, unit="B", unit_scale=True, desc=desc, leave=False)
+                        else:
+                            bar.reset(total=total)
+                            bar.update(have)
                     with open(part, mode) as f:
                         for block in r.iter_content(_CHUNK):
                             f.write(block)
@@ -190,37 +428,50 @@ def _get_http(url: str, part: str, *, expected_size: int | None, retries: int, b
                 size = os.path.getsize(part)
                 if total is not None and size < total:
                     last_err = DownloadError(f"{url}: connection closed after {size} of {total} bytes")
+                    if encoded:
+                        restart()
                     continue
-                break
-            except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as err:
+                if total is not None and size > total:
+                    restart(f"{url}: got {size} bytes, more than the {total} the server announced")
+                    continue
+                return total, kept_earlier
+            except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
+                    requests.exceptions.ContentDecodingError) as err:
                 last_err = err
+                if origin.encoded:
+                    restart()
                 continue
-        else:
-            raise DownloadError(f"download of {url} failed after {retries + 1} attempts: {last_err}") from last_err
+            except requests.RequestException as err:  # bad URL, too many redirects...
+                raise DownloadError(f"{url}: {type(err).__name__}: {err}") from err
+        raise DownloadError(f"download of {url} failed after {retries + 1} attempts: {last_err}") from last_err
+    except OSError as err:
+        if isinstance(err, DownloadError):
+            raise
+        raise DownloadError(f"{url}: cannot write {part[:-len('.part')]}: {err}") from err
     finally:
         if bar is not None:
             bar.close()
-    return total
 
 
-def _finish(url: str, part: str, path: str, *, total: int | None, sha256: str | None) -> None:
-    """Check the whole ``part`` file (size, SHA-256, ``.npy``) and rename it to ``path``."""
-    size = os.path.getsize(part)
-    if total is not None and size != total:
-        os.remove(part)
-        raise DownloadError(f"{url}: got {size} bytes, expected {total}; the partial file was removed")
-    if sha256 is not None:
-        got = _sha256(part)
-        if got != sha256:
-            os.remove(part)
-            raise DownloadError(f"{url}: SHA-256 {got} does not match the expected {sha256}")
-    if path.endswith(".npy"):
-        try:
-            _check_npy(part)
-        except DownloadError:
-            os.remove(part)
-            raise
+def _finish(url: str, part: str, path: str, *, total: int | None, sha256: str | None,
+            validate: Callable[[str], None] | None = None) -> None:
+    """Check the whole ``part`` file (size, SHA-256, content) and rename it to ``path``;
+    a file that fails is removed with its origin record."""
+    meta = part + ".meta"
+    try:
+        size = os.path.getsize(part)
+        if total is not None and size != total:
+            raise DownloadError(f"{url}: got {size} bytes, expected {total}; the partial file was removed")
+        if sha256 is not None:
+            got = _sha256(part)
+            if got != sha256:
+                raise DownloadError(f"{url}: SHA-256 {got} does not match the expected {sha256}")
+        _check_content(part, path, url, validate)
+    except BaseException:
+        _remove(part, meta)
+        raise
     os.replace(part, path)
+    _remove(meta)
 
 
 def tile_urls(lon: float, lat: float, year: int, *, dataset: str = "v1", base_url: str | None = None,

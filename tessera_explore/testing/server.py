@@ -6,14 +6,20 @@ store, a COG folder, anything).  ``serve_tiles(root)`` maps the remote tile URL 
 ``/landmasks/{v}/grid_X_Y.tiff``) onto a geotessera-layout folder made by
 :func:`~tessera_explore.testing.make_tiles`.
 
-Both honour ``Range: bytes=a-b`` / ``bytes=a-`` / ``bytes=-n`` requests, count the
-requests and body bytes they send, and can misbehave on purpose to test client code:
-drop connections midway, answer 503 for the first requests of each file or for a while.
+Both honour ``Range: bytes=a-b`` / ``bytes=a-`` / ``bytes=-n`` requests and
+``If-Range`` (validators: an ETag and Last-Modified per file, which change when the file
+is replaced), count the requests and body bytes they send, and can misbehave on purpose
+to test client code: drop connections midway, answer 503 for the first requests of each
+file or for a while, send a 206 with the wrong Content-Range, ignore If-Range, send an
+HTML page instead of the file, gzip the body regardless of Accept-Encoding, or send no
+validators at all.
 """
 
 from __future__ import annotations
 
 import contextlib
+import email.utils
+import gzip as _gzip
 import os
 import re
 import threading
@@ -40,14 +46,36 @@ class FileServer:
     each file is served.  ``fail_for``: seconds after start during which every request
     gets 503.  ``honour_range``: whether Range requests get 206.
 
-    ``log`` holds ``(path, range header, status)`` per request; ``bytes_sent`` the body
-    bytes sent in all; ``requests`` the number of requests answered.
+    ``etag`` / ``last_modified``: whether responses carry these validators (derived from
+    the file's inode, size and modification time, so replacing a file changes them).
+    ``honour_if_range``: whether a Range request whose ``If-Range`` names another
+    version of the file gets the whole file (200), as HTTP says; False answers 206
+    regardless (a broken server).  ``wrong_content_range``: Range requests get a 206 with
+    the whole file and ``Content-Range: bytes 0-...`` whatever was asked.  ``html``: every
+    file is answered with an HTML page, labelled ``text/html`` (``True``) or disguised as
+    ``application/octet-stream`` (``"disguised"``).  ``gzip``: bodies are gzip-compressed
+    with ``Content-Encoding: gzip`` whatever the client accepts (Range ignored).
+    ``throttle``: seconds to sleep after each 64 KiB block sent (to make downloads overlap).
+
+    ``log`` holds ``(path, range header, status)`` per request; ``headers`` the request
+    headers (a dict per request, same order); ``bytes_sent`` the body bytes sent in all;
+    ``requests`` the number of requests answered.
     """
 
     def __init__(self, root: str, *, drop_after: int | None = None, drop_times: int = 1, fail_times: int = 0,
                  fail_for: float = 0.0, honour_range: bool = True,
-                 mapper: Callable[[str, str], str | None] | None = None):
+                 mapper: Callable[[str, str], str | None] | None = None, etag: bool = True,
+                 last_modified: bool = True, honour_if_range: bool = True, wrong_content_range: bool = False,
+                 html: bool | str = False, gzip: bool = False, throttle: float = 0.0):
         self.root = root
+        self.etag = etag
+        self.last_modified = last_modified
+        self.honour_if_range = honour_if_range
+        self.wrong_content_range = wrong_content_range
+        self.html = html
+        self.gzip = gzip
+        self.throttle = float(throttle)
+        self.headers: list[dict] = []
         self.drop_after = drop_after
         self.drop_times = drop_times
         self.fail_times = fail_times
@@ -69,6 +97,7 @@ class FileServer:
         """Forget the log and byte count (misbehaviour counters are kept)."""
         with self._lock:
             self.log.clear()
+            self.headers.clear()
             self.bytes_sent = 0
 
     def local_path(self, url_path: str) -> str | None:
@@ -86,10 +115,26 @@ class FileServer:
             self._counts[key] = n + 1
             return n
 
-    def _record(self, path: str, rng: str, status: int, nbytes: int = 0) -> None:
+    def _record(self, path: str, rng: str, status: int, nbytes: int = 0, headers: dict | None = None) -> None:
         with self._lock:
             self.log.append((path, rng, status))
+            self.headers.append(dict(headers or {}))
             self.bytes_sent += nbytes
+
+    def _add_bytes(self, nbytes: int) -> None:
+        with self._lock:
+            self.bytes_sent += nbytes
+
+    @staticmethod
+    def validators(path: str) -> tuple[str, str]:
+        """``(ETag, Last-Modified)`` of a file as this server sends them."""
+        st = os.stat(path)
+        etag = f'"{st.st_ino:x}-{st.st_size:x}-{st.st_mtime_ns:x}"'
+        return etag, email.utils.formatdate(st.st_mtime, usegmt=True)
+
+
+_HTML = (b"<!DOCTYPE html>\n<html><head><title>Sign in</title></head>"
+         b"<body><p>Please sign in to continue.</p></body></html>\n")
 
 
 #: The tile server is a file server with the remote tile layout mapped on.
@@ -137,26 +182,42 @@ def _handler(server: FileServer):
 
         def _serve(self, body: bool):
             rng = self.headers.get("Range", "")
+            req_headers = dict(self.headers.items())
             url_path = self.path.split("?")[0]
             path = server.local_path(url_path)
             if path is None or not os.path.isfile(path):
-                return self._status(HTTPStatus.NOT_FOUND, rng)
+                return self._status(HTTPStatus.NOT_FOUND, rng, req_headers)
             if server.fail_for and time.monotonic() - server._started < server.fail_for:
-                return self._status(HTTPStatus.SERVICE_UNAVAILABLE, rng)
+                return self._status(HTTPStatus.SERVICE_UNAVAILABLE, rng, req_headers)
             n = server._count(self.path)
             if n < server.fail_times:
-                return self._status(HTTPStatus.SERVICE_UNAVAILABLE, rng)
+                return self._status(HTTPStatus.SERVICE_UNAVAILABLE, rng, req_headers)
+            if server.html:
+                return self._send_bytes(_HTML, 200, rng, req_headers, body,
+                                        "text/html; charset=utf-8" if server.html is True else "application/octet-stream")
+            etag, modified = server.validators(path)
+            if server.gzip:
+                with open(path, "rb") as f:
+                    return self._send_bytes(_gzip.compress(f.read()), 200, rng, req_headers, body,
+                                            "application/octet-stream", encoding="gzip", etag=etag, modified=modified)
             size = os.path.getsize(path)
             start, stop = 0, size
             parsed = _parse_range(rng, size) if server.honour_range else None
+            if_range = self.headers.get("If-Range")
+            if parsed is not None and if_range and server.honour_if_range and if_range not in (etag, modified):
+                parsed = None  # another version of the file: send it whole
             if parsed == "bad":
-                server._record(self.path, rng, 416)
+                server._record(self.path, rng, 416, headers=req_headers)
                 self.send_response(HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE)
                 self.send_header("Content-Range", f"bytes */{size}")
                 self.send_header("Content-Length", "0")
                 self.end_headers()
                 return
-            if parsed is not None:
+            if parsed is not None and server.wrong_content_range:
+                self.send_response(HTTPStatus.PARTIAL_CONTENT)
+                self.send_header("Content-Range", f"bytes 0-{size - 1}/{size}")
+                status = 206
+            elif parsed is not None:
                 start, stop = parsed
                 self.send_response(HTTPStatus.PARTIAL_CONTENT)
                 self.send_header("Content-Range", f"bytes {start}-{stop - 1}/{size}")
@@ -166,9 +227,11 @@ def _handler(server: FileServer):
                 status = 200
             self.send_header("Content-Length", str(stop - start))
             self.send_header("Accept-Ranges", "bytes")
+            self.send_header("Content-Type", "application/octet-stream")
+            self._validator_headers(etag, modified)
             self.end_headers()
+            server._record(self.path, rng, status, headers=req_headers)  # logged before the body goes out
             if not body:
-                server._record(self.path, rng, status)
                 return
             drop = server.drop_after is not None and n - server.fail_times < server.drop_times
             sent = 0
@@ -189,11 +252,45 @@ def _handler(server: FileServer):
                             return
                         self.wfile.write(block)
                         sent += len(block)
+                        if server.throttle:
+                            time.sleep(server.throttle)
             finally:
-                server._record(self.path, rng, status, sent)
+                server._add_bytes(sent)
 
-        def _status(self, code, rng):
-            server._record(self.path, rng, int(code))
+        def _validator_headers(self, etag, modified):
+            if server.etag:
+                self.send_header("ETag", etag)
+            if server.last_modified:
+                self.send_header("Last-Modified", modified)
+
+        def _send_bytes(self, data, status, rng, req_headers, body, ctype, encoding=None, etag=None, modified=None):
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(data)))
+            self.send_header("Content-Type", ctype)
+            if encoding:
+                self.send_header("Content-Encoding", encoding)
+            if etag is not None:
+                self._validator_headers(etag, modified)
+            self.end_headers()
+            server._record(self.path, rng, status, headers=req_headers)
+            sent = 0
+            try:
+                if body:
+                    drop = server.drop_after is not None and server._count(self.path + "#body") < server.drop_times
+                    if drop and len(data) > server.drop_after:
+                        self.wfile.write(data[: server.drop_after])
+                        sent = server.drop_after
+                        self.wfile.flush()
+                        self.close_connection = True
+                        self.connection.shutdown(2)
+                        return
+                    self.wfile.write(data)
+                    sent = len(data)
+            finally:
+                server._add_bytes(sent)
+
+        def _status(self, code, rng, req_headers=None):
+            server._record(self.path, rng, int(code), headers=req_headers)
             self.send_response(code)
             self.send_header("Content-Length", "0")
             self.end_headers()
