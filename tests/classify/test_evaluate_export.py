@@ -94,3 +94,20 @@ def test_export_other_maps(area23, prepared24, tmp_path):
     assert rasterio.open(p).tags()["TESSERA_K"] == "4"
     with pytest.raises(te.exceptions.SchemaError, match="no variable"):
         te.export_map(ch, tmp_path / "x.tif", variables="nope")
+
+
+def test_scores_carry_their_uncertainty(prepared24, draw):
+    from tessera_explore.classify.evaluate import MIN_LABELS_PER_CLASS, cv_readiness, wilson_interval
+
+    ev = te.evaluate(prepared24, draw(("forest", "cereal"), 6), cv="spatial")
+    lo, hi = ev.accuracy_interval
+    assert 0 <= lo <= ev.accuracy <= hi <= 1 and hi - lo > 0.05  # 12 labels cannot pin it down
+    assert sum(ev.labels_per_class.values()) == ev.n_labels
+    assert f"on {ev.n_labels} held-out labels" in ev.summary() and "95 % interval" in ev.summary()
+    # Wilson: all right on 4 labels is still compatible with 51 %
+    assert wilson_interval(4, 4)[0] == pytest.approx(0.51, abs=0.01)
+    assert wilson_interval(0, 0) == (0.0, 1.0)
+    assert MIN_LABELS_PER_CLASS == 5
+    assert cv_readiness({"a": 5, "b": 7}) is None
+    assert cv_readiness({"a": 5}) == "label at least two classes"
+    assert cv_readiness({"a": 3, "b": 5, "c": 0}) == "needs 5 labels of each class to score on held-out labels (a 3)"

@@ -146,3 +146,42 @@ def test_large_polygons_are_thinned_for_training(area24, scene24):
     assert len(clf.samples_) == 53 and clf.samples_.meta["max_per_label"] == 50
     with pytest.raises(ValueError, match="at least 1"):
         full.thin(0)
+
+
+def test_knn_defaults_give_the_best_map_from_two_labels_a_class(prepared24, scene24, draw):
+    """A simulated user clicks 2 pixels of each of 3 true classes (10 times, other pixels
+    each time).  The default kNN must map the area as well as the best of the plain
+    alternatives on those same labels; the old fixed k=5 could not (with 2 labels a class,
+    3 of 5 neighbours are of another class)."""
+    classes = ("forest", "cereal", "grassland")
+    candidates = {"k=1": CosineKNN(1, "uniform", adaptive=False), "k=3": CosineKNN(3, "uniform", adaptive=False),
+                  "k=5 fixed": CosineKNN(5, "uniform", adaptive=False),
+                  "k=2 similarity": CosineKNN(2, "similarity", adaptive=False),
+                  "all similarity": CosineKNN(100, "similarity", adaptive=False)}
+    acc = {name: [] for name in ["default", *candidates]}
+    for seed in range(10):
+        labels = draw(classes, 2, seed=seed)
+        s = te.sample_labels(prepared24, labels)
+        for name, est in [("default", "knn"), *candidates.items()]:
+            res = te.predict_map(prepared24, te.fit_classifier(prepared24, s, model=est))
+            acc[name].append(_accuracy(res, scene24))
+        smallest = np.unique(s.y, return_counts=True)[1].min()  # 2, or 1 where a pixel had no data
+        assert te.fit_classifier(prepared24, s).estimator_.n_neighbors_ == smallest
+    mean = {k: float(np.mean(v)) for k, v in acc.items()}
+    best = max(v for k, v in mean.items() if k != "default")
+    assert mean["default"] >= best - 0.01, mean
+    assert mean["default"] > 0.9 and mean["k=5 fixed"] < 0.8, mean
+
+
+def test_knn_k_adapts_to_the_smallest_class():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(9, 16)).astype(np.float32)
+    y = np.array(["a"] * 7 + ["b"] * 2)
+    assert CosineKNN().fit(X, y).n_neighbors_ == 2
+    assert CosineKNN(adaptive=False).fit(X, y).n_neighbors_ == 5
+    assert CosineKNN(n_neighbors=1).fit(X, y).n_neighbors_ == 1
+    y = np.array(["a"] * 3 + ["b"] * 6)
+    assert CosineKNN().fit(X, y).n_neighbors_ == 3
+    # similarity weights break the tie an even k makes: the closer label wins
+    p = CosineKNN(weights="similarity").fit(X[:2], ["a", "b"]).predict(X[:2] + 0.01)
+    assert list(p) == ["a", "b"]
