@@ -1,0 +1,397 @@
+"""Write the synthetic scene as a published-layout TESSERA Zarr store (and an Icechunk copy).
+
+``make_store`` writes what the published stores hold, at a small scale: a Zarr v3
+root with consolidated metadata and the ``geoemb:`` attributes, one ``utmNN`` group
+per UTM zone on the zone's northern CRS (southern rows with negative northings),
+``embeddings`` int8 ``(time, band, y, x)`` in shards of inner chunks, ``scales``
+float32 ``(time, y, x)`` with NaN = water and +inf = not computed, optional nested
+depth prefixes ``embeddings_dN``, coordinates, and the per-(zone, year) statistics
+``stretch_stats_*`` / ``stretch_sample*``.
+
+The pixel values are exactly those :func:`~tessera_explore.testing.make_tiles` writes
+for the same tiles, seed and ``shape``: one scene, read from NPY tiles, a local store,
+the store over HTTP or the Icechunk copy, gives identical embeddings.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from ..io import grid
+from ..io.quant import quantize
+from .scene import scene_embeddings
+from .tiles import _cell_utm_bounds, _common_res
+
+__all__ = ["make_store", "make_icechunk", "STORE_VARIANTS"]
+
+#: Default variant of each version label, as published.
+STORE_VARIANTS = {"v1": "vultr", "v1.1": "dclimate", "v2": "2B-L~beta1"}
+_MODEL = {"v1": "1.0", "v1.1": "1.1", "v2": "2.0"}
+FALSE_NORTHING = 10_000_000.0
+SAMPLE_K = 512
+
+
+@dataclass
+class _ZoneGrid:
+    zone: int
+    res: float
+    x0: float  # left edge
+    y0: float  # top edge (northern CRS, may be negative)
+    height: int
+    width: int
+    cells: set  # integer tile indices (i, j) whose cells are computed
+    data: tuple  # (row0, row1, col0, col1): the pixels that can hold data
+
+    @property
+    def epsg(self) -> int:
+        return 32600 + self.zone
+
+    @property
+    def transform(self) -> list[float]:
+        return [self.res, 0.0, self.x0, 0.0, -self.res, self.y0]
+
+
+def _zone_of(lon: float) -> int:
+    return int(math.floor((lon + 180.0) / 6.0)) % 60 + 1
+
+
+def _zone_grids(centres, res: float, shard: int) -> list[_ZoneGrid]:
+    by_zone: dict[int, list] = {}
+    for lon, lat in centres:
+        by_zone.setdefault(_zone_of(lon), []).append((lon, lat))
+    out = []
+    for zone, cs in sorted(by_zone.items()):
+        epsg = 32600 + zone
+        bs = [_cell_utm_bounds(lon, lat, epsg) for lon, lat in cs]
+        x0 = math.floor(min(b[0] for b in bs) / res) * res
+        top = math.ceil(max(b[3] for b in bs) / res) * res
+        right = math.ceil(max(b[2] for b in bs) / res) * res
+        bottom = math.floor(min(b[1] for b in bs) / res) * res
+        w = math.ceil(round((right - x0) / res) / shard) * shard
+        h = math.ceil(round((top - bottom) / res) / shard) * shard
+        cells = {grid.center_index(lon, lat) for lon, lat in cs}
+        data = (0, int(round((top - bottom) / res)), 0, int(round((right - x0) / res)))
+        out.append(_ZoneGrid(zone, res, x0, top, h, w, cells, data))
+    return out
+
+
+def _zone_block(zg: _ZoneGrid, rows: slice, cols: slice, year: int, seed: int):
+    """(codes (128, h, w) int8, scales (h, w) float32) of a window of a zone grid.
+
+    Pixels outside the tiles' cells are not computed (+inf); water is NaN.  Values and
+    pixel-noise keys are those of the NPY tile that owns each pixel.
+    """
+    from pyproj import Transformer
+
+    res = zg.res
+    cc, rr = np.meshgrid(np.arange(cols.start, cols.stop), np.arange(rows.start, rows.stop))
+    left = zg.x0 + cc * res
+    top = zg.y0 - rr * res
+    x, y = left + res / 2, top - res / 2
+    south = y < 0
+    lon = np.empty(x.shape)
+    lat = np.empty(x.shape)
+    for is_south, epsg, shift in ((False, zg.epsg, 0.0), (True, zg.epsg + 100, FALSE_NORTHING)):
+        m = south == is_south
+        if m.any():
+            tr = Transformer.from_crs(epsg, 4326, always_xy=True)
+            lon[m], lat[m] = tr.transform(x[m], y[m] + shift)
+    ii, jj = grid.lonlat_tile_index(lon, lat)
+    inside = np.zeros(x.shape, bool)
+    for ci, cj in zg.cells:
+        inside |= (ii == ci) & (jj == cj)
+    h, w = x.shape
+    codes = np.zeros((h * w, 128), np.int8)
+    scales = np.full(h * w, np.inf, np.float32)
+    sel = inside.ravel()
+    if sel.any():
+        key_epsg = np.where(south, zg.epsg + 100, zg.epsg).ravel()[sel]
+        key_col = np.round(left / res).astype(np.int64).ravel()[sel] + key_epsg.astype(np.int64) * 10_000_000
+        key_row = np.round(-(top + np.where(south, FALSE_NORTHING, 0.0)) / res).astype(np.int64).ravel()[sel]
+        emb, _ = scene_embeddings(lon.ravel()[sel], lat.ravel()[sel], year, seed=seed, pixel_keys=(key_col, key_row))
+        q, s = quantize(emb)
+        codes[sel] = q
+        scales[sel] = s  # NaN where the scene has water
+    return np.ascontiguousarray(codes.reshape(h, w, 128).transpose(2, 0, 1)), scales.reshape(h, w)
+
+
+def _zone_window(zg: _ZoneGrid, rows: slice, cols: slice, year: int, seed: int, block_rows: int = 96):
+    """:func:`_zone_block` of a large window, computed a few rows at a time (bounded memory)."""
+    h, w = rows.stop - rows.start, cols.stop - cols.start
+    codes = np.empty((128, h, w), np.int8)
+    scales = np.empty((h, w), np.float32)
+    for r0 in range(0, h, block_rows):
+        r1 = min(h, r0 + block_rows)
+        codes[:, r0:r1], scales[r0:r1] = _zone_block(zg, slice(rows.start + r0, rows.start + r1), cols, year, seed)
+    return codes, scales
+
+
+def _depth_chunk(depth: int, chunk: int, shard: int) -> int:
+    side = chunk
+    while side * 2 <= shard and depth * (side * 2) ** 2 <= 128 * chunk * chunk:
+        side *= 2
+    return side
+
+
+def _stats_update(acc: dict, t: int, codes: np.ndarray, scales: np.ndarray, rng) -> None:
+    valid = np.isfinite(scales)
+    if not valid.any():
+        return
+    flat = codes.reshape(codes.shape[0], -1)
+    sflat = scales.ravel()
+    idx_all = np.flatnonzero(valid.ravel())
+    for i in range(0, len(idx_all), 131072):  # float64 sums of float32 block products, bounded memory
+        idx = idx_all[i : i + 131072]
+        x = flat[:, idx].astype(np.float32) * sflat[idx]  # (128, n)
+        acc["count"][t] += x.shape[1]
+        acc["sum"][t] += x.sum(axis=1, dtype=np.float64)
+        acc["prod"][t] += (x @ x.T).astype(np.float64)
+    # reservoir of raw codes for quantiles
+    idx = np.flatnonzero(valid.ravel())
+    pick = rng.choice(idx, size=min(len(idx), SAMPLE_K), replace=False)
+    acc["sample"][t].append((codes.reshape(128, -1)[:, pick].T, scales.ravel()[pick]))
+
+
+def make_store(
+    dest: str | os.PathLike,
+    *,
+    tiles: Iterable[tuple[float, float]],
+    years: Iterable[int],
+    shape: tuple[int, int] | None = None,
+    seed: int = 0,
+    version: str = "v1.1",
+    variant: str | None = None,
+    depths: Sequence[int] = (),
+    shard: int = 4096,
+    chunk: int = 32,
+    overwrite: bool = False,
+) -> str:
+    """Write the synthetic scene under ``dest`` as a published-layout Zarr v3 store.
+
+    Parameters
+    ----------
+    dest : folder of the store (must not exist unless ``overwrite=True``).
+    tiles : tile centres ``(lon, lat)`` whose 0.1 degree cells are computed; the rest of
+        each zone grid (padded to whole shards) holds +inf scales (not computed).
+    years : the store's time axis.
+    shape : per-tile ``(rows, cols)`` as for :func:`make_tiles` (coarser pixels for quick
+        tests); ``None`` for 10 m pixels.
+    seed : scene seed (the same seed gives the same landscape as ``make_tiles``).
+    version, variant : recorded in the root attributes (``dataset_version``,
+        ``dataset_variant``); the variant defaults to the version's published default.
+    depths : nested prefix depths to write (``embeddings_d4`` ...), e.g. ``(4, 16)``.
+    shard, chunk : shard and inner-chunk side in pixels (published: 4096 and 32).
+
+    Returns the store's path.
+    """
+    import zarr
+    from zarr.codecs import BloscCodec
+
+    dest = os.fspath(dest)
+    if os.path.exists(dest):
+        if not overwrite:
+            from ..exceptions import TesseraExploreError
+
+            raise TesseraExploreError(f"{dest} exists; pass overwrite=True to replace it")
+        shutil.rmtree(dest)
+    centres = list(dict.fromkeys(grid.tile_center(lon, lat) for lon, lat in tiles))
+    years = grid.unique_years(years)
+    if not centres or not years:
+        raise ValueError("make_store needs at least one tile and one year")
+    if shard % chunk:
+        raise ValueError(f"shard {shard} must be a multiple of chunk {chunk}")
+    depths = sorted({int(d) for d in depths})
+    if any(not 0 < d < 128 for d in depths):
+        raise ValueError(f"depths must lie in 1..127, got {depths}")
+    variant = variant or STORE_VARIANTS.get(version, "unknown")
+    res = _common_res(centres, shape)
+    T = len(years)
+    root = zarr.open_group(dest, mode="w", zarr_format=3)
+    root.attrs.update({
+        "zarr_conventions": [{"name": "geoemb:", "description": "geo-embeddings convention"}],
+        "geoemb:type": "pixel",
+        "geoemb:dimensions": 128,
+        "geoemb:model": f"https://geotessera.org/model/{_MODEL.get(version, version.lstrip('v'))}",
+        "geoemb:data_type": "int8",
+        "geoemb:gsd": float(res),
+        "geoemb:spatial_layout": "utm_zones",
+        "geoemb:build_version": "synthetic",
+        "geoemb:quantization": {"method": "per_pixel_scale", "original_dtype": "float32", "quantized_dtype": "int8",
+                                 "scale": {"type": "array", "array_name": "scales", "nodata": "+inf"}},
+        "dataset_version": version,
+        "dataset_variant": variant,
+        "synthetic": True,
+        "seed": int(seed),
+    })
+    if depths:
+        root.attrs["geoemb:depths"] = [{"dimensions": d, "array": f"embeddings_d{d}"} for d in depths] + [
+            {"dimensions": 128, "array": "embeddings"}]
+    blosc = BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle")
+    rng = np.random.default_rng(seed)
+    for zg in _zone_grids(centres, res, shard):
+        g = root.create_group(f"utm{zg.zone:02d}")
+        x1, y1 = zg.x0 + zg.width * res, zg.y0 - zg.height * res
+        g.attrs.update({
+            "proj:code": f"EPSG:{zg.epsg}",
+            "spatial:dimensions": ["y", "x"],
+            "spatial:transform": zg.transform,
+            "spatial:shape": [zg.height, zg.width],
+            "spatial:bbox": [zg.x0, y1, x1, zg.y0],
+            "spatial:registration": "pixel",
+        })
+        H, W = zg.height, zg.width
+        emb = g.create_array("embeddings", shape=(T, 128, H, W), dtype="int8", shards=(1, 128, shard, shard),
+                             chunks=(1, 128, chunk, chunk), compressors=blosc, fill_value=0,
+                             dimension_names=("time", "band", "y", "x"))
+        dep = {}
+        for d in depths:
+            c = _depth_chunk(d, chunk, shard)
+            dep[d] = g.create_array(f"embeddings_d{d}", shape=(T, d, H, W), dtype="int8",
+                                    shards=(1, d, shard, shard), chunks=(1, d, c, c), compressors=blosc, fill_value=0,
+                                    dimension_names=("time", f"band_d{d}", "y", "x"))
+        sc = g.create_array("scales", shape=(T, H, W), dtype="float32", shards=(1, shard, shard),
+                            chunks=(1, chunk, chunk), compressors=blosc, fill_value=np.inf,
+                            dimension_names=("time", "y", "x"))
+        for name, values, dt in (("time", np.asarray(years, np.int32), "int32"),
+                                 ("x", zg.x0 + (np.arange(W) + 0.5) * res, "float64"),
+                                 ("y", zg.y0 - (np.arange(H) + 0.5) * res, "float64"),
+                                 ("band", np.arange(128, dtype=np.int32), "int32"),
+                                 *((f"band_d{d}", np.arange(d, dtype=np.int32), "int32") for d in depths)):
+            a = g.create_array(name, shape=values.shape, dtype=dt, chunks=values.shape, dimension_names=(name,))
+            a[:] = values
+        acc = {"count": np.zeros(T, np.int64), "sum": np.zeros((T, 128)), "prod": np.zeros((T, 128, 128)),
+               "sample": [[] for _ in range(T)]}
+        done = np.zeros((T, H // shard, W // shard), np.uint8)
+        for t, year in enumerate(years):
+            for sr in range(0, H, shard):
+                for scol in range(0, W, shard):
+                    d0, d1, e0, e1 = zg.data
+                    rows = slice(max(sr, d0), min(sr + shard, d1))
+                    cols = slice(max(scol, e0), min(scol + shard, e1))
+                    if rows.start >= rows.stop or cols.start >= cols.stop:
+                        continue
+                    codes, scales = _zone_window(zg, rows, cols, year, seed)
+                    if np.isposinf(scales).all():
+                        continue  # nothing computed: the shard stays absent (fill values)
+                    emb[t, :, rows, cols] = codes
+                    sc[t, rows, cols] = scales
+                    for d, arr in dep.items():
+                        arr[t, :, rows, cols] = codes[:d]
+                    _stats_update(acc, t, codes, scales, rng)
+                    done[t, sr // shard, scol // shard] = 1
+        _write_stats(g, acc, done)
+    zarr.consolidate_metadata(dest)
+    return dest
+
+
+def _write_stats(g, acc: dict, done: np.ndarray) -> None:
+    T = len(acc["count"])
+    samples, sample_scales, counts = [], [], []
+    for t in range(T):
+        parts = acc["sample"][t]
+        if parts:
+            q = np.concatenate([p[0] for p in parts])[:SAMPLE_K]
+            s = np.concatenate([p[1] for p in parts])[:SAMPLE_K]
+        else:
+            q, s = np.zeros((0, 128), np.int8), np.zeros(0, np.float32)
+        counts.append(len(q))
+        samples.append(np.pad(q, ((0, SAMPLE_K - len(q)), (0, 0))))
+        sample_scales.append(np.pad(s, (0, SAMPLE_K - len(s)), constant_values=np.inf))
+    arrays = {
+        "stretch_stats_count": (acc["count"], ["time"]),
+        "stretch_stats_sum": (acc["sum"], ["time", "band"]),
+        "stretch_stats_prod": (acc["prod"], ["time", "band", "band_j"]),
+        "stretch_sample": (np.stack(samples), ["time", "sample", "band"]),
+        "stretch_sample_scales": (np.stack(sample_scales).astype(np.float32), ["time", "sample"]),
+        "stretch_sample_count": (np.asarray(counts, np.int64), ["time"]),
+        "stretch_stats_shards": (done, ["time", "shard_row", "shard_col"]),
+    }
+    for name, (values, dims) in arrays.items():
+        a = g.create_array(name, shape=values.shape, dtype=values.dtype, chunks=values.shape,
+                           dimension_names=tuple(dims))
+        a[...] = values
+
+
+def make_icechunk(
+    dest: str | os.PathLike,
+    *,
+    tiles: Iterable[tuple[float, float]],
+    years: Iterable[int],
+    shape: tuple[int, int] | None = None,
+    seed: int = 0,
+    shard: int = 4096,
+    chunk: int = 32,
+) -> str:
+    """Write the synthetic scene as an Icechunk repository in the v1.1 dclimate layout.
+
+    One group per zone and hemisphere (``30N``, ``30S``), each on its own CRS (326NN /
+    327NN), arrays ``embeddings`` int8 ``(time, northing, easting, band)`` and ``scales``
+    float32 ``(time, northing, easting)`` (NaN = no embedding), coordinates ``time``,
+    ``northing``, ``easting``, ``band``.  Needs the ``icechunk`` package.
+    """
+    import tempfile
+
+    import icechunk
+    import zarr
+
+    dest = os.fspath(dest)
+    tmp = tempfile.mkdtemp(prefix="store-")
+    try:
+        src = zarr.open_group(make_store(os.path.join(tmp, "s.zarr"), tiles=tiles, years=years, shape=shape,
+                                         seed=seed, shard=shard, chunk=chunk), mode="r")
+        repo = icechunk.Repository.create(icechunk.local_filesystem_storage(dest))
+        session = repo.writable_session("main")
+        root = zarr.open_group(session.store, mode="w", zarr_format=3)
+        root.attrs.update({k: v for k, v in src.attrs.items() if k.startswith("geoemb:")})
+        for zname in sorted(k for k in src.group_keys() if k.startswith("utm")):
+            zg = src[zname]
+            zone = int(zname[3:])
+            res, _, x0, _, _, top = (float(v) for v in zg.attrs["spatial:transform"])
+            sc = np.asarray(zg["scales"][:])
+            fin = np.isfinite(sc).any(axis=0) | np.isnan(sc).any(axis=0)
+            rr, cc = np.flatnonzero(fin.any(axis=1)), np.flatnonzero(fin.any(axis=0))
+            if not len(rr):
+                continue
+            # only the computed window is copied (whole chunks), so x0/top move with it
+            wr0, wc0 = int(rr[0]) // chunk * chunk, int(cc[0]) // chunk * chunk
+            wr1, wc1 = -(-(int(rr[-1]) + 1) // chunk) * chunk, -(-(int(cc[-1]) + 1) // chunk) * chunk
+            emb = np.asarray(zg["embeddings"][:, :, wr0:wr1, wc0:wc1])
+            sc = sc[:, wr0:wr1, wc0:wc1]
+            sc[np.isposinf(sc)] = np.nan  # the copy marks every pixel without an embedding NaN
+            x0, top = x0 + wc0 * res, top - wr0 * res
+            y = np.asarray(zg["y"][wr0:wr1])
+            for hemi, keep in (("N", y > 0), ("S", y < 0)):
+                rows = np.flatnonzero(keep)
+                if not len(rows) or not np.isfinite(sc[:, rows]).any():
+                    continue
+                r0, r1 = int(rows[0]), int(rows[-1]) + 1
+                g_top = top - r0 * res + (FALSE_NORTHING if hemi == "S" else 0.0)
+                h, w = r1 - r0, emb.shape[-1]
+                g = root.create_group(f"{zone:02d}{hemi}")
+                g.attrs.update({"proj:code": f"EPSG:{32600 + zone + (100 if hemi == 'S' else 0)}",
+                                "spatial:transform": [res, 0.0, x0, 0.0, -res, g_top],
+                                "spatial:shape": [h, w], "years_complete": [int(v) for v in zg["time"][:]]})
+                e = g.create_array("embeddings", shape=(len(emb), h, w, 128), dtype="int8",
+                                   chunks=(1, chunk, chunk, 128), fill_value=0,
+                                   dimension_names=("time", "northing", "easting", "band"))
+                e[:] = np.ascontiguousarray(emb[:, :, r0:r1].transpose(0, 2, 3, 1))
+                s = g.create_array("scales", shape=(len(emb), h, w), dtype="float32", chunks=(1, chunk, chunk),
+                                   fill_value=np.nan, dimension_names=("time", "northing", "easting"))
+                s[:] = sc[:, r0:r1]
+                for name, values in (("time", np.asarray(zg["time"][:], np.int32)),
+                                     ("northing", g_top - (np.arange(h) + 0.5) * res),
+                                     ("easting", x0 + (np.arange(w) + 0.5) * res),
+                                     ("band", np.arange(128, dtype=np.int32))):
+                    a = g.create_array(name, shape=values.shape, dtype=values.dtype, chunks=values.shape,
+                                       dimension_names=(name,))
+                    a[:] = values
+        session.commit("synthetic TESSERA scene")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return dest
