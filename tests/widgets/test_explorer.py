@@ -491,3 +491,37 @@ def test_a_year_with_missing_tiles_is_left_out_with_a_note(small_tiles, tmp_path
         app.close()
     with pytest.raises(te.exceptions.YearNotAvailableError):
         te.explore(da, years=[2023], labels=tmp_path / "m.geojson", scatter=False, basemap=False)
+
+
+def test_a_hundred_clicks_make_no_new_widgets(app_factory, truth):
+    """Label markers are one layer updated in place: the live widgets stay flat over 100
+    clicks, and each click sends one marker update whatever the number of labels (so the
+    cost of a click cannot grow with the labels the way a widget per marker did)."""
+    from ipywidgets.widgets import widget as W
+
+    app = app_factory(classes=["forest", "cereal"])
+    pts = {name: points_of(truth, name, 50, seed=11) for name in ("forest", "cereal")}
+    updates = []
+    app.map_view.markers.observe(lambda ch: updates.append(len(ch["new"]["features"])), names="data")
+
+    def click(i):
+        name = ("forest", "cereal")[i % 2]
+        app.state.active_class = name
+        said.append(app.click(*pts[name][i // 2]))
+
+    said = []
+    for i in range(10):
+        click(i)
+    app.wait()
+    live = len(W._instances)
+    n_updates = len(updates)
+    for i in range(10, 100):
+        click(i)
+        if i % 10 == 9:
+            app.wait()
+            assert len(W._instances) == live, f"widgets grew from {live} to {len(W._instances)} after {i + 1} clicks"
+    added = sum("labelled" in m for m in said)
+    assert len(app.labels) == added > 90 and app.state.error == "", [m for m in said if "labelled" not in m][:3]
+    # one marker message per label added, each holding the labels so far (a halo and a dot each)
+    assert len(updates) - n_updates == added - sum("labelled" in m for m in said[:10])
+    assert updates[-1] == 2 * added
