@@ -548,10 +548,17 @@ def fetch_tiles(
     """
     from tqdm.auto import tqdm
 
+    from ..exceptions import ArgumentError
+
     if backend not in ("auto", "geotessera", "builtin"):
         raise DownloadError(f"backend must be 'auto', 'geotessera' or 'builtin', not {backend!r}")
+    if not isinstance(dataset, str) or not dataset:
+        raise ArgumentError(f"dataset must be a dataset version such as 'v1', not {dataset!r}")
     dest = os.fspath(dest)
-    centres = grid.tiles_in_bbox(bbox)
+    try:
+        centres = grid.tiles_in_bbox(bbox)
+    except ValueError as err:
+        raise ArgumentError(f"bbox: {err}") from err
     _check_version(dest, dataset)
     gt_module = None
     if backend != "builtin":
@@ -566,20 +573,65 @@ def fetch_tiles(
         out = _fetch_with_geotessera(gt_module, tiles, year, dest=dest, dataset=dataset, overwrite=overwrite)
         source = f"{DEFAULT_BASE_URL} (geotessera {_version_string(gt_module)})"
     else:
+        source = base_url or DEFAULT_BASE_URL
+        # the folder says what it holds before the first byte arrives, so an interrupted
+        # fetch can never be continued with another version or variant
+        _write_metadata(dest, dataset, source, [])
         sess = _session()
         out = []
         checksums = dict(checksums or {})
         for lon, lat in tiles:
             urls = tile_urls(lon, lat, year, dataset=dataset, base_url=base_url, templates=templates)
             paths = grid.tile_paths(dest, lon, lat, year)
+            checks = _tile_checks(lon, lat, paths)
             for key in ("codes", "scales", "landmask"):
                 url = patch_url(urls[key]) if patch_url else urls[key]
                 download(url, paths[key], sha256=checksums.get(os.path.basename(paths[key])), retries=retries,
-                         backoff=backoff, timeout=timeout, progress=progress, session=sess, overwrite=overwrite)
+                         backoff=backoff, timeout=timeout, progress=progress, session=sess, overwrite=overwrite,
+                         validate=checks[key])
             out.append({k: paths[k] for k in ("codes", "scales", "landmask")})
-        source = base_url or DEFAULT_BASE_URL
     _write_metadata(dest, dataset, source, [year])
     return out
+
+
+def _tile_checks(lon: float, lat: float, paths: Mapping[str, str]) -> dict[str, Callable[[str], None]]:
+    """What each file of tile (lon, lat) must be before it becomes final: int8
+    (H, W, 128) codes, float scales of the codes' (H, W) and a landmask of that size
+    whose georeferencing places it on this tile."""
+    from ..exceptions import CorruptTileError
+    from .tiles import check_georeference, read_npy_header
+
+    name = grid.tile_name(lon, lat)
+
+    def codes_shape() -> tuple[int, ...] | None:
+        if not os.path.exists(paths["codes"]):
+            return None
+        return read_npy_header(paths["codes"], "codes")[0]
+
+    def codes(part: str) -> None:
+        shape, dtype, _, _ = read_npy_header(part, "codes")
+        if dtype != np.int8 or len(shape) != 3 or shape[-1] != 128:
+            raise CorruptTileError(f"codes of {name} hold {dtype} {shape}; expected int8 (H, W, 128)")
+
+    def scales(part: str) -> None:
+        shape, dtype, _, _ = read_npy_header(part, "scales")
+        cs = codes_shape()
+        if not np.issubdtype(dtype, np.floating) or (cs is not None and shape not in (cs[:2], cs)):
+            raise CorruptTileError(f"scales of {name} hold {dtype} {shape}; expected float scales of the codes' "
+                                   f"shape {cs[:2] if cs else '(H, W)'}")
+
+    def landmask(part: str) -> None:
+        import rasterio
+
+        with rasterio.open(part) as src:
+            crs, transform, shape = src.crs, src.transform, (src.height, src.width)
+        cs = codes_shape()
+        if cs is not None and shape != tuple(cs[:2]):
+            raise CorruptTileError(f"landmask of {name} is {shape[0]} x {shape[1]} but its codes are "
+                                   f"{cs[0]} x {cs[1]}")
+        check_georeference(part, crs, transform, shape, lon, lat)
+
+    return {"codes": codes, "scales": scales, "landmask": landmask}
 
 
 #: Dataset versions that geotessera (0.10+) names with the same variant as
@@ -667,20 +719,34 @@ def _read_meta(dest: str) -> dict:
         return {}
     try:
         with open(path) as f:
-            return json.load(f)
-    except (OSError, json.JSONDecodeError) as err:
+            meta = json.load(f)
+    except (OSError, ValueError) as err:
         raise DownloadError(f"{path} cannot be read ({err}); fix or remove it") from err
+    if not isinstance(meta, dict):
+        raise DownloadError(f"{path} holds a JSON {type(meta).__name__}, not an object of dataset fields; "
+                            "fix or remove it")
+    return meta
 
 
 def _check_version(dest: str, dataset: str) -> None:
+    """Refuse to fetch ``dataset`` into a folder that records another version or variant."""
+    from .._schema import variant_of
+    from .tiles import _same_version
+
     meta = _read_meta(dest)
     # "dataset_path" is geotessera's name of the dataset (its npy/ directory, the same
     # string as ours); its "dataset_version" is a bare number such as "1.0"
     have = meta.get("dataset_path") or meta.get("dataset_version")
-    if have not in (None, dataset):
+    if have is not None and not _same_version(str(have), dataset):
         raise DownloadError(
-            f"{dest} already holds dataset version {have}; download {dataset} into another folder "
-            "(versions must not be mixed)"
+            f"{dest} already holds dataset version {have} (recorded in {grid.METADATA_FILE}); download "
+            f"{dataset} into another folder (versions must not be mixed)"
+        )
+    variant, want = meta.get("dataset_variant"), variant_of(dataset)
+    if variant not in (None, "unknown") and want != "unknown" and variant != want:
+        raise DownloadError(
+            f"{dest} already holds the {variant} variant (recorded in {grid.METADATA_FILE}); download {dataset} "
+            f"({want}) into another folder (variants must not be mixed)"
         )
 
 
@@ -688,20 +754,33 @@ def _write_metadata(dest: str, dataset: str, source_url: str, years: Sequence[in
     """Record the dataset (and add ``years``) in ``tessera_metadata.json``, keeping other keys."""
     from .._schema import variant_of
 
-    os.makedirs(dest, exist_ok=True)
+    try:
+        os.makedirs(dest, exist_ok=True)
+    except OSError as err:
+        raise DownloadError(f"cannot create the folder {dest}: {err}") from err
     path = os.path.join(dest, grid.METADATA_FILE)
     meta = _read_meta(dest)
+    sources = list(meta.get("sources", []))
+    if source_url not in sources:
+        sources.append(source_url)
     meta.update({
         "dataset_version": dataset,
         "dataset_variant": variant_of(dataset),
         "dataset_path": dataset,
         "source_url": source_url,
+        "sources": sources,
         "years": sorted(set(meta.get("years", [])) | {int(y) for y in years}),
         "updated": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     })
     if dataset in GEOTESSERA_DATASETS:  # with dataset_variant, what geotessera reads to check the folder
         meta["dataset_version_path"] = GEOTESSERA_DATASETS[dataset][0]
-    tmp = path + ".part"
-    with open(tmp, "w") as f:
-        json.dump(meta, f, indent=2)
-    os.replace(tmp, path)
+    fd, tmp = tempfile.mkstemp(prefix="." + grid.METADATA_FILE + ".", suffix=".tmp", dir=dest)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(meta, f, indent=2)
+        os.replace(tmp, path)
+    except BaseException as err:
+        _remove(tmp)
+        if isinstance(err, OSError):
+            raise DownloadError(f"cannot write {path}: {err}") from err
+        raise

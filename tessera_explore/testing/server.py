@@ -213,6 +213,8 @@ def _handler(server: FileServer):
                 self.send_header("Content-Length", "0")
                 self.end_headers()
                 return
+            status = 200 if parsed is None else 206
+            server._record(self.path, rng, status, headers=req_headers)  # logged before the client hears back
             if parsed is not None and server.wrong_content_range:
                 self.send_response(HTTPStatus.PARTIAL_CONTENT)
                 self.send_header("Content-Range", f"bytes 0-{size - 1}/{size}")
@@ -230,7 +232,6 @@ def _handler(server: FileServer):
             self.send_header("Content-Type", "application/octet-stream")
             self._validator_headers(etag, modified)
             self.end_headers()
-            server._record(self.path, rng, status, headers=req_headers)  # logged before the body goes out
             if not body:
                 return
             drop = server.drop_after is not None and n - server.fail_times < server.drop_times
@@ -264,6 +265,7 @@ def _handler(server: FileServer):
                 self.send_header("Last-Modified", modified)
 
         def _send_bytes(self, data, status, rng, req_headers, body, ctype, encoding=None, etag=None, modified=None):
+            server._record(self.path, rng, status, headers=req_headers)
             self.send_response(status)
             self.send_header("Content-Length", str(len(data)))
             self.send_header("Content-Type", ctype)
@@ -272,7 +274,6 @@ def _handler(server: FileServer):
             if etag is not None:
                 self._validator_headers(etag, modified)
             self.end_headers()
-            server._record(self.path, rng, status, headers=req_headers)
             sent = 0
             try:
                 if body:
