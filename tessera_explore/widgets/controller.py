@@ -298,11 +298,19 @@ class ExplorerController:
         return self.submit(f"components-{year}", lambda: self.ensure_components(year),
                            f"projecting {year}").result(timeout)
 
+    @property
+    def _render_options(self) -> dict:
+        """How map layers are rendered: within ``max_pixels``, nearest neighbour (each screen
+        pixel shows one embedding pixel, as the browser would; GDAL's mode and average
+        resampling of a downsampled class map cost more than the classifier, and nearest
+        reuses the cached warp indices of the area)."""
+        return {"max_pixels": self.max_pixels, "resampling": "nearest"}
+
     def _show_false_colour(self, year: int) -> None:
         from .overlay import overlay_image
 
         self.ensure_components(year)
-        img = overlay_image(self.rgb[year], max_pixels=self.max_pixels)
+        img = overlay_image(self.rgb[year], **self._render_options)
         self._emit("layer", "false_colour", img)
 
     # ------------------------------------------------------------------ choices
@@ -600,14 +608,14 @@ class ExplorerController:
         names = list(self.prediction.attrs.get("classes", ()))
         colors = self.store.classes
         img = overlay_image(cls, categories=names, colors=[colors.get(n, "#888888") for n in names],
-                            max_pixels=self.max_pixels, title="classes")
+                            **self._render_options, title="classes")
         self._emit("layer", "classes", img)
         if self.state.show_confidence:
             conf = self.prediction["confidence"]
             conf = conf.where(cls != 255)
             conf.attrs.update(long_name="confidence")
             self._emit("layer", "confidence", overlay_image(conf, cmap="viridis", vmin=0.0, vmax=1.0,
-                                                            categorical=False, max_pixels=self.max_pixels,
+                                                            categorical=False, **self._render_options,
                                                             title="confidence"))
 
     # ------------------------------------------------------------------ similarity
@@ -627,7 +635,7 @@ class ExplorerController:
         thr = float(self.state.similarity_threshold)
         shown = self.similarity_map.where(self.similarity_map >= thr)
         shown.attrs.update(self.similarity_map.attrs, long_name="cosine similarity")
-        img = overlay_image(shown, cmap="magma", vmin=thr, vmax=1.0, max_pixels=self.max_pixels,
+        img = overlay_image(shown, cmap="magma", vmin=thr, vmax=1.0, **self._render_options,
                             categorical=False, title="similarity")
         self._emit("layer", "similarity", img)
         n = int(np.count_nonzero(self.similarity_map.values >= thr))
@@ -661,7 +669,7 @@ class ExplorerController:
             self.change_years = (a, b)
         names = list(self.change_map.attrs.get("classes", ("stable", "minor", "moderate", "major")))
         img = overlay_image(self.change_map["change_class"], categories=names,
-                            colors=list(CHANGE_COLORS[: len(names)]), max_pixels=self.max_pixels,
+                            colors=list(CHANGE_COLORS[: len(names)]), **self._render_options,
                             title=f"change {a} to {b}")
         self._emit("layer", "change", img)
         counts = np.bincount(self.change_map["change_class"].values.ravel(), minlength=256)
@@ -689,7 +697,7 @@ class ExplorerController:
         sel = xr.DataArray(np.where(self.selection == 1, 1, 255).astype(np.uint8), dims=("y", "x"),
                            coords={"y": ref.y, "x": ref.x}, name="selection")
         sel = sel.rio.write_crs(ref.rio.crs)
-        img = overlay_image(sel, categories={1: ("selected", SELECTION_COLOR)}, max_pixels=self.max_pixels,
+        img = overlay_image(sel, categories={1: ("selected", SELECTION_COLOR)}, **self._render_options,
                             title="selection")
         self._emit("layer", "selection", img)
         self.state.status = f"{how}: {int(self.selection.sum()):,} pixels highlighted on the map"
@@ -749,7 +757,7 @@ class ExplorerController:
                           progress=False)
         self.live = live
         comps, _ = project(live, method="pca", n_components=3, random_state=0)
-        img = overlay_image(to_rgb(comps), max_pixels=self.max_pixels)
+        img = overlay_image(to_rgb(comps), **self._render_options)
         self._emit("layer", "live", img)
         msg = f"embedded {live.sizes['x']} x {live.sizes['y']} px live ({live.attrs.get('model_generation')})"
         pre = self.arrays[year]

@@ -374,6 +374,10 @@ def _encode_indexed(index: np.ndarray, table: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+def _fast_classes(da: xr.DataArray, resampling: str) -> bool:
+    return da.dtype == np.uint8 and resampling == "nearest"
+
+
 def overlay_image(
     da: xr.DataArray,
     *,
@@ -435,6 +439,32 @@ def overlay_image(
         dst = _warp(src, src_crs, src_transform, dst_transform, dst_shape, resampling, 0)
         rgba = np.ascontiguousarray(np.moveaxis(dst, 0, -1))
         rgba[rgba[..., 3] == 0] = 0
+    elif kind == "categorical" and _fast_classes(da, resampling):
+        # uint8 classes, nearest: a 256-entry lookup to palette indices, then the cached
+        # warp of one byte a pixel (the explorer's class maps take this path on every click)
+        vals = np.asarray(da.values)
+        nodata = da.attrs.get("_FillValue", da.rio.nodata if hasattr(da, "rio") else None)
+        nd = int(nodata) if nodata is not None and np.isfinite(nodata) and 0 <= nodata <= 255 else None
+        present = np.empty(0, np.int64)
+        if categories is None and not any(k in da.attrs for k in ("classes", "flag_meanings")):
+            present = np.flatnonzero(np.bincount(vals.ravel(), minlength=256))
+            present = present[present != nd] if nd is not None else present
+        keys, names, palette = _categories(da, present, categories, colors)
+        n = len(keys)
+        lut = np.full(256, n, np.uint8)
+        for i, k in enumerate(keys.tolist()):
+            if 0 <= k <= 255 and k != nd:
+                lut[k] = i
+        index = _warp(lut[vals][None], src_crs, src_transform, dst_transform, dst_shape, resampling, n)[0]
+        table = np.zeros((n + 1, 4), np.uint8)
+        for i, c in enumerate(palette):
+            table[i, :3] = _hex_to_rgb(c)
+            table[i, 3] = 255
+        rgba = table[index]
+        png = _encode_indexed(index, table)
+        legend = legend_html(title=name, categories=list(zip(names, palette)))
+        info["classes"] = dict(zip(keys.tolist(), names))
+        info["legend_categories"] = list(zip(names, palette))
     elif kind == "categorical":
         vals = np.asarray(da.values)
         nodata = da.attrs.get("_FillValue", da.rio.nodata if hasattr(da, "rio") else None)
