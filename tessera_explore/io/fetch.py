@@ -467,6 +467,11 @@ def _finish(url: str, part: str, path: str, *, total: int | None, sha256: str | 
             if got != sha256:
                 raise DownloadError(f"{url}: SHA-256 {got} does not match the expected {sha256}")
         _check_content(part, path, url, validate)
+    except DownloadError as err:
+        _remove(part, meta)
+        if part in str(err):  # name the file the user asked for, never the temporary one
+            raise DownloadError(str(err).replace(part, path)) from err
+        raise
     except BaseException:
         _remove(part, meta)
         raise
