@@ -8,17 +8,35 @@ failed write leaves both as they were.  Undo and redo swap whole states.
 
 No widget code lives here; the explorer observes changes with :meth:`LabelStore.observe`.
 Methods may be called from a background thread: one lock serialises them.
+
+One writer per file: a store bound to a file holds the file's lock (``path + ".lock"``,
+created atomically; the explorer uses the same lock) from the moment it is bound until
+:meth:`LabelStore.close`, so a second process that opens the file is refused.  A stale
+lock (its process is gone) is taken over with a :class:`TesseraExploreWarning`.  Before
+every write the store checks that the file is still what it last read or wrote; a change
+made by someone else (another store of this process, an editor, a writer that ignored
+the lock) is merged into the store's labels, or, where it cannot be merged, the write is
+refused with :class:`LabelConflictError`.  It is never overwritten silently.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+import numbers
 import os
+import socket
+import tempfile
 import threading
+import time
+import uuid
+import warnings
+import weakref
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
-from ..exceptions import LabelError
+from ..exceptions import LabelConflictError, LabelError, TesseraExploreWarning
 from ..io import labels as _io
 
 __all__ = ["Label", "LabelStore"]
@@ -64,6 +82,167 @@ def _point_key(geom) -> tuple:
     return (round(geom.x / _SAME_POINT), round(geom.y / _SAME_POINT))
 
 
+def _is_number(v: Any) -> bool:
+    """A real number, numpy scalars included (bools are not coordinates)."""
+    import numpy as np
+
+    return isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_))
+
+
+def _label_key(lab: "Label") -> tuple:
+    """What a label is, independent of its id: class, kind and rounded coordinates."""
+    import shapely
+
+    xy = shapely.get_coordinates(lab.geometry)
+    return (lab.cls, lab.kind, tuple((round(x / _SAME_POINT), round(y / _SAME_POINT)) for x, y in xy))
+
+
+# ----------------------------------------------------------------------------- file locks
+_HOST = socket.gethostname()
+_HELD: dict[str, int] = {}  # lock file -> stores of this process bound to its label file
+_HELD_GUARD = threading.Lock()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except OSError:
+        return False
+    return True
+
+
+def _read_lock(lock: str) -> tuple[bytes | None, dict]:
+    try:
+        with open(lock, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        return None, {}
+    except OSError:
+        return b"", {}
+    try:
+        held = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        held = {}
+    return raw, held if isinstance(held, dict) else {}
+
+
+def _create_lock(lock: str) -> bool:
+    """Create ``lock`` with its content in one step (hard link of a written temporary);
+    False when it exists already."""
+    content = json.dumps({"pid": os.getpid(), "host": _HOST, "since": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                          "owner": "tessera_explore.LabelStore", "token": uuid.uuid4().hex}).encode()
+    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(lock) + ".", suffix=".tmp", dir=os.path.dirname(lock))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(content)
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(tmp, lock)
+            return True
+        except FileExistsError:
+            return False
+        except OSError:  # a file system without hard links: exclusive create instead
+            try:
+                fd2 = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                return False
+            with os.fdopen(fd2, "wb") as f:
+                f.write(content)
+            return True
+    finally:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+
+
+def _set_aside(lock: str, seen: bytes | None) -> None:
+    """Remove a stale ``lock`` whose content was ``seen``, unless it changed meanwhile
+    (then someone took it first, and it is put back)."""
+    aside = f"{lock}.{os.getpid()}.{threading.get_ident()}.stale"
+    try:
+        os.rename(lock, aside)
+    except FileNotFoundError:
+        return
+    with open(aside, "rb") as f:
+        now = f.read()
+    if now != seen:
+        try:
+            os.link(aside, lock)
+        except FileExistsError:
+            pass
+    os.unlink(aside)
+
+
+def _acquire(path: str) -> str | None:
+    """Take the lock of label file ``path`` for this process; return a notice when a
+    stale lock was taken over.  Raises LabelConflictError when a live process holds it."""
+    lock = path + ".lock"
+    folder = os.path.dirname(path) or "."
+    with _HELD_GUARD:
+        if lock in _HELD:
+            _HELD[lock] += 1
+            return None
+        if not os.path.isdir(folder):
+            raise LabelError(f"cannot keep labels in {path}: the folder {folder} does not exist")
+        note = None
+        for _ in range(10):
+            try:
+                if _create_lock(lock):
+                    break
+            except OSError as err:
+                raise LabelError(f"cannot lock {path} ({lock}): {err}") from err
+            raw, held = _read_lock(lock)
+            if raw is None:
+                continue  # removed meanwhile: try again
+            try:
+                pid = int(held.get("pid", -1))
+            except (TypeError, ValueError):
+                pid = -1
+            host = held.get("host")
+            if host == _HOST and pid == os.getpid():
+                break  # taken by other code of this process for this file (the explorer): shared
+            if host not in (None, _HOST):
+                raise LabelConflictError(
+                    f"{path} is open on another computer ({host}, process {pid}, since {held.get('since', '?')}); "
+                    "two writers would overwrite each other's labels. Close it there, or if that session is "
+                    f"gone, delete {lock}.")
+            if pid > 0 and _pid_alive(pid):
+                raise LabelConflictError(
+                    f"{path} is open in another process (process {pid}, since {held.get('since', '?')}); two "
+                    "writers would overwrite each other's labels. Close it there (LabelStore.close() or the "
+                    "explorer's close()), or read it without editing with tessera_explore.io.labels.read_labels. "
+                    f"If that process is not editing labels any more, delete {lock}.")
+            _set_aside(lock, raw)
+            note = f"took over {path} from process {pid}, which did not close it (its lock {lock} was stale)"
+        else:
+            raise LabelConflictError(f"could not take the lock {lock} of {path}: others keep taking it")
+        _HELD[lock] = 1
+    if note:
+        warnings.warn(note, TesseraExploreWarning, stacklevel=4)
+    return note
+
+
+def _release(lock: str) -> None:
+    with _HELD_GUARD:
+        n = _HELD.get(lock, 0) - 1
+        if n > 0:
+            _HELD[lock] = n
+            return
+        _HELD.pop(lock, None)
+        _, held = _read_lock(lock)
+        if held.get("host") == _HOST and held.get("pid") == os.getpid():
+            try:
+                os.unlink(lock)
+            except FileNotFoundError:
+                pass
+
+
 def _as_geometry(geometry: Any, where: str):
     """A shapely geometry from (lon, lat), a ring of (lon, lat), a GeoJSON dict or shapely."""
     import shapely.geometry
@@ -81,7 +260,7 @@ def _as_geometry(geometry: Any, where: str):
         except TypeError:
             raise LabelError(f"{where}: expected (lon, lat), a list of (lon, lat) or a shapely geometry, "
                              f"got {geometry!r}") from None
-        if len(seq) == 2 and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in seq):
+        if len(seq) == 2 and all(_is_number(v) for v in seq):
             geom = shapely.geometry.Point(float(seq[0]), float(seq[1]))
         else:
             try:
@@ -109,14 +288,38 @@ class LabelStore:
 
     def __init__(self, path: str | os.PathLike | None = None, *, classes: Any = None,
                  dataset_version: str | None = None, year: int | None = None):
-        self._path = os.path.abspath(os.fspath(path)) if path is not None else None
-        if self._path is not None and os.path.exists(self._path):
-            raise LabelError(
-                f"{self._path} already exists; continue it with LabelStore.open({self._path!r}) "
-                "or choose another path (a new store never overwrites a label file)"
-            )
+        path = os.path.abspath(os.fspath(path)) if path is not None else None
+        self._init_state(dataset_version, year)
+        if path is not None:
+            if os.path.exists(path):
+                raise LabelError(
+                    f"{path} already exists; continue it with LabelStore.open({path!r}) "
+                    "or choose another path (a new store never overwrites a label file)"
+                )
+            self._bind(path)
+            if os.path.exists(path):  # appeared while the lock was taken
+                self.close()
+                raise LabelError(f"{path} was created by someone else just now; open it with LabelStore.open")
+        if classes:
+            items = classes.items() if isinstance(classes, dict) else ((c, None) for c in classes)
+            st = self._state
+            try:
+                for name, color in items:
+                    st = self._with_class(st, name, color)
+                if self._path is not None:
+                    st = self._write(st)
+            except BaseException:
+                self.close()
+                raise
+            self._state = st
+
+    def _init_state(self, dataset_version: str | None, year: Any) -> None:
+        self._path = None
         self.dataset_version = None if dataset_version is None else str(dataset_version)
-        self.year = None if year is None else int(year)
+        try:
+            self.year = None if year is None else int(year)
+        except (TypeError, ValueError):
+            raise LabelError(f"year must be a whole number, got {year!r}") from None
         self._lock = threading.RLock()
         self._observers: list[Callable] = []
         t = _io.now()
@@ -124,14 +327,25 @@ class LabelStore:
         self._undo: list[_State] = []
         self._redo: list[_State] = []
         self._state = _State((), (), 1)
-        if classes:
-            items = classes.items() if isinstance(classes, dict) else ((c, None) for c in classes)
-            st = self._state
-            for name, color in items:
-                st = self._with_class(st, name, color)
-            self._state = st
-            if self._path is not None:
-                self._write(st)
+        self._closed = False
+        self._release_lock: Callable[[], None] | None = None
+        self.lock_notice: str | None = None
+        # the file as this store last read or wrote it: its digest and its labels
+        self._disk_digest: str | None = None
+        self._disk_state = _State((), (), 1)
+
+    def _bind(self, path: str) -> None:
+        """Make ``path`` this store's file: take its lock (released by close(), or when
+        the store is garbage-collected or the process exits)."""
+        if path == self._path:
+            return
+        self.lock_notice = _acquire(path)
+        old = self._release_lock
+        self._release_lock = weakref.finalize(self, _release, path + ".lock")
+        self._path = path
+        self._disk_digest, self._disk_state = None, _State((), (), 1)
+        if old is not None:
+            old()
 
     # ----------------------------------------------------------------------- opening
     @classmethod
@@ -143,33 +357,39 @@ class LabelStore:
         that is not our GeoJSON is converted and saved to ``path`` with a ``.geojson``
         extension beside it.  ``dataset_version`` refuses a file of another version.
         ``create=True`` starts an empty store when ``path`` does not exist.
+
+        The store takes the file's lock until :meth:`close`: a file open in another live
+        process is refused with :class:`LabelConflictError`; a stale lock is taken over
+        with a warning (also in :attr:`lock_notice`).
         """
         path = os.path.abspath(os.fspath(path))
         if not os.path.exists(path):
             if create:
                 return cls(path, dataset_version=dataset_version, year=year)
             raise LabelError(f"label file not found: {path} (pass create=True to start a new one)")
+        store = cls.__new__(cls)
+        store._init_state(dataset_version, year)
         ls = _io.read_labels(path)
         target = path
         if ls.meta.get("kind") != "geojson":
             target = os.path.splitext(path)[0] + ".geojson"
             if os.path.exists(target):
                 raise LabelError(f"{path} is not GeoJSON and {target} already exists; open that instead")
-        store = cls.__new__(cls)
-        store._path = None
-        store.dataset_version = dataset_version
-        store.year = None if year is None else int(year)
-        store._lock = threading.RLock()
-        store._observers = []
-        store._created = ls.meta.get("created") or _io.now()
-        store._updated = ls.meta.get("updated") or store._created
-        store._undo, store._redo = [], []
-        store._state = _State((), (), 1)
-        store._state = store._merged(store._state, ls, path, keep_ids=True)
-        store._adopt(ls, path)
-        store._path = target
-        if target != path:
-            store._write(store._state)
+        store._bind(target)
+        try:
+            if target == path:
+                digest, ls = store._read_file()  # again, under the lock: what the store starts from
+            store._created = ls.meta.get("created") or _io.now()
+            store._updated = ls.meta.get("updated") or store._created
+            store._state = store._merged(store._state, ls, path, keep_ids=True)
+            store._adopt(ls, path)
+            if target != path:
+                store._state = store._write(store._state)
+            else:
+                store._disk_digest, store._disk_state = digest, store._state
+        except BaseException:
+            store.close()
+            raise
         return store
 
     @classmethod
@@ -205,6 +425,26 @@ class LabelStore:
     @property
     def updated(self) -> str:
         return self._updated
+
+    @property
+    def closed(self) -> bool:
+        """True after :meth:`close`: the labels can still be read, never changed."""
+        return self._closed
+
+    def close(self) -> None:
+        """Release the label file: later changes are refused and nothing more is written.
+
+        The file keeps every saved label; :meth:`LabelStore.open` continues it."""
+        with self._lock:
+            self._closed = True
+            if self._release_lock is not None:
+                self._release_lock()
+
+    def __enter__(self) -> "LabelStore":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     @property
     def can_undo(self) -> bool:
@@ -375,39 +615,62 @@ class LabelStore:
     def undo(self) -> bool:
         """Go back one change; False when there is nothing to undo."""
         with self._lock:
+            self._check_open()
             if not self._undo:
                 return False
-            prev = self._undo[-1]
-            self._write(prev)
+            target = self._undo[-1]
+            written = self._write(target, history=True)
             self._undo.pop()
             self._redo.append(self._state)
-            self._state = prev
+            self._state = written
         self._notify("undo")
         return True
 
     def redo(self) -> bool:
         """Re-apply the last undone change; False when there is none."""
         with self._lock:
+            self._check_open()
             if not self._redo:
                 return False
-            nxt = self._redo[-1]
-            self._write(nxt)
+            target = self._redo[-1]
+            written = self._write(target, history=True)
             self._redo.pop()
             self._undo.append(self._state)
-            self._state = nxt
+            self._state = written
         self._notify("redo")
         return True
 
     def save(self, path: str | os.PathLike | None = None) -> str:
         """Write the store now; with ``path`` (first save of an in-memory store, or a move)
-        the store keeps saving there."""
+        the store keeps saving there (and holds that file's lock instead)."""
         with self._lock:
+            self._check_open()
             if path is not None:
-                self._path = os.path.abspath(os.fspath(path))
+                new = os.path.abspath(os.fspath(path))
+                if new != self._path:
+                    if os.path.exists(new):
+                        raise LabelError(f"{new} already exists; a store never overwrites another label file "
+                                         "(open it with LabelStore.open, or choose another path)")
+                    self._bind(new)
             if self._path is None:
                 raise LabelError("this store has no file yet: pass save(path)")
-            self._write(self._state)
+            self._state = self._write(self._state, history=True)
             return self._path
+
+    def refresh(self) -> bool:
+        """Take in changes made to the file by someone else since this store last read or
+        wrote it (merged as on every write); True when there were any."""
+        with self._lock:
+            self._check_open()
+            ext = self._external()
+            if ext is None:
+                return False
+            digest, base, theirs = ext
+            self._state = self._rebase(self._state, base, theirs)
+            self._rebase_history(base, theirs)
+            self._disk_digest, self._disk_state = digest, theirs
+        self._notify("refresh")
+        return True
 
     def export(self, path: str | os.PathLike, *, format: str = "geojson") -> str:
         """Write a copy of the labels: ``"geojson"`` (ours) or ``"upstream"`` (the TESSERA
@@ -428,21 +691,42 @@ class LabelStore:
         self._observers.remove(callback)
 
     # ----------------------------------------------------------------------- internals
+    def _check_open(self) -> None:
+        if self._closed:
+            raise LabelError(f"this label store{' of ' + self._path if self._path else ''} is closed; "
+                             "nothing is changed or written (open the file again with LabelStore.open)")
+
     def _change(self, build: Callable[[_State], _State]) -> None:
         with self._lock:
+            self._check_open()
             new = build(self._state)
             if new == self._state:
                 return
-            self._write(new)  # raises before anything in memory changes
-            self._undo.append(self._state)
+            prev = self._state
+            ext = self._external() if self._path is not None else None
+            if ext is not None:  # someone else changed the file: build on their labels too
+                digest, base, theirs = ext
+                prev = self._rebase(prev, base, theirs)
+                new = self._rebase(new, base, theirs)
+            written = self._write(new, checked=ext)  # raises before anything in memory changes
+            if ext is not None:
+                self._rebase_history(ext[1], ext[2])
+            self._undo.append(prev)
             del self._undo[:-_MAX_UNDO]
             self._redo.clear()
-            self._state = new
+            self._state = written
         self._notify("change")
 
     def _notify(self, what: str) -> None:
+        """Tell the observers; one that raises is reported as a warning, never as a
+        failure of the change (which is saved already)."""
         for cb in list(self._observers):
-            cb(self, what)
+            try:
+                cb(self, what)
+            except Exception as err:  # reported below; the change stays saved
+                warnings.warn(
+                    f"a label store observer ({getattr(cb, '__qualname__', cb)!r}) raised {type(err).__name__}: "
+                    f"{err}; the {what} itself was saved", TesseraExploreWarning, stacklevel=3)
 
     def _meta(self) -> dict:
         return {"dataset_version": self.dataset_version, "year": self.year, "created": self._created,
@@ -452,17 +736,151 @@ class LabelStore:
     def _records(st: _State) -> list:
         return [_io.LabelRecord(l.geometry, l.cls, l.id, l.created) for l in st.labels]
 
-    def _write(self, st: _State) -> None:
+    # -- the file ------------------------------------------------------------------------
+    def _read_file(self) -> tuple[str, "_io.LabelSet"]:
+        """(digest, labels) of the store's GeoJSON file as it is now."""
+        with open(self._path, "rb") as f:
+            data = f.read()
+        digest = hashlib.sha256(data).hexdigest()
+        if not data:
+            raise LabelError(f"label file {self._path} is empty (corrupt or truncated?)")
+        try:
+            obj = json.loads(data.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as err:
+            raise LabelError(f"label file {self._path} is not valid JSON ({err})") from err
+        if not isinstance(obj, dict):
+            raise LabelError(f"{self._path}: expected a JSON object (GeoJSON FeatureCollection)")
+        ls = _io.read_labels(obj)
+        ls.meta["path"] = self._path
+        return digest, ls
+
+    def _external(self) -> tuple[str, _State, _State] | None:
+        """``(digest, base, theirs)`` when the file differs from what this store last read
+        or wrote (``base``), else None.  Raises LabelConflictError when the file changed
+        into something that cannot be merged."""
+        try:
+            with open(self._path, "rb") as f:
+                digest = hashlib.sha256(f.read()).hexdigest()
+        except FileNotFoundError:
+            if self._disk_digest is not None:
+                warnings.warn(f"{self._path} was deleted by someone else; this store writes it again with its "
+                              f"{len(self._state.labels)} labels", TesseraExploreWarning, stacklevel=4)
+                self._disk_digest, self._disk_state = None, _State((), (), 1)
+            return None
+        except OSError as err:
+            raise LabelError(f"cannot read {self._path} to check it before writing: {err}; nothing was written") from err
+        if digest == self._disk_digest:
+            return None
+        try:
+            digest, ls = self._read_file()
+            theirs = self._merged(_State((), (), 1), ls, self._path, keep_ids=True)
+        except LabelError as err:
+            raise LabelConflictError(
+                f"{self._path} was changed by someone else since this store last saved it, and cannot be read "
+                f"now ({err}); nothing was written, so it is not overwritten. Fix or move that file, then "
+                "save() again") from err
+        version = ls.meta.get("dataset_version")
+        if version is not None and self.dataset_version is not None and str(version) != self.dataset_version:
+            raise LabelConflictError(
+                f"{self._path} was rewritten by someone else with labels of dataset version {version!r}; this "
+                f"store is for {self.dataset_version!r}; nothing was written")
+        return digest, self._disk_state, theirs
+
+    def _rebase(self, ours: _State, base: _State, theirs: _State) -> _State:
+        """``ours`` with the changes from ``base`` to ``theirs`` (made by someone else)
+        applied: labels they added or removed (by content), classes they added, colours
+        they changed.  A point both added at one place with different classes is a
+        LabelConflictError."""
+        bkeys = {_label_key(l) for l in base.labels}
+        tlabels = {_label_key(l): l for l in theirs.labels}
+        removed = bkeys - set(tlabels)
+        added = [l for k, l in tlabels.items() if k not in bkeys]
+        labels = [l for l in ours.labels if _label_key(l) not in removed]
+        keys = {_label_key(l) for l in labels}
+        points = {_point_key(l.geometry): l for l in labels if l.kind == "point"}
+        used = {l.id for l in labels}
+        next_id = max(ours.next_id, theirs.next_id)
+        for lab in added:
+            if _label_key(lab) in keys:
+                continue  # both added the same label
+            if lab.kind == "point" and _point_key(lab.geometry) in points:
+                other = points[_point_key(lab.geometry)]
+                raise LabelConflictError(
+                    f"{self._path}: someone else labelled ({lab.lon}, {lab.lat}) as {lab.cls!r} while this store "
+                    f"has it as {other.cls!r} (label {other.id}); nothing was written. Reopen the file to see "
+                    "their labels and decide")
+            lid = lab.id if lab.id not in used else next_id
+            used.add(lid)
+            next_id = max(next_id, lid + 1)
+            labels.append(lab if lid == lab.id else replace(lab, id=lid))
+            keys.add(_label_key(lab))
+        bcol, tcol = dict(base.classes), dict(theirs.classes)
+        classes = []
+        for name, color in ours.classes:
+            if name in bcol and name not in tcol and not any(l.cls == name for l in labels):
+                continue  # removed by them, and no label of it is left
+            if name in bcol and name in tcol and color == bcol[name] and tcol[name] != color:
+                color = tcol[name]  # recoloured by them
+            classes.append((name, color))
+        have = {n for n, _ in classes}
+        for name, color in theirs.classes:
+            if name not in have and (name not in bcol or any(l.cls == name for l in labels)):
+                classes.append((name, color))
+                have.add(name)
+        return _State(tuple(labels), tuple(classes), next_id)
+
+    def _rebase_history(self, base: _State, theirs: _State) -> None:
+        """Carry someone else's changes into the undo and redo history, so that undo never
+        takes their labels away; entries that cannot take them are dropped."""
+        def carry(states: list, newest_first: bool) -> list:
+            out = []
+            order = reversed(states) if newest_first else iter(states)
+            for st in order:
+                try:
+                    out.append(self._rebase(st, base, theirs))
+                except LabelConflictError:
+                    break  # this step and everything beyond it cannot be reached any more
+            return list(reversed(out)) if newest_first else out
+        self._undo = carry(self._undo, newest_first=True)
+        self._redo = carry(self._redo, newest_first=True)
+
+    def _write(self, st: _State, *, checked: Any = False, history: bool = False) -> _State:
+        """Write ``st`` (merged with changes made on disk by someone else, unless
+        ``checked`` says that was done) and return the state written."""
         if self._path is None:
-            return
+            return st
+        if checked is False:
+            ext = self._external()
+            if ext is not None:
+                st = self._rebase(st, ext[1], ext[2])
+                if history:
+                    self._rebase_history(ext[1], ext[2])
+                    self._state = self._rebase(self._state, ext[1], ext[2])
         updated = _io.now()
         meta = {**self._meta(), "updated": updated}
         obj = _io.to_geojson(self._records(st), dict(st.classes), meta)
+        data = json.dumps(obj, indent=1).encode("utf-8")
+        folder = os.path.dirname(self._path)
+        tmp = None
         try:
-            _io.write_json_atomic(self._path, obj)
+            fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(self._path) + ".", suffix=".tmp", dir=folder)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self._path)
+            tmp = None
         except OSError as err:
             raise LabelError(f"could not save labels to {self._path}: {err}; nothing was changed") from err
+        finally:
+            if tmp is not None:
+                try:
+                    os.unlink(tmp)
+                except OSError:
+                    pass
         self._updated = updated
+        self._disk_digest, self._disk_state = hashlib.sha256(data).hexdigest(), st
+        return st
 
     @staticmethod
     def _need_class(st: _State, name: str) -> None:
