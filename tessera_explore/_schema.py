@@ -32,6 +32,9 @@ __all__ = [
     "make_embedding_array",
     "validate",
     "check_compatible",
+    "dataset_key",
+    "same_dataset",
+    "describe_dataset",
 ]
 
 NAME = "embedding"
@@ -40,12 +43,17 @@ N_BANDS = 128
 REQUIRED_ATTRS = ("dataset_version", "dataset_variant", "model_generation", "source")
 
 #: Known dataset versions -> (default variant, model generation).  Embeddings of
-#: different generations live in unrelated feature spaces.
+#: different generations, or of different variants (separate runs) of one generation,
+#: live in unrelated feature spaces.
 DATASET_VERSIONS: dict[str, tuple[str, str]] = {
     "v1": ("vultr", "v1.0"),
     "v1.1-cam": ("cambridge", "v1.1"),
-    "v1.1": ("cambridge", "v1.1"),
-    "v2-2B-L~beta1": ("beta1", "v2"),
+    "v1.1-cambridge": ("cambridge", "v1.1"),
+    "v1.1": ("dclimate", "v1.1"),
+    "v1.1-dclimate": ("dclimate", "v1.1"),
+    "v2": ("2B-L~beta1", "v2"),
+    "v2-2B-L~beta1": ("2B-L~beta1", "v2"),
+    "v2-2B-L~beta2": ("2B-L~beta2", "v2"),
 }
 
 
@@ -80,10 +88,10 @@ def make_embedding_array(
     model_generation: str | None = None,
     extra_attrs: dict | None = None,
 ) -> xr.DataArray:
-    """Wrap ``data`` of shape (128, len(y), len(x)) in the embeddings schema.
+    """Wrap ``data`` of shape (bands, len(y), len(x)) in the embeddings schema.
 
-    ``data`` may be a NumPy or dask array.  ``x``/``y`` are pixel-centre coordinates
-    in ``crs``.
+    ``data`` may be a NumPy or dask array; ``bands`` is 128, or fewer for the nested
+    depth prefixes of the v2 stores.  ``x``/``y`` are pixel-centre coordinates in ``crs``.
     """
     import rioxarray  # noqa: F401  (registers the .rio accessor)
 
@@ -100,7 +108,7 @@ def make_embedding_array(
         data,
         dims=DIMS,
         coords={
-            "band": np.arange(1, N_BANDS + 1, dtype=np.int16),
+            "band": np.arange(1, int(data.shape[0]) + 1, dtype=np.int16),
             "y": np.asarray(y, dtype=np.float64),
             "x": np.asarray(x, dtype=np.float64),
             "year": int(year),
@@ -134,8 +142,8 @@ def validate(da: Any, *, name: str = "embeddings") -> xr.DataArray:
     problems = []
     if tuple(da.dims) != DIMS:
         problems.append(f"dims are {tuple(da.dims)}, expected {DIMS}")
-    elif da.sizes["band"] != N_BANDS:
-        problems.append(f"{da.sizes['band']} bands, expected {N_BANDS}")
+    elif not 1 <= da.sizes["band"] <= N_BANDS:
+        problems.append(f"{da.sizes['band']} bands, expected {N_BANDS} (or a nested-depth prefix of them)")
     for c in ("x", "y", "year"):
         if c not in da.coords:
             problems.append(f"coordinate {c!r} is missing")
@@ -153,18 +161,41 @@ def validate(da: Any, *, name: str = "embeddings") -> xr.DataArray:
     return da
 
 
+def dataset_key(attrs: dict) -> tuple[str, str]:
+    """``(model generation, variant)`` of an array's attrs: what must match for two
+    embeddings arrays (or an array and a classifier or label file) to be combined."""
+    version = str(attrs.get("dataset_version", "?"))
+    gen = str(attrs.get("model_generation") or generation_of(version))
+    variant = str(attrs.get("dataset_variant") or variant_of(version))
+    return gen, variant
+
+
+def same_dataset(a: dict, b: dict) -> bool:
+    """True when two attribute sets describe the same dataset (generation and variant).
+
+    An unknown variant on either side is compared by generation only.
+    """
+    (ga, va), (gb, vb) = dataset_key(a), dataset_key(b)
+    if ga != gb:
+        return False
+    return va == vb or "unknown" in (va, vb)
+
+
+def describe_dataset(attrs: dict) -> str:
+    """``v1.1 (variant dclimate)``: how errors name an array's dataset."""
+    return f"{attrs.get('dataset_version', '?')} (variant {dataset_key(attrs)[1]})"
+
+
 def check_compatible(*arrays: xr.DataArray, what: str = "combine") -> None:
-    """Refuse to combine embeddings of different dataset versions or model generations."""
-    seen: dict[tuple[str, str], str] = {}
-    for da in arrays:
-        key = (str(da.attrs.get("model_generation", "?")), str(da.attrs.get("dataset_version", "?")))
-        seen.setdefault(key, str(da.attrs.get("source", "?")))
-    gens = {k[0] for k in seen}
-    versions = {k[1] for k in seen}
-    if len(gens) > 1 or len(versions) > 1:
-        listing = "; ".join(f"{v} (generation {g}) from {s}" for (g, v), s in seen.items())
-        raise VersionMismatchError(
-            f"cannot {what} embeddings of different dataset versions: {listing}. "
-            "Embeddings of different versions live in unrelated feature spaces; "
-            "open one version at a time."
-        )
+    """Refuse to combine embeddings of different model generations or dataset variants."""
+    if not arrays:
+        return
+    first = arrays[0]
+    for da in arrays[1:]:
+        if not same_dataset(first.attrs, da.attrs):
+            raise VersionMismatchError(
+                f"cannot {what} embeddings of different datasets: {describe_dataset(first.attrs)} from "
+                f"{first.attrs.get('source', '?')} and {describe_dataset(da.attrs)} from {da.attrs.get('source', '?')}. "
+                "Embeddings of different versions, or of different variants (separate runs) of one version, "
+                "live in unrelated feature spaces; open one dataset at a time."
+            )

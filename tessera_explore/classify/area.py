@@ -11,7 +11,7 @@ A :class:`PreparedArea` keeps, pixel-major for the whole area:
 
 Every verb of :mod:`tessera_explore.classify` accepts a PreparedArea where it accepts
 an embeddings DataArray; with a DataArray it walks the codes block by block instead
-(:func:`tessera_explore.io.open.iter_blocks`), so memory stays bounded but each call
+(:func:`tessera_explore.io.codes.iter_blocks`), so memory stays bounded but each call
 reads the tiles again.
 """
 
@@ -175,7 +175,7 @@ def prepare(da: xr.DataArray | PreparedArea, *, block: int = 256) -> PreparedAre
     scales = np.empty(n, np.float32)
     c3 = codes.reshape(h, w, 128)
     s2 = scales.reshape(h, w)
-    from ..io.open import iter_blocks
+    from ..io.codes import iter_blocks
 
     last_row = 0
     for rows, cols, q, s in iter_blocks(da, block=block, quantized=True):
@@ -195,24 +195,12 @@ def prepare(da: xr.DataArray | PreparedArea, *, block: int = 256) -> PreparedAre
 
 
 def _release_pages(da: xr.DataArray) -> None:
-    """Drop the pages of memory-mapped tile files already copied from this process's
-    resident set (they stay in the page cache): without this, preparing a tile holds
-    its codes twice (the copy and the mapped file), 200 MB instead of 100 MB."""
-    import mmap
+    """Drop already-copied pages of memory-mapped tile files from the resident set:
+    without this, preparing a tile holds its codes twice (the copy and the mapped
+    file), 200 MB instead of 100 MB."""
+    from ..io.codes import release
 
-    from ..io.open import _mosaic_window
-
-    mw = _mosaic_window(da)
-    if mw is None or not hasattr(mmap, "MADV_DONTNEED"):
-        return
-    for tile in getattr(mw[0], "tiles", ()):
-        for arr in (getattr(tile, "_codes", None), getattr(tile, "_scales", None)):
-            mm = getattr(arr, "_mmap", None)
-            if mm is not None and hasattr(mm, "madvise"):
-                try:
-                    mm.madvise(mmap.MADV_DONTNEED)
-                except (OSError, ValueError):  # closed map or a platform without it: only memory is at stake
-                    return
+    release(da)
 
 
 def blocks(obj: Any, *, block: int = BLOCK) -> Iterator[Block]:
@@ -220,7 +208,7 @@ def blocks(obj: Any, *, block: int = BLOCK) -> Iterator[Block]:
     if isinstance(obj, PreparedArea):
         yield obj.block()
         return
-    from ..io.open import iter_blocks
+    from ..io.codes import iter_blocks
 
     _kernels.warm()
     for rows, cols, q, s in iter_blocks(obj, block=block, quantized=True):

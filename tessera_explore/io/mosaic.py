@@ -53,6 +53,12 @@ class Mosaic:
         self.shape = (int(shape[0]), int(shape[1]))
         self.resampling = resampling
         self.res = float(transform.a)
+        nbs = {int(getattr(t, "nbands", 128)) for t in self.tiles}
+        if len(nbs) > 1:
+            from ..exceptions import SchemaError
+
+            raise SchemaError(f"tiles with different band counts {sorted(nbs)} cannot share one mosaic")
+        self.nbands = nbs.pop() if nbs else 128
         self._aligned = [self._is_aligned(t) for t in self.tiles]
         self._tbounds = [self._tile_bounds_in_target(t) for t in self.tiles]
 
@@ -100,6 +106,10 @@ class Mosaic:
         owner = np.full(xx.shape, -1, dtype=np.int32)
         for n, k in enumerate(cands):
             t = self.tiles[k]
+            owns = getattr(t, "owns", None)
+            if owns is not None:
+                owner[owns(lon, lat)] = n
+                continue
             if t.lon is None or t.lat is None:
                 continue
             ci, cj = grid.center_index(t.lon, t.lat)
@@ -140,8 +150,8 @@ class Mosaic:
         valid = inside & valid_win[ri - r0, ci - c0]
         full = (slice(0, rows.stop - rows.start), slice(0, cols.stop - cols.start))
         if self.resampling == "nearest":
-            return full[0], full[1], ("index", ri, ci, (r0, r1, c0, c1)), valid
-        return full[0], full[1], ("bilinear", fr, fc, (r0, r1, c0, c1)), valid
+            return full[0], full[1], ("index", ri, ci, inside, (r0, r1, c0, c1)), valid
+        return full[0], full[1], ("bilinear", fr, fc, inside, (r0, r1, c0, c1)), valid
 
     def plan(self, rows: slice, cols: slice) -> list[_Contribution]:
         """Which tile gives which pixels of a window (owner first, then gap filling)."""
@@ -209,7 +219,7 @@ class Mosaic:
     def read_quantized(self, rows: slice, cols: slice) -> tuple[np.ndarray, np.ndarray]:
         """int8 codes ``(h, w, 128)`` and float32 scales ``(h, w)`` (NaN = no data) of a window."""
         h, w = rows.stop - rows.start, cols.stop - cols.start
-        codes = np.zeros((h, w, 128), dtype=np.int8)
+        codes = np.zeros((h, w, self.nbands), dtype=np.int8)
         scales = np.full((h, w), np.nan, dtype=np.float32)
         plan = self.plan(rows, cols)
         whole = len(plan) == 1 and plan[0].src[0] == "slice"
@@ -228,12 +238,18 @@ class Mosaic:
         """Dequantised float32 ``(128, h, w)`` of a window, NaN where there is no data."""
         h, w = rows.stop - rows.start, cols.stop - cols.start
         if out is None:
-            out = np.empty((128, h, w), dtype=np.float32)
+            out = np.empty((self.nbands, h, w), dtype=np.float32)
         plan = self.plan(rows, cols)
         whole = len(plan) == 1 and plan[0].src[0] == "slice"
         if not (whole and plan[0].ty == slice(0, h) and plan[0].tx == slice(0, w)):
             out.fill(np.nan)
         for c in plan:
+            t = self.tiles[c.k]
+            if c.src[0] == "slice" and (whole or c.take.all()) and hasattr(t, "read_bands"):
+                # band-first source (Zarr stores): no transpose on the way
+                q, s = t.read_bands(c.src[1], c.src[2])
+                np.multiply(q, s[None], out=out[:, c.ty, c.tx], casting="unsafe")
+                continue
             if c.src[0] == "slice" and (whole or c.take.all()):
                 # one tile gives the whole block: its NaN scales already mark the gaps
                 q, s = self.tiles[c.k].read(c.src[1], c.src[2])
@@ -244,6 +260,86 @@ class Mosaic:
             sub = out[:, c.ty, c.tx]
             sub[:, c.take] = vals.T
         return out
+
+
+    def read_status(self, rows: slice, cols: slice) -> np.ndarray:
+        """Why each pixel of a window has or lacks data: uint8 ``(h, w)`` with
+        :data:`STATUS` codes 0 valid, 1 water, 2 not computed, 3 outside every source.
+
+        A pixel takes the status of the tile that owns it (as for values); where that
+        tile has no data, any other tile with data there wins.
+        """
+        h, w = rows.stop - rows.start, cols.stop - cols.start
+        out = np.full((h, w), 3, np.uint8)
+        cands = self._candidates(rows, cols)
+        if not cands:
+            return out
+        owner = self._owner(rows, cols, cands) if len(cands) > 1 else np.zeros((h, w), np.int32)
+        for pass_ in ("owner", "fill"):
+            for n, k in enumerate(cands):
+                m = self._map_tile(k, rows, cols)
+                if m is None:
+                    continue
+                ty, tx, src, _valid = m
+                st = self._tile_status(k, src)
+                cur = out[ty, tx]
+                if pass_ == "owner":
+                    take = (owner[ty, tx] == n) & (st < cur)
+                else:
+                    take = (st < cur)
+                cur[take] = st[take]
+        return out
+
+    def _tile_status(self, k: int, src) -> np.ndarray:
+        t = self.tiles[k]
+        if src[0] == "slice":
+            sr, sc = src[1], src[2]
+        else:
+            r0, r1, c0, c1 = src[-1]
+            sr, sc = slice(r0, r1), slice(c0, c1)
+        status = getattr(t, "status", None)
+        if status is not None:
+            st = status(sr, sc)
+        else:
+            st = np.where(t.valid(sr, sc), 0, 1).astype(np.uint8)
+        if src[0] == "slice":
+            return st
+        if src[0] == "index":
+            ri, ci = src[1] - src[-1][0], src[2] - src[-1][2]
+        else:  # bilinear: the status of the nearest source pixel
+            ri = np.clip(np.floor(src[1]).astype(np.int64), src[-1][0], src[-1][1] - 1) - src[-1][0]
+            ci = np.clip(np.floor(src[2]).astype(np.int64), src[-1][2], src[-1][3] - 1) - src[-1][2]
+        th, tw = st.shape
+        out = st[np.clip(ri, 0, th - 1), np.clip(ci, 0, tw - 1)]
+        return np.where(src[3], out, 3).astype(np.uint8)
+
+    def release_pages(self) -> None:
+        """Drop already-read pages of memory-mapped tile files from the resident set."""
+        for t in self.tiles:
+            rel = getattr(t, "release_pages", None)
+            if rel is not None:
+                rel()
+            else:
+                _madvise_dontneed(getattr(t, "_codes", None), getattr(t, "_scales", None))
+
+
+def _madvise_dontneed(*arrays) -> None:
+    """MADV_DONTNEED on the maps behind memory-mapped NumPy arrays (np.load mmap_mode)."""
+    import mmap
+
+    if not hasattr(mmap, "MADV_DONTNEED"):
+        return
+    for arr in arrays:
+        mm = getattr(arr, "_mmap", None)
+        if mm is not None and hasattr(mm, "madvise"):
+            try:
+                mm.madvise(mmap.MADV_DONTNEED)
+            except (OSError, ValueError):  # a closed map or a platform without it: only memory is at stake
+                return
+
+
+#: Meaning of :meth:`Mosaic.read_status` codes.
+STATUS = {0: "valid", 1: "water", 2: "nodata", 3: "outside"}
 
 
 def _dequantize_into(out_bhw: np.ndarray, codes: np.ndarray, scales: np.ndarray, block: int = 8) -> None:

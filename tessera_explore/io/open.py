@@ -1,40 +1,44 @@
-"""``open_embeddings``: precomputed TESSERA embeddings as one lazy DataArray."""
+"""``open_embeddings``: precomputed TESSERA embeddings as one lazy DataArray.
+
+Sources: the published Zarr stores (a dataset name, an ``http(s)://`` URL, a local
+store folder, or the Icechunk copy), geotessera-layout NPY tile folders, single tiles
+and GeoTIFF exports.  Every source becomes tile-like windows placed on one output grid
+by :class:`~tessera_explore.io.mosaic.Mosaic`; the int8 codes stay in the source until
+a chunk is computed (see :mod:`tessera_explore.io.codes`).
+"""
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
 import os
-import weakref
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import xarray as xr
+from xarray.backends import BackendArray
 
 from .. import _schema
 from ..exceptions import (
     CorruptTileError,
     NoTilesInAreaError,
+    SchemaError,
+    TesseraExploreError,
     TileNotFoundError,
     VersionMismatchError,
     YearNotAvailableError,
 )
 from . import grid
+from .codes import ATTR as _MOSAIC_ATTR
+from .codes import codes_window, iter_blocks, register
 from .mosaic import RESAMPLING, Mosaic
-from .quant import quantize
 from .tiles import open_npy_tile, open_tiff_tile
 
-__all__ = ["open_embeddings", "iter_blocks", "DEFAULT_CHUNK"]
+__all__ = ["open_embeddings", "iter_blocks", "available_years", "reopen", "data_mask", "DEFAULT_CHUNK"]
 
-#: Default spatial chunk (pixels): 128 bands x 256 x 256 float32 is 32 MiB.
+#: Default spatial chunk (pixels): 128 bands x 256 x 256 float32 is 32 MiB.  It is a
+#: multiple of the stores' 32-pixel inner chunks and divides their 4096-pixel shards.
 DEFAULT_CHUNK = 256
-
-_MOSAICS: "weakref.WeakValueDictionary[str, Mosaic]" = weakref.WeakValueDictionary()
-_counter = itertools.count()
-
-
-from xarray.backends import BackendArray
 
 
 class _MosaicArray(BackendArray):
@@ -45,7 +49,7 @@ class _MosaicArray(BackendArray):
 
     def __init__(self, mosaic: Mosaic):
         self.mosaic = mosaic
-        self.shape = (128, *mosaic.shape)
+        self.shape = (mosaic.nbands, *mosaic.shape)
         self.dtype = np.dtype("float32")
 
     def __deepcopy__(self, memo):
@@ -86,7 +90,7 @@ class _MosaicArray(BackendArray):
                 sl.append(slice(start, max(start, last + 1) if stop > start else start))
                 steps.append(step)
         if sl[0].stop == sl[0].start or sl[1].stop == sl[1].start:
-            out = np.empty((128, sl[0].stop - sl[0].start, sl[1].stop - sl[1].start), np.float32)
+            out = np.empty((self.shape[0], sl[0].stop - sl[0].start, sl[1].stop - sl[1].start), np.float32)
         else:
             out = self.mosaic.read_float(sl[0], sl[1])
         if steps != [1, 1]:
@@ -97,12 +101,6 @@ class _MosaicArray(BackendArray):
             off = 0 if not isinstance(bk, (int, np.integer)) else 1
             out = np.squeeze(out, axis=tuple(a - off for a in squeeze))
         return out
-
-
-def _tokenize_mosaic(mosaic: Mosaic) -> str:
-    token = f"tessera-{os.getpid()}-{next(_counter)}"
-    _MOSAICS[token] = mosaic
-    return token
 
 
 def _read_metadata(root: str) -> dict:
@@ -256,53 +254,96 @@ def open_embeddings(
     landmask: str | os.PathLike | None = None,
     missing: str = "raise",
     dataset_version: str | None = None,
+    depth: int | None = None,
+    cache: Any = "auto",
+    base_url: str | None = None,
+    http_options: dict | None = None,
 ) -> xr.DataArray:
     """Open precomputed TESSERA embeddings as a lazy ``(band, y, x)`` DataArray.
 
     Parameters
     ----------
-    source : a geotessera-layout folder (``global_0.1_degree_representation/{year}/...``),
-        a tile's codes ``.npy`` (its ``_scales.npy`` beside it, the landmask found in the
-        layout or given as ``landmask=``), a GeoTIFF export, or a list of these (all of one
-        dataset version).
-    bbox : ``(west, south, east, north)`` in degrees.  Needed for a folder: the tile paths
-        are computed from it (the folder is never walked).  For single files it crops.
+    source : where the embeddings are:
+
+        * a published dataset name: ``"v1"``, ``"v1.1"`` (= ``"v1.1-dclimate"``, the
+          complete global run 2017-2025), ``"v1.1-cambridge"``, ``"v2"`` (=
+          ``"v2-2B-L~beta1"``), ``"v2-2B-L~beta2"``;
+        * a Zarr store in the published layout: an ``http(s)://`` URL or a local folder
+          (e.g. one written by :func:`~tessera_explore.io.fetch_region.fetch_region`);
+        * an Icechunk repository (``*.icechunk``, local or ``s3://``; needs ``icechunk``);
+        * a geotessera-layout NPY tile folder (``global_0.1_degree_representation/{year}/...``),
+          a tile's codes ``.npy`` (its ``_scales.npy`` beside it, the landmask found in
+          the layout or given as ``landmask=``), a GeoTIFF export;
+        * or a list of these (all of one dataset).
+    bbox : ``(west, south, east, north)`` in degrees.  Needed for stores and tile folders
+        (tile paths and store windows are computed from it; nothing is listed or walked).
+        For single files it crops.
     year : the year to open; may be left out when the source holds only one.
-    crs : output CRS.  Default: the tiles' UTM zone, or where the area spans zones, the
-        zone of the area's centre.
-    resampling : how tiles in another zone are put on the output grid: ``"nearest"``
-        (default; every pixel a genuine embedding) or ``"bilinear"`` (NaN-aware blend of
-        four neighbours).  Tiles in the output zone are never resampled.
-    chunks : ``"auto"`` (dask, 256 x 256 pixel chunks with all 128 bands), an int (chunk
+    crs : output CRS (a projected CRS in metres).  Default: the UTM zone of the area's
+        centre (for stores its northern EPSG 326NN, southern rows with negative
+        northings, as stored; for tiles the tiles' own zone).
+    resampling : how data in another zone is put on the output grid: ``"nearest"``
+        (default; every pixel a genuine embedding) or ``"bilinear"``.  Data in the
+        output zone is never resampled.
+    chunks : ``"auto"`` (dask, 256 x 256 pixel chunks with all bands), an int (chunk
         side in pixels), a dict for ``DataArray.chunk``, or ``None`` for xarray's lazy
-        indexing without dask (each ``.isel``/``.values`` reads just what it needs).
-    missing : ``"raise"`` (default) when a tile the bbox needs is absent, or ``"nan"`` to
-        leave its pixels empty.
-    dataset_version : override the version recorded in ``tessera_metadata.json`` or the
-        GeoTIFF tags (``"v1"`` is assumed when neither says).
+        indexing without dask.  For stores, chunk edges follow the store's chunk grid:
+        sides are multiples of its 32-pixel inner chunks that divide its 4096-pixel
+        shards (an int is rounded down to one), so a dask chunk never straddles a shard.
+    missing : ``"raise"`` (default) when a tile the bbox needs is absent, or ``"nan"``.
+    dataset_version : the version of sources that do not record one (``"v1"`` is assumed
+        when nothing says).  A source that records another version is refused.
+    depth : for stores with nested prefixes (v2): ``4`` or ``16`` reads the first 4 or 16
+        dimensions of every embedding (a fraction of the bytes); ``None`` all of them.
+    cache : for stores over HTTP: ``"auto"`` (the ``zarr`` folder of
+        :func:`tessera_explore.config.cache_dir`), a folder, or ``None`` for no cache.
+    base_url : replaces the published stores' base URL for dataset names (mirrors, tests).
+    http_options : keyword arguments of :class:`~tessera_explore.io.http.RemoteStore`
+        (``retries``, ``timeout``, ``concurrency``, ``backoff``).
 
     Returns
     -------
     DataArray named ``embedding``, float32, dims ``(band, y, x)``, NaN where there is no
-    data (scale 0 or not finite, water in the landmask).  int8 codes stay on disk until a
-    chunk is computed; :func:`iter_blocks` reads them without dequantising.
+    data (water, or not computed; :func:`data_mask` tells them apart).  int8 codes stay
+    in the source until a chunk is computed; :func:`~tessera_explore.io.codes.iter_blocks`
+    reads them without dequantising.
     """
+    from .store import is_store_location, open_store
+
     if missing not in ("raise", "nan"):
-        raise ValueError(f"missing must be 'raise' or 'nan', got {missing!r}")
+        raise TesseraExploreError(f"missing must be 'raise' or 'nan', got {missing!r}")
     if resampling not in RESAMPLING:
-        raise ValueError(f"resampling must be one of {RESAMPLING}, got {resampling!r}")
+        raise TesseraExploreError(f"resampling must be one of {RESAMPLING}, got {resampling!r}")
     if bbox is not None:
         bbox = grid.normalize_bbox(bbox)
+    if depth is not None and int(depth) not in (4, 16, 128):
+        raise TesseraExploreError(f"depth must be 4, 16, 128 or None, got {depth!r}")
     sources = [source] if isinstance(source, (str, os.PathLike)) else list(source)
     if not sources:
-        raise ValueError("open_embeddings needs at least one source")
-    tiles, metas, years = [], [], set()
+        raise TesseraExploreError("open_embeddings needs at least one source")
+    tiles, metas, years, descs, stores = [], [], set(), [], []
     for src in sources:
         path = os.fspath(src)
-        if os.path.isdir(path):
+        if is_store_location(path):
+            if bbox is None:
+                raise TesseraExploreError(f"bbox= is needed to open the store {path} (stores cover whole UTM zones)")
+            st = open_store(path, cache=cache, base_url=base_url, http_options=http_options)
+            from .store import zones_in_bbox
+
+            y = st.check_year(year, [z for z in zones_in_bbox(bbox) if z in st.zones] or None)
+            t = st.windows(bbox, y, depth=None if depth in (None, st.nbands) else depth)
+            m = {"dataset_version": st.version, "dataset_variant": st.variant}
+            stores.append(st)
+            descs.append(st.url)
+        elif depth not in (None, 128):
+            raise TesseraExploreError(
+                f"depth={depth} needs a Zarr store with nested-depth arrays (the v2 stores); {path} is not one")
+        elif os.path.isdir(path):
             t, y, m = _tiles_from_folder(path, bbox, year, missing)
+            descs.append(os.path.abspath(path))
         elif os.path.exists(path):
             t, y, m = _tiles_from_path(path, year, landmask)
+            descs.append(os.path.abspath(path))
         else:
             raise TileNotFoundError(f"source not found: {path}")
         tiles += t
@@ -316,58 +357,163 @@ def open_embeddings(
         raise YearNotAvailableError("cannot tell the year of the source; pass year=")
     if year is not None and int(year) != yr:
         raise YearNotAvailableError(f"the source holds year {yr}, not {year}")
-    versions = {}
-    for path, m in metas:
-        versions.setdefault(dataset_version or m.get("dataset_version") or "v1", []).append(path)
-    if len(versions) > 1:
-        listing = "; ".join(f"{v}: {', '.join(ps)}" for v, ps in versions.items())
-        raise VersionMismatchError(
-            f"the sources hold different dataset versions ({listing}). Embeddings of different versions "
-            "live in unrelated feature spaces; open one version at a time."
-        )
-    version = next(iter(versions))
-    variant = next((m.get("dataset_variant") for _, m in metas if m.get("dataset_variant")), None)
+    version, variant = _one_dataset(metas, dataset_version)
     res = min(t.res for t in tiles)
+    if crs is None and stores:
+        from rasterio.crs import CRS
+
+        cx = (bbox[0] + bbox[2]) / 2
+        crs = CRS.from_epsg(32600 + int(math.floor((cx + 180.0) / 6.0)) % 60 + 1)
     out_crs, transform, shape = _output_grid(tiles, bbox, crs, res)
     if shape[0] <= 0 or shape[1] <= 0:
         raise NoTilesInAreaError(f"bbox {bbox} gives an empty area")
     mosaic = Mosaic(tiles, crs=out_crs, transform=transform, shape=shape, resampling=resampling)
     if bbox is not None and not mosaic._candidates(slice(0, shape[0]), slice(0, shape[1])):
         raise NoTilesInAreaError(f"bbox {bbox} lies outside every tile of the source")
-    token = _tokenize_mosaic(mosaic)
-    arr = _MosaicArray(mosaic)
-    if chunks is None:
-        from xarray.core import indexing
-
-        data = indexing.LazilyIndexedArray(arr)
-    else:
-        import dask.array as dsa
-
-        if chunks == "auto":
-            chunks = DEFAULT_CHUNK
-        if isinstance(chunks, int):
-            chunks = (128, chunks, chunks)
-        elif isinstance(chunks, dict):
-            chunks = (chunks.get("band", 128), chunks.get("y", DEFAULT_CHUNK), chunks.get("x", DEFAULT_CHUNK))
-        data = dsa.from_array(arr, chunks=chunks, name=token, asarray=False, meta=np.empty((0, 0, 0), np.float32),
-                              lock=False, inline_array=True)
+    token = register(mosaic)
+    data = _lazy_data(mosaic, chunks, token, tiles, out_crs, transform)
     x = transform.c + (np.arange(shape[1]) + 0.5) * transform.a
     y = transform.f + (np.arange(shape[0]) + 0.5) * transform.e
-    src_desc = ";".join(os.path.abspath(os.fspath(s)) for s in sources)
+    extra = {_MOSAIC_ATTR: token, "resampling": resampling, "n_tiles": len(tiles),
+             **({"bbox": [float(v) for v in bbox]} if bbox is not None else {})}
+    if stores:
+        extra["store"] = ";".join(st.url for st in stores)
+        extra["depth"] = int(mosaic.nbands)
     da = _schema.make_embedding_array(
-        data, x=x, y=y, crs=out_crs, year=yr, dataset_version=version, dataset_variant=variant, source=src_desc,
-        extra_attrs={"tessera_mosaic": token, "resampling": resampling, "n_tiles": len(tiles),
-                     **({"bbox": [float(v) for v in bbox]} if bbox is not None else {})},
+        data, x=x, y=y, crs=out_crs, year=yr, dataset_version=version, dataset_variant=variant,
+        source=";".join(descs), extra_attrs=extra,
     )
     return da
 
 
+def _one_dataset(metas: list[tuple[str, dict]], dataset_version: str | None) -> tuple[str, str | None]:
+    """The one (version, variant) of all sources, or VersionMismatchError naming them."""
+    recorded = [(p, m) for p, m in metas if m.get("dataset_version")]
+    if dataset_version is not None:
+        for p, m in recorded:
+            if not _schema.same_dataset({"dataset_version": dataset_version},
+                                        {"dataset_version": m["dataset_version"],
+                                         "dataset_variant": m.get("dataset_variant")}):
+                raise VersionMismatchError(
+                    f"dataset_version={dataset_version!r} was given, but {p} holds "
+                    f"{_schema.describe_dataset(m)}; embeddings of different datasets never mix")
+    if not recorded:
+        version = dataset_version or "v1"
+        return version, None
+    first_path, first = recorded[0]
+    for p, m in recorded[1:]:
+        if not _schema.same_dataset(first, m):
+            raise VersionMismatchError(
+                f"the sources hold different datasets: {_schema.describe_dataset(first)} in {first_path} and "
+                f"{_schema.describe_dataset(m)} in {p}. Embeddings of different versions, or of different "
+                "variants of one version, live in unrelated feature spaces; open one dataset at a time.")
+    variant = next((m.get("dataset_variant") for _, m in recorded if m.get("dataset_variant")), None)
+    return str(first["dataset_version"]), variant
+
+
+def _chunk_side(want: int, inner: int, shard: int) -> int:
+    """The largest multiple of ``inner`` that divides ``shard`` and is at most ``want``."""
+    side = inner
+    while side * 2 <= max(want, inner) and shard % (side * 2) == 0:
+        side *= 2
+    return side
+
+
+def _aligned_chunks(n: int, offset: int, side: int) -> tuple[int, ...]:
+    """Chunk sizes along an axis of ``n`` pixels whose first pixel is pixel ``offset``
+    of the chunk grid: edges fall on multiples of ``side``."""
+    out, pos = [], 0
+    first = side - (offset % side)
+    while pos < n:
+        step = min(first if pos == 0 else side, n - pos)
+        out.append(step)
+        pos += step
+    return tuple(out)
+
+
+def _lazy_data(mosaic: Mosaic, chunks, token: str, tiles, out_crs, transform):
+    arr = _MosaicArray(mosaic)
+    if chunks is None:
+        from xarray.core import indexing
+
+        return indexing.LazilyIndexedArray(arr)
+    import dask.array as dsa
+
+    nb = mosaic.nbands
+    if isinstance(chunks, dict):
+        band = chunks.get("band", nb)
+        want = (chunks.get("y", DEFAULT_CHUNK), chunks.get("x", DEFAULT_CHUNK))
+    elif chunks == "auto":
+        band, want = nb, (DEFAULT_CHUNK, DEFAULT_CHUNK)
+    elif isinstance(chunks, (int, np.integer)) and int(chunks) > 0:
+        band, want = nb, (int(chunks), int(chunks))
+    else:
+        raise TesseraExploreError(f"chunks must be 'auto', a positive int, a dict or None, got {chunks!r}")
+    ref = next((t for t in tiles if getattr(t, "inner_chunk", None) and t.crs == out_crs), None)
+    if ref is not None:
+        # follow the store's chunk grid: edges on inner-chunk multiples, never across a shard
+        gx, gy = ref.grid_origin
+        off_c = int(round((transform.c - gx) / transform.a))
+        off_r = int(round((gy - transform.f) / transform.a))
+        sides = [_chunk_side(int(w), ref.inner_chunk, ref.shard) for w in want]
+        spec = ((band,) if isinstance(band, int) and band >= nb else band,
+                _aligned_chunks(mosaic.shape[0], off_r, sides[0]),
+                _aligned_chunks(mosaic.shape[1], off_c, sides[1]))
+        if isinstance(spec[0], int):
+            spec = ((nb,),) + spec[1:]
+    else:
+        spec = (band, want[0], want[1])
+    return dsa.from_array(arr, chunks=spec, name=token, asarray=False, meta=np.empty((0, 0, 0), np.float32),
+                          lock=False, inline_array=True)
+
+
+def data_mask(da: xr.DataArray) -> xr.DataArray:
+    """Why each pixel of ``da`` has or lacks an embedding: uint8 ``(y, x)``.
+
+    ``0`` valid, ``1`` water (a NaN scale in a store, water in a tile's landmask),
+    ``2`` not computed (a +inf scale: land without data), ``3`` outside every source.
+    Reads only scales.  ``da`` must come from :func:`open_embeddings` (a window of it
+    is fine); float arrays have no such record and get 0 where finite, 2 elsewhere.
+    """
+    from .mosaic import STATUS
+
+    cw = codes_window(da)
+    if cw is not None:
+        h, w = da.sizes["y"], da.sizes["x"]
+        data = cw.source.read_status(slice(cw.row0, cw.row0 + h), slice(cw.col0, cw.col0 + w))
+    else:
+        data = np.where(np.isfinite(da.isel(band=0).values), 0, 2).astype(np.uint8)
+    out = xr.DataArray(data, dims=("y", "x"), coords={"y": da.y, "x": da.x}, name="data_mask",
+                       attrs={"flag_values": list(STATUS), "flag_meanings": " ".join(STATUS.values())})
+    if da.rio.crs is not None:
+        out = out.rio.write_crs(da.rio.crs)
+    return out
+
+
+def _store_of(da: xr.DataArray):
+    from .store import open_store
+
+    url = str(da.attrs.get("store", ""))
+    if not url or ";" in url:
+        return None
+    return open_store(url)
+
+
 def available_years(da: xr.DataArray) -> list[int]:
-    """Years held by the geotessera-layout folder that ``da`` was opened from (one
-    directory listing, no walk); ``[year of da]`` for other sources."""
+    """Years the source of ``da`` holds for its area: the store's time axis, or the
+    year folders of a geotessera-layout folder (one listing, no walk); ``[year of da]``
+    for other sources."""
     year = int(da.coords["year"]) if "year" in da.coords else None
-    src = str(da.attrs.get("source", ""))
-    years = set(_available_years(src)) if ";" not in src and os.path.isdir(src) else set()
+    st = _store_of(da)
+    if st is not None:
+        from .store import zones_in_bbox
+
+        bbox = da.attrs.get("bbox")
+        zones = [z for z in zones_in_bbox(bbox) if z in st.zones] if bbox else st.zones
+        years = {y for z in zones for p in st._parts[z] for y in p.years}
+    else:
+        src = str(da.attrs.get("source", ""))
+        years = set(_available_years(src)) if ";" not in src and os.path.isdir(src) else set()
     if year is not None:
         years.add(year)
     return sorted(years)
@@ -376,80 +522,24 @@ def available_years(da: xr.DataArray) -> list[int]:
 def reopen(da: xr.DataArray, year: int) -> xr.DataArray:
     """Open another year of the source ``da`` came from, on exactly ``da``'s grid.
 
-    Works for arrays made by :func:`open_embeddings` from a geotessera-layout folder (the
-    same bbox, CRS and resampling are used).  Raises YearNotAvailableError when the year's
-    tiles are missing and SchemaError when the grids would differ.
+    Works for arrays made by :func:`open_embeddings` from one store or one
+    geotessera-layout folder (the same bbox, CRS, depth and resampling are used).
+    Raises YearNotAvailableError when the year is missing and SchemaError when the
+    grids would differ.
     """
-    from ..exceptions import SchemaError
-
-    src = str(da.attrs.get("source", ""))
-    if not src or ";" in src or not os.path.isdir(src):
+    st_url = str(da.attrs.get("store", ""))
+    src = st_url or str(da.attrs.get("source", ""))
+    if not src or ";" in src or not (st_url or os.path.isdir(src)):
         raise YearNotAvailableError(
-            f"cannot open another year of {src or 'this array'}: only arrays opened from one "
+            f"cannot open another year of {src or 'this array'}: only arrays opened from one store or one "
             "geotessera-layout folder can be reopened; open the other year yourself")
+    kwargs = {"depth": int(da.attrs["depth"])} if st_url and int(da.attrs.get("depth", 128)) != 128 else {}
     try:
         other = open_embeddings(src, bbox=da.attrs.get("bbox"), year=int(year), crs=da.rio.crs,
-                                resampling=str(da.attrs.get("resampling", "nearest")))
+                                resampling=str(da.attrs.get("resampling", "nearest")), **kwargs)
     except TileNotFoundError as err:
         raise YearNotAvailableError(f"year {year} is not available for this area: {err}") from err
     if other.sizes != da.sizes or not (np.array_equal(other.x.values, da.x.values)
                                        and np.array_equal(other.y.values, da.y.values)):
         raise SchemaError(f"year {year} of {src} opens on another grid ({dict(other.sizes)} vs {dict(da.sizes)})")
     return other
-
-
-def _mosaic_window(da: xr.DataArray):
-    """(mosaic, row0, col0) if ``da`` is an unresampled window of an opened mosaic, else None."""
-    m = _MOSAICS.get(str(da.attrs.get("tessera_mosaic", "")))
-    if m is None or da.sizes.get("band") != 128 or da.sizes["y"] == 0 or da.sizes["x"] == 0:
-        return None
-    if "band" in da.coords and not np.array_equal(da.band.values, np.arange(1, 129)):
-        return None
-    t = m.transform
-    x, y = da.x.values, da.y.values
-    c0 = (x[0] - t.c) / t.a - 0.5
-    r0 = (y[0] - t.f) / t.e - 0.5
-    if abs(c0 - round(c0)) > 1e-6 or abs(r0 - round(r0)) > 1e-6:
-        return None
-    if (len(x) > 1 and not np.allclose(np.diff(x), t.a)) or (len(y) > 1 and not np.allclose(np.diff(y), t.e)):
-        return None
-    c0, r0 = int(round(c0)), int(round(r0))
-    if r0 < 0 or c0 < 0 or r0 + len(y) > m.shape[0] or c0 + len(x) > m.shape[1]:
-        return None
-    return m, r0, c0
-
-
-def iter_blocks(
-    da: xr.DataArray, *, block: int = 512, quantized: bool = True
-) -> Iterator[tuple[slice, slice, np.ndarray, np.ndarray | None]]:
-    """Walk an embeddings array block by block, pixel-major.
-
-    Yields ``(rows, cols, values, scales)`` where ``rows``/``cols`` are slices of ``da``'s
-    y/x.  With ``quantized=True`` ``values`` are int8 codes ``(h, w, 128)`` and ``scales``
-    float32 ``(h, w)`` (NaN = no data): read straight from the tiles when ``da`` came from
-    :func:`open_embeddings` (nothing is dequantised), quantised on the fly otherwise.
-    With ``quantized=False`` ``values`` are float32 ``(h, w, 128)`` and ``scales`` is None.
-    """
-    _schema.validate(da)
-    mw = _mosaic_window(da)
-    H, W = da.sizes["y"], da.sizes["x"]
-    for r0 in range(0, H, block):
-        rows = slice(r0, min(H, r0 + block))
-        for c0 in range(0, W, block):
-            cols = slice(c0, min(W, c0 + block))
-            if mw is not None:
-                m, rr, cc = mw
-                wr = slice(rows.start + rr, rows.stop + rr)
-                wc = slice(cols.start + cc, cols.stop + cc)
-                if quantized:
-                    q, s = m.read_quantized(wr, wc)
-                    yield rows, cols, q, s
-                else:
-                    yield rows, cols, np.moveaxis(m.read_float(wr, wc), 0, -1), None
-                continue
-            f = np.asarray(da.isel(y=rows, x=cols).transpose("y", "x", "band").values, dtype=np.float32)
-            if quantized:
-                q, s = quantize(f)
-                yield rows, cols, q, s
-            else:
-                yield rows, cols, f, None

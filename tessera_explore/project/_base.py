@@ -7,7 +7,7 @@ DataArray (it draws a spatially stratified sample from the int8 codes) or an
 DataArray on the input's grid, or an ``(n, k)`` array.
 
 The transform never holds the area as float32: it walks the int8 codes in blocks
-(:func:`tessera_explore.io.open.iter_blocks`) and keeps only the float32 output.
+(:func:`tessera_explore.io.codes.iter_blocks`) and keeps only the float32 output.
 """
 
 from __future__ import annotations
@@ -170,11 +170,11 @@ class Projection(TransformerMixin, BaseEstimator):
         return components_array(self._transform_area(X), X, self)
 
     def _transform_area(self, da: xr.DataArray) -> np.ndarray:
-        from ..io.open import _mosaic_window, iter_blocks
+        from ..io.codes import codes_window, iter_blocks
 
         # int8 codes straight from the tiles where there are tiles; float arrays (live
         # encoder output, computed arrays) are projected as they are, never re-quantised
-        quantized = _mosaic_window(da) is not None
+        quantized = codes_window(da) is not None
         k = int(self.n_components)
         out = np.full((k, da.sizes["y"], da.sizes["x"]), np.nan, dtype=np.float32)
 

@@ -104,13 +104,13 @@ def stratified_sample(da: xr.DataArray, n: int, *, random_state=None) -> PixelSa
     Areas with fewer than ``n`` pixels give every valid pixel.  Where part of the area
     has no data the sample is smaller than ``n`` (the cells there are empty).
     """
-    from ..io.open import _mosaic_window, iter_blocks
+    from ..io.codes import codes_window, iter_blocks
     from ..io.quant import quantize
 
     seed = seed_of(random_state)
     H, W = da.sizes["y"], da.sizes["x"]
     cy, cx = cell_shape(H, W, int(n))
-    quantized = _mosaic_window(da) is not None
+    quantized = codes_window(da) is not None
     codes, scales, rows, cols, floats = [], [], [], [], []
     for rs, cs, q, s in iter_blocks(da, block=_block_side(cy, cx), quantized=quantized):
         valid = (np.isfinite(s) & (s != 0)) if quantized else np.isfinite(q).all(axis=-1)

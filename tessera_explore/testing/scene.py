@@ -157,6 +157,19 @@ class _Palette:
         self.n_bands = n_bands
 
 
+def _matmul_exact(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a @ b`` for a few columns of ``a``, summed in a fixed order per row.
+
+    BLAS may block a product differently for different row counts, which changes the
+    last bit of a float32 sum; a pixel must get the same value whichever batch it is
+    computed in (NPY tiles and Zarr stores of one scene are compared bit for bit).
+    """
+    out = a[:, :1] * b[0]
+    for k in range(1, a.shape[1]):
+        out += a[:, k : k + 1] * b[k]
+    return out
+
+
 def scene_embeddings(
     lon: np.ndarray,
     lat: np.ndarray,
@@ -188,14 +201,14 @@ def scene_embeddings(
     emb = emb + 0.30 * off[inv] + 0.12 * yr[inv]
     # smooth texture within classes
     tex = np.stack([_value_noise(u, v, 120.0, seed + 31 + t) - 0.5 for t in range(3)], axis=1).astype(np.float32)
-    emb += tex @ pal.texture
+    emb += _matmul_exact(tex, pal.texture)
     # pixel noise, keyed by the grid pixel and year
     if pixel_keys is None:
         pk = (np.round(u / 10).astype(np.int64), np.round(v / 10).astype(np.int64))
     else:
         pk = (np.asarray(pixel_keys[0]).ravel(), np.asarray(pixel_keys[1]).ravel())
     z = np.stack([_normal(pk[0], pk[1], int(year), c, seed=seed + 41) for c in range(8)], axis=1).astype(np.float32)
-    emb += z @ pal.noise
+    emb += _matmul_exact(z, pal.noise)
     emb *= pal.magnitude[cls][:, None]
     emb[cls == WATER] = np.nan
     return emb.astype(np.float32, copy=False), cls

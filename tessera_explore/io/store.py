@@ -1,0 +1,533 @@
+"""The published TESSERA Zarr stores (and the Icechunk copy), read lazily.
+
+A store holds one group per UTM zone (``utm01`` ... ``utm60``), each one grid in the
+zone's northern CRS (southern rows have negative northings), with ``embeddings`` int8
+``(time, band, y, x)`` and ``scales`` float32 ``(time, y, x)`` (NaN = water, +inf =
+not computed) in 4096-pixel shards of 32-pixel inner chunks; see
+``shared/spec/zarr-store.md`` and ``docs/design/zarr-stores.md``.
+
+:class:`ZarrSource` opens a store (local path, ``http(s)://`` URL, published dataset
+name, or an Icechunk repository) reading only its consolidated metadata.
+:meth:`ZarrSource.windows` cuts the parts of the zones that an area needs into
+tile-like :class:`StoreTile` objects, which :class:`~tessera_explore.io.mosaic.Mosaic`
+places on the output grid exactly as it places NPY tiles.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..exceptions import NoTilesInAreaError, StoreError, YearNotAvailableError
+
+__all__ = [
+    "Dataset",
+    "DATASETS",
+    "PUBLISHED_BASE",
+    "dataset_url",
+    "is_store_location",
+    "open_store",
+    "ZarrSource",
+    "StoreTile",
+]
+
+#: Where the published stores live: the public mirror's bucket, read over anonymous
+#: HTTPS from the bucket's own endpoint (the mirror's gateway drops requests under the
+#: load of a region read).
+PUBLISHED_BASE = "https://s3.us-west-2.amazonaws.com/us-west-2.opendata.source.coop/tessera/tessera/zarr"
+#: The same objects through the mirror's gateway.
+GATEWAY_BASE = "https://data.source.coop/tessera/tessera/zarr"
+#: The v1.1 dclimate Icechunk repository.
+ICECHUNK_V11 = "s3://tessera-embeddings/v1.1/dclimate.icechunk"
+
+FALSE_NORTHING = 10_000_000.0
+SHARD = 4096
+INNER = 32
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """One published dataset: its store folder, version label and variant."""
+
+    path: str
+    version: str
+    variant: str
+    description: str = ""
+
+
+#: Published datasets by name.  Variants of one version are separate runs whose
+#: embeddings never mix.
+DATASETS: dict[str, Dataset] = {
+    "v1": Dataset("v1", "v1", "vultr", "legacy v1 model"),
+    "v1.1": Dataset("v1.1-dclimate", "v1.1", "dclimate", "complete global run 2017-2025"),
+    "v1.1-dclimate": Dataset("v1.1-dclimate", "v1.1", "dclimate", "complete global run 2017-2025"),
+    "v1.1-cambridge": Dataset("v1.1", "v1.1", "cambridge", "Cambridge test run"),
+    "v2": Dataset("v2-2B-L~beta1", "v2", "2B-L~beta1", "v2 beta (Large student)"),
+    "v2-2B-L~beta1": Dataset("v2-2B-L~beta1", "v2", "2B-L~beta1", "v2 beta (Large student)"),
+    "v2-2B-L~beta2": Dataset("v2-2B-L~beta2", "v2", "2B-L~beta2", "v2 beta 2 (Large student)"),
+}
+
+
+def dataset_url(name: str, *, base_url: str | None = None) -> str:
+    """URL of a published dataset's store (``base_url`` replaces :data:`PUBLISHED_BASE`)."""
+    if name not in DATASETS:
+        raise StoreError(f"unknown dataset {name!r}; published datasets: {', '.join(DATASETS)}")
+    return f"{(base_url or PUBLISHED_BASE).rstrip('/')}/{DATASETS[name].path}"
+
+
+def is_store_location(source: Any) -> bool:
+    """True for a dataset name, an http(s) URL, an Icechunk path or a local Zarr folder."""
+    if not isinstance(source, (str, os.PathLike)):
+        return False
+    s = os.fspath(source)
+    if s in DATASETS or re.match(r"^(https?|s3)://", s):
+        return True
+    s = s.rstrip("/")
+    if s.endswith(".icechunk"):
+        return True
+    return os.path.isfile(os.path.join(s, "zarr.json"))
+
+
+def _dataset_from_url(url: str) -> Dataset | None:
+    tail = url.rstrip("/").rsplit("/", 1)[-1]
+    for base in (PUBLISHED_BASE, GATEWAY_BASE):
+        if url.rstrip("/").startswith(base + "/"):
+            return next((d for d in DATASETS.values() if d.path == tail), None)
+    return None
+
+
+def _zone_of(lon: float) -> int:
+    return int(math.floor((lon + 180.0) / 6.0)) % 60 + 1
+
+
+def zones_in_bbox(bbox: Sequence[float]) -> list[int]:
+    """UTM zones that a (west, south, east, north) box touches."""
+    w, _, e, _ = bbox
+    first, last = _zone_of(w), _zone_of(min(e, 179.999999))
+    return list(range(first, last + 1))
+
+
+@dataclass
+class _Part:
+    """One grid of a zone in the zone's northern CRS: a Zarr zone group, or one
+    hemisphere group of the Icechunk copy."""
+
+    zone: int
+    group: Any
+    transform: Any  # affine, northern CRS
+    shape: tuple[int, int]
+    where: str
+    _years: list[int] | None = None  # read on first use: one small request
+    band_last: bool = False
+    nan_is_nodata: bool = False
+    row_clip: tuple[int, int] | None = None  # rows of the group that this part keeps
+    arrays: dict = field(default_factory=dict)  # depth -> array name
+
+    @property
+    def epsg(self) -> int:
+        return 32600 + self.zone
+
+    @property
+    def years(self) -> list[int]:
+        if self._years is None:
+            try:
+                self._years = _icechunk_years(self.group["time"])
+            except KeyError as err:
+                raise StoreError(f"{self.where}: no time coordinate") from err
+        return self._years
+
+
+class ZarrSource:
+    """An opened store: metadata only.
+
+    Attributes: ``location`` (as given), ``url`` (what was opened), ``version``,
+    ``variant``, ``depths`` (band count -> array name), ``years``, ``zones``.
+    """
+
+    def __init__(self, location: str | os.PathLike, *, cache: Any = "auto", base_url: str | None = None,
+                 http_options: dict | None = None):
+        import zarr
+
+        self.location = os.fspath(location)
+        ds = DATASETS.get(self.location)
+        self.url = dataset_url(self.location, base_url=base_url) if ds else self.location.rstrip("/")
+        if ds is None and re.match(r"^https?://", self.url):
+            ds = _dataset_from_url(self.url)
+        self.icechunk = self.url.endswith(".icechunk")
+        self.store = None
+        try:
+            if self.icechunk:
+                self.store = _icechunk_store(self.url)
+                self.root = zarr.open_group(self.store, mode="r", use_consolidated=False)
+            else:
+                self.store = _zarr_store(self.url, cache=cache, http_options=http_options)
+                self.root = zarr.open_group(self.store, mode="r", zarr_format=3, use_consolidated=True)
+        except StoreError:
+            raise
+        except Exception as err:  # zarr raises several classes for a missing or broken root
+            raise StoreError(f"cannot open the Zarr store at {self.url}: {type(err).__name__}: {err}") from err
+        attrs = dict(self.root.attrs)
+        self.attrs = attrs
+        self.version, self.variant = _version_variant(attrs, ds, self.icechunk)
+        self.nbands = int(attrs.get("geoemb:dimensions", 128))
+        self.depths = {int(d["dimensions"]): str(d["array"]) for d in attrs.get("geoemb:depths", [])}
+        self.depths.setdefault(self.nbands, "embeddings")
+        self._parts: dict[int, list[_Part]] = {}
+        self._lock = threading.Lock()
+        self._build_zones()
+
+    def __repr__(self) -> str:
+        return (f"ZarrSource({self.url!r}, version={self.version!r}, variant={self.variant!r}, "
+                f"zones={self.zones}, years={self.years})")
+
+    # -- zones ---------------------------------------------------------------------------
+    def _build_zones(self) -> None:
+        names = sorted(self.root.group_keys())
+        if self.icechunk:
+            for name in names:
+                m = re.fullmatch(r"(\d\d)([NS])", name)
+                if m:
+                    self._add_hemisphere(int(m.group(1)), m.group(2), self.root[name])
+        else:
+            for name in names:
+                m = re.fullmatch(r"utm(\d\d)", name)
+                if m:
+                    self._add_zone(int(m.group(1)), self.root[name])
+        if not self._parts:
+            raise StoreError(f"{self.url} holds no UTM zone groups (utm01..utm60): not a TESSERA store")
+
+    @property
+    def years(self) -> list[int]:
+        """Every year of every zone (reads each zone's small time array once)."""
+        return sorted({y for ps in self._parts.values() for p in ps for y in p.years})
+
+    @staticmethod
+    def _grid(group, where: str):
+        from affine import Affine
+
+        try:
+            t = [float(v) for v in group.attrs["spatial:transform"]]
+            shape = tuple(int(v) for v in group.attrs["spatial:shape"])
+        except (KeyError, TypeError, ValueError) as err:
+            raise StoreError(f"{where}: the group's spatial:transform / spatial:shape are missing or broken "
+                             f"({err})") from err
+        if t[1] or t[3] or t[0] <= 0 or t[4] != -t[0]:
+            raise StoreError(f"{where}: expected a north-up square-pixel grid, got spatial:transform {t}")
+        return Affine(*t), shape
+
+    def _add_zone(self, zone: int, group) -> None:
+        where = f"{self.url}/utm{zone:02d}"
+        tr, shape = self._grid(group, where)
+        code = str(group.attrs.get("proj:code", f"EPSG:{32600 + zone}"))
+        if code != f"EPSG:{32600 + zone}":
+            raise StoreError(f"{where}: proj:code is {code}, expected EPSG:{32600 + zone} (the zone's northern CRS)")
+        members = set(group.array_keys())
+        arrays = {n: a for n, a in self.depths.items() if a in members}
+        if "embeddings" not in members or "scales" not in members:
+            raise StoreError(f"{where}: the embeddings or scales array is missing")
+        self._parts[zone] = [_Part(zone, group, tr, shape, where, arrays=arrays)]
+
+    def _add_hemisphere(self, zone: int, hemi: str, group) -> None:
+        from affine import Affine
+
+        where = f"{self.url}/{zone:02d}{hemi}"
+        tr, shape = self._grid(group, where)
+        top = tr.f - (FALSE_NORTHING if hemi == "S" else 0.0)
+        centres = top - (np.arange(shape[0]) + 0.5) * tr.a
+        kept = np.flatnonzero(centres > 0 if hemi == "N" else centres < 0)
+        if not len(kept):
+            return
+        r0, r1 = int(kept[0]), int(kept[-1]) + 1
+        ttop = top - r0 * tr.a
+        part = _Part(zone, group, Affine(tr.a, 0.0, tr.c, 0.0, -tr.a, ttop), (r1 - r0, shape[1]), where,
+                     band_last=True, nan_is_nodata=True, row_clip=(r0, r1), arrays={128: "embeddings"})
+        self._parts.setdefault(zone, []).append(part)
+
+    @property
+    def zones(self) -> list[int]:
+        return sorted(self._parts)
+
+    def crs_of(self, zone: int):
+        from rasterio.crs import CRS
+
+        return CRS.from_epsg(32600 + zone)
+
+    # -- reading -------------------------------------------------------------------------
+    def array_name(self, depth: int | None) -> str:
+        n = self.nbands if depth is None else int(depth)
+        if n not in self.depths:
+            raise StoreError(
+                f"{self.url} has no depth-{n} array; it holds depths {sorted(self.depths)}"
+                + ("" if len(self.depths) > 1 else " (nested depths are published with the v2 stores only)"))
+        return self.depths[n]
+
+    def check_year(self, year: int | None, zones: Sequence[int] | None = None) -> int:
+        """The year to read: ``year`` if the zones (default: all) hold it, or the only one."""
+        parts = [p for z in (zones if zones is not None else self.zones) for p in self._parts.get(z, [])]
+        years = sorted({y for p in parts for y in p.years})
+        if year is None:
+            if len(years) != 1:
+                raise YearNotAvailableError(f"{self.url} holds the years {years}; pass year=")
+            return years[0]
+        if int(year) not in years:
+            raise YearNotAvailableError(f"year {year} is not in {self.url}; available years: {years}")
+        return int(year)
+
+    def windows(self, bbox: Sequence[float], year: int, *, depth: int | None = None, margin: int = 2
+                ) -> list["StoreTile"]:
+        """Tile-like windows of every zone part that ``bbox`` (lon/lat) touches."""
+        from rasterio.warp import transform_bounds
+
+        self.array_name(depth)
+        out = []
+        for zone in zones_in_bbox(bbox):
+            for part in self._parts.get(zone, []):
+                if year not in part.years:
+                    continue
+                name = part.arrays.get(self.nbands if depth is None else int(depth))
+                if name is None:
+                    raise StoreError(f"{self.url} zone {zone}: no depth-{depth} array")
+                x0, y0, x1, y1 = transform_bounds("EPSG:4326", f"EPSG:{part.epsg}", *bbox, densify_pts=41)
+                t = part.transform
+                c0 = max(0, int(math.floor((x0 - t.c) / t.a)) - margin)
+                c1 = min(part.shape[1], int(math.ceil((x1 - t.c) / t.a)) + margin)
+                r0 = max(0, int(math.floor((t.f - y1) / t.a)) - margin)
+                r1 = min(part.shape[0], int(math.ceil((t.f - y0) / t.a)) + margin)
+                if r0 >= r1 or c0 >= c1:
+                    continue
+                out.append(StoreTile(self, part, name, part.years.index(year), year, r0, r1, c0, c1))
+        if not out:
+            raise NoTilesInAreaError(
+                f"no zone of {self.url} covers bbox {tuple(bbox)} in {year} (zones in the store: {self.zones})")
+        return out
+
+    def stats(self, zone: int, year: int) -> tuple[int, np.ndarray, np.ndarray]:
+        """``(count, sum (128,), sum of products (128, 128))`` of every valid pixel of a
+        zone and year, from the store's ``stretch_stats_*`` arrays (no pixel is read)."""
+        parts = self._parts.get(int(zone))
+        if not parts:
+            raise StoreError(f"{self.url} has no zone {zone}")
+        g = parts[0].group
+        where = f"{self.url}/utm{int(zone):02d}"
+        if "stretch_stats_count" not in g:
+            raise StoreError(f"{where} has no per-zone statistics (stretch_stats_*)")
+        ti = parts[0].years.index(self.check_year(year, [int(zone)]))
+        n = int(np.asarray(g["stretch_stats_count"][ti]))
+        if n < 0:
+            raise StoreError(f"{where}: the statistics of {year} are being rebuilt (count {n})")
+        return n, np.asarray(g["stretch_stats_sum"][ti], np.float64), np.asarray(g["stretch_stats_prod"][ti],
+                                                                                 np.float64)
+
+
+class StoreTile:
+    """A window of one zone part for one year, read like a tile by :class:`Mosaic`.
+
+    ``read(rows, cols)`` gives codes ``(h, w, bands)`` and scales ``(h, w)`` with NaN
+    where there is no data; ``read_bands`` the same band-first (no transpose);
+    ``status`` 0 valid / 1 water / 2 not computed.
+    """
+
+    def __init__(self, source: ZarrSource, part: _Part, array: str, ti: int, year: int, r0: int, r1: int,
+                 c0: int, c1: int):
+        from affine import Affine
+
+        self.source, self.part, self.array, self.ti, self.year = source, part, array, ti, year
+        self.zone = part.zone
+        self.r0, self.c0 = r0, c0
+        self.shape = (r1 - r0, c1 - c0)
+        t = part.transform
+        self.transform = Affine(t.a, 0.0, t.c + c0 * t.a, 0.0, t.e, t.f + r0 * t.e)
+        self.crs = source.crs_of(part.zone)
+        self.path = f"{source.url}#utm{part.zone:02d}"
+        self.lon = self.lat = None
+        arr = part.group[array]
+        self.nbands = int(arr.shape[-1] if part.band_last else arr.shape[1])
+        self._emb = arr
+        self._scales = part.group["scales"]
+        self._memo: OrderedDict = OrderedDict()
+        self._memo_lock = threading.Lock()
+        # the zone's chunk grid (for chunk-aligned dask chunks): rows/cols of the part's
+        # origin, the inner chunk and shard sides
+        chunks = getattr(arr, "chunks", None)
+        shards = getattr(arr, "shards", None)
+        self.inner_chunk = int(chunks[-2] if chunks and not part.band_last else INNER)
+        self.shard = int(shards[-2]) if shards and not part.band_last else int(self.inner_chunk)
+        self.grid_origin = (part.transform.c, part.transform.f - (part.row_clip[0] if part.row_clip else 0) * t.e)
+
+    @property
+    def res(self) -> float:
+        return float(self.transform.a)
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        t, (h, w) = self.transform, self.shape
+        return (t.c, t.f + t.e * h, t.c + t.a * w, t.f)
+
+    def owns(self, lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
+        """Pixels whose longitude lies in this tile's UTM zone."""
+        zones = (np.floor((np.asarray(lon) + 180.0) / 6.0).astype(np.int64) % 60) + 1
+        return zones == self.zone
+
+    # -- raw reads (window coordinates) ----------------------------------------------------
+    def _rows(self, rows: slice) -> slice:
+        off = self.r0 + (self.part.row_clip[0] if self.part.row_clip else 0)
+        return slice(rows.start + off, rows.stop + off)
+
+    def _cols(self, cols: slice) -> slice:
+        return slice(cols.start + self.c0, cols.stop + self.c0)
+
+    def _raw_scales(self, rows: slice, cols: slice) -> np.ndarray:
+        key = (rows.start, rows.stop, cols.start, cols.stop)
+        with self._memo_lock:
+            hit = self._memo.get(key)
+        if hit is not None:
+            return hit
+        s = np.asarray(self._scales[self.ti, self._rows(rows), self._cols(cols)], dtype=np.float32)
+        with self._memo_lock:
+            self._memo[key] = s
+            while len(self._memo) > 16:
+                self._memo.popitem(last=False)
+        return s
+
+    def _codes_bands(self, rows: slice, cols: slice) -> np.ndarray:
+        if self.part.band_last:
+            q = np.asarray(self._emb[self.ti, self._rows(rows), self._cols(cols), :])
+            return np.ascontiguousarray(np.moveaxis(q, -1, 0))
+        return np.asarray(self._emb[self.ti, :, self._rows(rows), self._cols(cols)])
+
+    def _codes_pixels(self, rows: slice, cols: slice) -> np.ndarray:
+        if self.part.band_last:
+            return np.asarray(self._emb[self.ti, self._rows(rows), self._cols(cols), :])
+        return np.ascontiguousarray(np.moveaxis(self._codes_bands(rows, cols), 0, -1))
+
+    # -- the tile interface ----------------------------------------------------------------
+    def valid(self, rows: slice, cols: slice) -> np.ndarray:
+        return np.isfinite(self._raw_scales(rows, cols))
+
+    def status(self, rows: slice, cols: slice) -> np.ndarray:
+        s = self._raw_scales(rows, cols)
+        out = np.zeros(s.shape, np.uint8)
+        out[np.isposinf(s) | np.isneginf(s)] = 2
+        out[np.isnan(s)] = 2 if self.part.nan_is_nodata else 1
+        return out
+
+    def _clean(self, s: np.ndarray) -> np.ndarray:
+        s = s.copy()
+        s[~np.isfinite(s)] = np.nan
+        return s
+
+    def read(self, rows: slice, cols: slice) -> tuple[np.ndarray, np.ndarray]:
+        return self._codes_pixels(rows, cols), self._clean(self._raw_scales(rows, cols))
+
+    def read_bands(self, rows: slice, cols: slice) -> tuple[np.ndarray, np.ndarray]:
+        return self._codes_bands(rows, cols), self._clean(self._raw_scales(rows, cols))
+
+
+# -- opening ---------------------------------------------------------------------------------
+_SOURCES: "OrderedDict[tuple, ZarrSource]" = OrderedDict()
+_SOURCES_LOCK = threading.Lock()
+
+
+def open_store(location: str | os.PathLike, *, cache: Any = "auto", base_url: str | None = None,
+               http_options: dict | None = None) -> ZarrSource:
+    """Open a store (metadata only), reusing one already opened in this process."""
+    key = (os.fspath(location), str(cache), base_url, repr(sorted((http_options or {}).items())))
+    with _SOURCES_LOCK:
+        src = _SOURCES.get(key)
+        if src is not None:
+            _SOURCES.move_to_end(key)
+            return src
+    src = ZarrSource(location, cache=cache, base_url=base_url, http_options=http_options)
+    with _SOURCES_LOCK:
+        _SOURCES[key] = src
+        while len(_SOURCES) > 8:
+            _SOURCES.popitem(last=False)
+    return src
+
+
+def _zarr_store(url: str, *, cache: Any, http_options: dict | None):
+    if re.match(r"^https?://", url):
+        from ..config import cache_dir
+        from .http import RemoteStore
+
+        if cache == "auto" or cache is True:
+            cdir = cache_dir("zarr")
+        elif cache in (None, False):
+            cdir = None
+        else:
+            cdir = os.fspath(cache)
+        return RemoteStore(url, cache_dir=cdir, **(http_options or {}))
+    if re.match(r"^[a-z0-9]+://", url):
+        raise StoreError(f"{url}: only local paths and http(s):// URLs are supported for Zarr stores")
+    from zarr.storage import LocalStore
+
+    if not os.path.isdir(url):
+        raise StoreError(f"Zarr store not found: {url}")
+    if not os.path.isfile(os.path.join(url, "zarr.json")):
+        raise StoreError(f"{url} is not a Zarr v3 store (no zarr.json at its root)")
+    return LocalStore(url, read_only=True)
+
+
+def _icechunk_store(url: str):
+    try:
+        import icechunk
+    except ImportError as err:
+        raise StoreError(
+            f"{url} is an Icechunk repository; reading it needs the icechunk package "
+            "(pip install 'icechunk>=1.1,<2' on Python 3.11, or icechunk 2 on Python 3.12+)") from err
+    try:
+        if url.startswith("s3://"):
+            bucket, _, prefix = url[5:].partition("/")
+            storage = icechunk.s3_storage(bucket=bucket, prefix=prefix, region="us-west-2", anonymous=True)
+        elif "://" in url:
+            raise StoreError(f"{url}: Icechunk repositories are read from s3:// or a local path")
+        else:
+            if not os.path.isdir(url):
+                raise StoreError(f"Icechunk repository not found: {url}")
+            storage = icechunk.local_filesystem_storage(url)
+        repo = icechunk.Repository.open(storage)
+        return repo.readonly_session(branch="main").store
+    except StoreError:
+        raise
+    except Exception as err:
+        raise StoreError(f"cannot open the Icechunk repository {url}: {type(err).__name__}: {err}") from err
+
+
+def _icechunk_years(arr) -> list[int]:
+    values = np.asarray(arr[:])
+    if np.issubdtype(values.dtype, np.datetime64):
+        return [int(y) + 1970 for y in values.astype("datetime64[Y]").astype(int)]
+    units = str(arr.attrs.get("units", ""))
+    if units.startswith("nanoseconds since 1970-01-01"):
+        return [int(y) + 1970 for y in values.astype("datetime64[ns]").astype("datetime64[Y]").astype(int)]
+    return [int(v) for v in values]
+
+
+def _version_variant(attrs: dict, ds: Dataset | None, icechunk: bool) -> tuple[str, str]:
+    """Version label and variant: the root attributes first, then the published name."""
+    version = attrs.get("dataset_version")
+    variant = attrs.get("dataset_variant")
+    if version is None:
+        if ds is not None:
+            version = ds.version
+        else:
+            model = str(attrs.get("geoemb:model", ""))
+            m = re.search(r"(\d+(?:\.\d+)?)/?$", model)
+            num = m.group(1) if m else ""
+            version = {"1.0": "v1", "1": "v1", "1.1": "v1.1", "2.0": "v2", "2": "v2"}.get(num, f"v{num}" if num else
+                                                                                           "unknown")
+    if variant is None:
+        if ds is not None and ds.version == version:
+            variant = ds.variant
+        elif icechunk and version == "v1.1":
+            variant = "dclimate"  # the Icechunk copy is published for v1.1 dclimate only
+        else:
+            variant = "unknown"
+    return str(version), str(variant)
