@@ -1,8 +1,9 @@
 """The built-in demo scene: synthetic farmland near Cambridge, two years, no network.
 
-``open_demo()`` makes the tiles once into a cache folder (about 10 s, 0.4 GB) and
-reuses them after that.  The cache lives in ``$TESSERA_EXPLORE_CACHE`` when that is
-set (read at call time), else ``~/.cache/tessera_explore``.
+``open_demo()`` writes the scene once as a Zarr store in the published layout
+(:func:`tessera_explore.testing.make_store`; about a minute, 0.35 GB) and opens it
+with :func:`~tessera_explore.open_embeddings`, the same path as real data.  The store
+lives in the ``demo`` folder of :func:`tessera_explore.config.cache_dir`.
 """
 
 from __future__ import annotations
@@ -12,46 +13,52 @@ import os
 import shutil
 import tempfile
 
-__all__ = ["DEMO_BBOX", "DEMO_YEARS", "DEMO_TILES", "demo_path", "open_demo", "cache_dir"]
+__all__ = ["DEMO_BBOX", "DEMO_YEARS", "DEMO_TILES", "DEMO_SEED", "demo_path", "open_demo", "cache_dir"]
 
 #: Two full-size tiles side by side (0.0-0.2 E, 52.1-52.2 N).
 DEMO_TILES = ((0.05, 52.15), (0.15, 52.15))
 DEMO_BBOX = (0.0, 52.1, 0.2, 52.2)
 DEMO_YEARS = (2023, 2024)
 DEMO_SEED = 42
-_DEMO_VERSION = 1  # bump when the scene generator changes, to rebuild caches
+DEMO_VERSION = "v1.1"
+_DEMO_FORMAT = 2  # bump when the scene generator or the store layout changes, to rebuild caches
 
 
 def cache_dir() -> str:
-    """Folder for cached data (``$TESSERA_EXPLORE_CACHE`` or ``~/.cache/tessera_explore``)."""
-    return os.environ.get("TESSERA_EXPLORE_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "tessera_explore")
+    """Root folder of the package's caches (see :func:`tessera_explore.config.cache_dir`)."""
+    from .config import cache_dir as _cache_dir
+
+    return str(_cache_dir())
 
 
 def demo_path(*, shape: tuple[int, int] | None = None) -> str:
-    """Path of the demo tile folder (geotessera layout), made on first use.
+    """Path of the demo scene's Zarr store, written on first use.
 
-    ``shape`` makes smaller tiles (for quick tests); the default is full size.
+    ``shape`` makes smaller tiles (coarser pixels, for quick tests); the default is
+    full size (10 m pixels).
     """
-    from .testing import make_tiles
+    from .config import cache_dir as _cache_dir
+    from .testing.store import make_store
 
     tag = "full" if shape is None else f"{shape[0]}x{shape[1]}"
-    root = os.path.join(cache_dir(), f"demo-v{_DEMO_VERSION}-{tag}")
+    folder = _cache_dir("demo")
+    root = os.path.join(folder, f"demo-v{_DEMO_FORMAT}-{tag}.zarr")
     stamp = os.path.join(root, ".complete")
     if os.path.exists(stamp):
         return root
-    os.makedirs(cache_dir(), exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix="demo-", dir=cache_dir())
+    os.makedirs(folder, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix="demo-", dir=folder)
     try:
-        make_tiles(tmp, tiles=DEMO_TILES, years=DEMO_YEARS, shape=shape, seed=DEMO_SEED)
-        with open(os.path.join(tmp, ".complete"), "w") as f:
-            json.dump({"demo_version": _DEMO_VERSION}, f)
+        make_store(os.path.join(tmp, "s.zarr"), tiles=DEMO_TILES, years=DEMO_YEARS, shape=shape, seed=DEMO_SEED,
+                   version=DEMO_VERSION)
+        with open(os.path.join(tmp, "s.zarr", ".complete"), "w") as f:
+            json.dump({"demo_format": _DEMO_FORMAT}, f)
         try:
-            os.replace(tmp, root)
+            os.replace(os.path.join(tmp, "s.zarr"), root)
         except OSError:  # another process finished first
-            shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
+            pass
+    finally:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return root
 
 
@@ -60,8 +67,9 @@ def open_demo(year: int = 2024, *, shape: tuple[int, int] | None = None, **kwarg
 
     Extra keyword arguments go to :func:`tessera_explore.open_embeddings`.
     """
+    from .exceptions import YearNotAvailableError
     from .io.open import open_embeddings
 
     if int(year) not in DEMO_YEARS:
-        raise ValueError(f"the demo scene has years {DEMO_YEARS}, not {year}")
+        raise YearNotAvailableError(f"the demo scene has years {DEMO_YEARS}, not {year}")
     return open_embeddings(demo_path(shape=shape), bbox=DEMO_BBOX, year=year, **kwargs)
