@@ -156,7 +156,9 @@ def embed_pixels(
     if ids.shape != (n,):
         raise EncoderError(f"pixel_ids must have shape ({n},)")
 
-    dev = torch.device(device) if device is not None else _model_device(model)
+    from .model import resolve_device
+
+    dev = resolve_device(device) if device is not None else _model_device(model)
     model = model.to(dev).eval()
     dtype = resolve_amp(amp, dev, generation)
     forward = torch.compile(model, dynamic=True) if compile else model

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..exceptions import EncoderError
+from ..exceptions import DeviceError, EncoderError
 
 __all__ = [
     "ARCHITECTURES",
@@ -28,6 +28,8 @@ __all__ = [
     "build_encoder",
     "count_parameters",
     "doy_encoding",
+    "check_sizes",
+    "resolve_device",
 ]
 
 #: Published sizes per generation (spec section 4).
@@ -40,6 +42,66 @@ OUT_DIM = 128
 #: RMSNorm epsilon of the QK-norm layers (``nn.RMSNorm``'s default would be float32 eps;
 #: the two differ by far less than the 1e-4 reproduction tolerance).
 QK_NORM_EPS = 1e-6
+
+
+def check_sizes(config: dict[str, Any], *, where: str = "encoder") -> dict[str, Any]:
+    """The sizes of ``config`` as clean numbers, or :class:`EncoderError` saying which
+    one makes no sense (not a whole number, not positive, heads that do not divide the
+    width, matryoshka dimensions that are not increasing prefixes ending at 128)."""
+    out = dict(config)
+    for key in ("latent_dim", "num_layers", "nhead", "dim_feedforward"):
+        v = config.get(key)
+        try:
+            n = int(v)
+            ok = n == v if isinstance(v, float) else not isinstance(v, bool)
+        except (TypeError, ValueError, OverflowError):
+            ok = False
+        if not ok or n <= 0 or n > 1_000_000:
+            raise EncoderError(f"{where}: {key}={v!r} is not a positive whole number of sensible size")
+        out[key] = n
+    if (4 * out["latent_dim"]) % out["nhead"]:
+        raise EncoderError(f"{where}: model width {4 * out['latent_dim']} (4 x latent_dim) is not divisible into "
+                           f"nhead={out['nhead']} heads")
+    if "matryoshka_dims" in config:
+        dims = config["matryoshka_dims"]
+        try:
+            dims = tuple(int(x) for x in dims)
+        except (TypeError, ValueError, OverflowError):
+            raise EncoderError(f"{where}: matryoshka_dims={config['matryoshka_dims']!r} are not whole numbers") from None
+        if not dims or any(b <= a for a, b in zip(dims, dims[1:])) or dims[0] <= 0 or dims[-1] != OUT_DIM:
+            raise EncoderError(f"{where}: matryoshka_dims={dims!r} must increase and end at {OUT_DIM}")
+        out["matryoshka_dims"] = dims
+    out["qk_norm"] = bool(config.get("qk_norm", False))
+    return out
+
+
+def resolve_device(device: Any) -> torch.device:
+    """``torch.device(device)``, refused with :class:`DeviceError` when it is not a device
+    name or not available on this machine (``"cuda"`` without CUDA, ``"mps"`` without MPS)."""
+    if isinstance(device, torch.device):
+        dev = device
+    else:
+        if not isinstance(device, (str, int)) or isinstance(device, bool):
+            raise DeviceError(f"device={device!r} is not a device (use 'cpu', 'cuda', 'cuda:1', 'mps')")
+        try:
+            dev = torch.device(device)
+        except (RuntimeError, ValueError, TypeError) as err:
+            raise DeviceError(f"device={device!r} is not a device name ({err}); use 'cpu', 'cuda' or 'mps'") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DeviceError(f"device={device!r}: CUDA is not available here (this PyTorch {torch.__version__} "
+                              "has no CUDA or no GPU is visible); use device='cpu'")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise DeviceError(f"device={device!r}: only {torch.cuda.device_count()} CUDA device(s) here")
+    elif dev.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise DeviceError(f"device={device!r}: Apple MPS is not available here; use device='cpu'")
+    elif dev.type not in ("cpu", "meta"):
+        available = getattr(getattr(torch, dev.type, None), "is_available", None)
+        if available is None or not available():
+            raise DeviceError(f"device={device!r} is not available here; use device='cpu'")
+    return dev
 
 
 def doy_encoding(doy: torch.Tensor, d: int) -> torch.Tensor:
@@ -273,6 +335,7 @@ class TesseraEncoder(nn.Module):
         self.generation = generation
         self.data_source = data_source
         self.name = name or f"tessera-{generation}"
+        config = check_sizes(config, where=f"{generation} encoder {name}".strip())
         self.config = dict(config)
         L = int(config["latent_dim"])
         kw = dict(

@@ -32,8 +32,8 @@ from typing import Any
 
 import torch
 
-from ..exceptions import CheckpointError, DownloadError
-from .model import ARCHITECTURES, TesseraEncoder, count_parameters
+from ..exceptions import CheckpointError, DownloadError, EncoderError
+from .model import ARCHITECTURES, TesseraEncoder, count_parameters, resolve_device
 
 __all__ = [
     "WeightsEntry",
@@ -299,21 +299,45 @@ def parse_checkpoint(obj: dict[str, Any], *, source: str = "checkpoint") -> tupl
     config = dict(ARCHITECTURES[generation])
     config.update(latent_dim=d // 4, num_layers=max(layer_ids) + 1, dim_feedforward=int(kept[lin1].shape[0]), qk_norm=qk)
     if qk:
-        config["nhead"] = d // int(kept["s2_backbone.transformer_encoder.0.q_norm.weight"].shape[0])
+        head = int(kept["s2_backbone.transformer_encoder.0.q_norm.weight"].shape[0])
+        if head <= 0 or d % head:
+            raise CheckpointError(f"{source}: q_norm of size {head} does not divide the model width {d}")
+        config["nhead"] = d // head
+
+    def number(key: str) -> int:
+        v = args[key]
+        try:
+            n = int(v)
+        except (TypeError, ValueError, OverflowError):
+            raise CheckpointError(f"{source}: hyper-parameter {key}={v!r} is not a whole number") from None
+        if isinstance(v, bool) or (isinstance(v, float) and v != n):
+            raise CheckpointError(f"{source}: hyper-parameter {key}={v!r} is not a whole number")
+        return n
+
     if "nhead" in args:
-        config["nhead"] = int(args["nhead"])
+        config["nhead"] = number("nhead")
     if generation == "v2":  # the student's own record of its sizes, checked by the strict load
         for key, name in (("latent_dim", "latent_dim"), ("num_layers", "num_layers"), ("dim_feedforward", "dim_feedforward")):
             if key in args:
-                config[name] = int(args[key])
+                config[name] = number(key)
         if "enable_qk_norm" in args:
             config["qk_norm"] = bool(args["enable_qk_norm"])
-        if int(args.get("repr_dim", 128)) != 128:
+        if "repr_dim" in args and number("repr_dim") != 128:
             raise CheckpointError(f"{source}: repr_dim {args['repr_dim']} is not 128")
         dims = args.get("matryoshka_dims", "16,32,64,128")
-        if isinstance(dims, str):
-            dims = [int(x) for x in dims.replace(" ", "").split(",") if x]
-        config["matryoshka_dims"] = tuple(int(x) for x in dims)
+        try:
+            if isinstance(dims, str):
+                dims = [int(x) for x in dims.replace(" ", "").split(",") if x]
+            config["matryoshka_dims"] = tuple(int(x) for x in dims)
+        except (TypeError, ValueError, OverflowError):
+            raise CheckpointError(f"{source}: hyper-parameter matryoshka_dims={args.get('matryoshka_dims')!r} "
+                                  "is not a list of whole numbers") from None
+    try:
+        from .model import check_sizes
+
+        config = check_sizes(config, where=source)
+    except EncoderError as err:
+        raise CheckpointError(f"{err} (the checkpoint's hyper-parameters make no sense)") from None
     meta["layout"] = layout
     return generation, config, kept, meta
 
@@ -388,5 +412,5 @@ def load_encoder(
     model.checkpoint_meta = meta
     model.eval()
     if device is not None:
-        model.to(device)
+        model.to(resolve_device(device))
     return model

@@ -11,6 +11,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from .._schema import variant_of
+from ..exceptions import ArgumentError
 from ..io import grid
 from ..io.quant import quantize
 from .scene import scene_embeddings
@@ -174,10 +175,10 @@ def make_tiles(
     centres = list(dict.fromkeys(centres))
     years = grid.unique_years(years)
     if not centres or not years:
-        raise ValueError("make_tiles needs at least one tile and one year")
+        raise ArgumentError("make_tiles needs at least one tile (tiles=) and one year (years=)")
     unknown = set(formats) - {"npy", "tiff"}
     if unknown:
-        raise ValueError(f"unknown formats {sorted(unknown)}; use 'npy' and/or 'tiff'")
+XX
     res = _common_res(centres, shape)
     records = []
     for lon, lat in centres:

@@ -283,6 +283,9 @@ def flaky_server():
                     self.end_headers()
                     return
                 start_at = int(rng[len("bytes="):-1]) if rng.startswith("bytes=") and rng.endswith("-") else 0
+                etag = '"%s"' % hashlib.sha256(b.data).hexdigest()[:16]  # a validator, as real hosts send
+                if self.headers.get("If-Range") not in (None, etag):
+                    start_at = 0
                 body = b.data[start_at:]
                 status = 206 if start_at else 200
                 b.log.append((rng, status))
@@ -290,6 +293,7 @@ def flaky_server():
                 if start_at:
                     self.send_header("Content-Range", f"bytes {start_at}-{len(b.data) - 1}/{len(b.data)}")
                 self.send_header("Content-Type", b.content_type)
+                self.send_header("ETag", etag)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 drops = sum(1 for _, s in b.log if s in (200, 206))
