@@ -178,7 +178,7 @@ def make_tiles(
         raise ArgumentError("make_tiles needs at least one tile (tiles=) and one year (years=)")
     unknown = set(formats) - {"npy", "tiff"}
     if unknown:
-XX
+        raise ArgumentError(f"formats={list(formats)!r}: unknown {sorted(unknown)}; use 'npy' and/or 'tiff'")
     res = _common_res(centres, shape)
     records = []
     for lon, lat in centres:
