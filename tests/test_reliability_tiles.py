@@ -201,3 +201,10 @@ def test_a_dataset_version_argument_never_hides_a_mismatch():
         T.resolve_dataset_version({"a": "v1", "b": "v1.1-cam"}, "v1")
     with pytest.raises(ex.VersionMismatchError, match="dataset_version='v1'"):
         T.resolve_dataset_version({"a": "v1.1-cam"}, "v1")
+
+
+def test_make_tiles_argument_errors_are_ours(tmp_path):
+    with pytest.raises(ex.ArgumentError, match="formats"):
+        te.testing.make_tiles(tmp_path, tiles=[(0.15, 52.05)], years=[2024], shape=(4, 4), formats=["zarr"])
+    with pytest.raises(ex.ArgumentError, match="at least one tile"):
+        te.testing.make_tiles(tmp_path, tiles=[], years=[2024])
