@@ -1,4 +1,4 @@
-"""Numba kernels over int8 codes, pixel-major ``(n, 128)``.
+"""Numba kernels over int8 codes, pixel-major ``(n, bands)`` (128, or a nested-depth prefix).
 
 Cosine similarity needs no scale: ``cos(s_i c_i, s_j c_j) = cos(c_i, c_j)``, so the
 kernels work on the int8 codes of the tiles and on per-pixel inverse code norms.
@@ -125,7 +125,7 @@ def linear_classify(codes, mult, W, b, valid, softmax, out_cls, out_conf, out_pr
 def knn_classify(codes, valid, T, t_inv, t_cls, n_classes, k, weighted, out_cls, out_conf, out_prob, want_prob):  # pragma: no cover
     """Cosine k-nearest-neighbour vote of every pixel against training codes ``T``.
 
-    ``T`` int16 ``(m, 128)`` (the training pixels' int8 codes widened: an int16 x int16
+    ``T`` int16 ``(m, bands)`` (the training pixels' int8 codes widened: an int16 x int16
     product of int8 values cannot overflow, and the loop vectorises well), ``t_inv`` their
     inverse norms, ``t_cls`` their class indices.  The pixel's own norm does not change
     the ranking, so it is left out.  Votes are uniform, or weighted by cosine similarity
@@ -133,9 +133,10 @@ def knn_classify(codes, valid, T, t_inv, t_cls, n_classes, k, weighted, out_cls,
     """
     n = codes.shape[0]
     m = T.shape[0]
+    nb = codes.shape[1]
     nblk = (n + _CHUNK - 1) // _CHUNK
     for blk in prange(nblk):
-        row = np.empty(128, np.int16)
+        row = np.empty(nb, np.int16)
         sc = np.empty(m, np.int32)
         sf = np.empty(m, np.float32)
         cand = np.empty(m, np.int64)
@@ -151,13 +152,13 @@ def knn_classify(codes, valid, T, t_inv, t_cls, n_classes, k, weighted, out_cls,
                     for c in range(n_classes):
                         out_prob[c, i] = np.float32(np.nan)
                 continue
-            for d in range(128):
+            for d in range(nb):
                 row[d] = codes[i, d]
             # all dot products first, kept as int32: this loop vectorises (int16 x int16 -> int32);
             # scaling inside it halves the speed
             for j in range(m):
                 acc = np.int32(0)
-                for d in range(128):
+                for d in range(nb):
                     acc += np.int32(row[d] * T[j, d])
                 sc[j] = acc
             # then the k best (unordered: the vote needs no order).  Neighbouring pixels
@@ -165,7 +166,7 @@ def knn_classify(codes, valid, T, t_inv, t_cls, n_classes, k, weighted, out_cls,
             # threshold: when at least k training pixels pass it, the k best are among
             # them (exact); otherwise every training pixel is a candidate.
             acc2 = np.int32(0)
-            for d in range(128):
+            for d in range(nb):
                 acc2 += np.int32(row[d] * row[d])
             norm_i = np.float32(np.sqrt(np.float64(acc2)))
             for j in range(m):

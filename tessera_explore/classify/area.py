@@ -55,7 +55,7 @@ class Block:
         return (self.rows.stop - self.rows.start, self.cols.stop - self.cols.start)
 
     def features(self, idx=None) -> np.ndarray:
-        """Dequantised float32 ``(m, 128)`` of the pixels ``idx`` (all when None)."""
+        """Dequantised float32 ``(m, bands)`` of the pixels ``idx`` (all when None)."""
         if idx is None:
             return self.codes.astype(np.float32) * self.scales[:, None]
         return self.codes[idx].astype(np.float32) * self.scales[idx, None]
@@ -171,9 +171,10 @@ def prepare(da: xr.DataArray | PreparedArea, *, block: int = 256) -> PreparedAre
     grid = grid_of(da)
     h, w = grid.shape
     n = h * w
-    codes = np.empty((n, 128), np.int8)
+    nb = int(da.sizes["band"])
+    codes = np.empty((n, nb), np.int8)
     scales = np.empty(n, np.float32)
-    c3 = codes.reshape(h, w, 128)
+    c3 = codes.reshape(h, w, nb)
     s2 = scales.reshape(h, w)
     from ..io.codes import iter_blocks
 
@@ -215,7 +216,7 @@ def blocks(obj: Any, *, block: int = BLOCK) -> Iterator[Block]:
         if s.ndim == 3:
             raise SchemaError("per-band scales are not supported here; open the area as float")
         n = q.shape[0] * q.shape[1]
-        yield Block(rows, cols, np.ascontiguousarray(q.reshape(n, 128)), np.ascontiguousarray(s.reshape(n)))
+        yield Block(rows, cols, np.ascontiguousarray(q.reshape(n, q.shape[-1])), np.ascontiguousarray(s.reshape(n)))
 
 
 def _spatial_ref(grid: _Grid) -> xr.Variable:

@@ -8,6 +8,7 @@ import numpy as np
 import xarray as xr
 
 from .. import _schema
+from .. import _schema
 from ..exceptions import SchemaError, VersionMismatchError
 from .area import PreparedArea, blocks, grid_of, new_map, provenance
 
@@ -74,11 +75,11 @@ def change(da_year_a: Any, da_year_b: Any, *, metric: str = "cosine", breaks: tu
     if len(br) != 3 or not (br[0] < br[1] < br[2]):
         raise ValueError(f"breaks must be three increasing numbers, got {breaks!r}")
     ga, gb = grid_of(da_year_a), grid_of(da_year_b)
-    va, vb = ga.attrs.get("dataset_version"), gb.attrs.get("dataset_version")
-    if va != vb or ga.attrs.get("model_generation") != gb.attrs.get("model_generation"):
+    if not _schema.same_dataset(ga.attrs, gb.attrs):
         raise VersionMismatchError(
-            f"cannot compare embeddings of different dataset versions ({va!r} and {vb!r}): they live in "
-            "unrelated feature spaces; open both years from one version"
+            f"cannot compare embeddings of different datasets ({_schema.describe_dataset(ga.attrs)} and "
+            f"{_schema.describe_dataset(gb.attrs)}): they live in unrelated feature spaces; open both years "
+            "from one dataset"
         )
     if not ga.same_as(gb):
         raise SchemaError(

@@ -29,7 +29,9 @@ def _sample_unit(obj: Any, n: int, seed: int, block: int) -> np.ndarray:
         idx = np.flatnonzero(blk.valid)
         take = rng.random(len(idx)) < frac
         parts.append(blk.codes[idx[take]].astype(np.float32) * blk.inv_norm[idx[take], None])
-    return np.concatenate(parts) if parts else np.empty((0, 128), np.float32)
+    from .samples import _n_bands
+
+    return np.concatenate(parts) if parts else np.empty((0, _n_bands(obj)), np.float32)
 
 
 def cluster(da: Any, k: int, *, sample: int = 50_000, seed: int = 0, block: int = 512) -> xr.DataArray:

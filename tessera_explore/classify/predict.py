@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from .. import _schema
 from ..exceptions import ClassifierError, VersionMismatchError
 from . import _kernels
 from .area import blocks, grid_of, new_map, provenance
@@ -72,10 +73,13 @@ def predict_map(da: Any, clf: Any, *, probabilities: bool = False, block: int = 
     grid = grid_of(da)
     prov = dict(getattr(clf, "provenance_", {}) or {})
     have = str(grid.attrs.get("dataset_version", ""))
-    if prov.get("dataset_version") and have and prov["dataset_version"] != have:
+    trained = {k: v for k, v in prov.items() if k in ("dataset_version", "dataset_variant", "model_generation")
+               and v not in (None, "?", "")}
+    if trained.get("dataset_version") and have and not _schema.same_dataset(trained, grid.attrs):
         raise VersionMismatchError(
-            f"the classifier was trained on dataset version {prov['dataset_version']!r} but the area is "
-            f"{have!r}; embeddings of different versions live in unrelated feature spaces"
+            f"the classifier was trained on dataset {_schema.describe_dataset(trained)} but the area is "
+            f"{_schema.describe_dataset(grid.attrs)}; embeddings of different datasets (versions, or variants of "
+            "one version) live in unrelated feature spaces"
         )
     est = clf.estimator_ if isinstance(clf, LabelClassifier) else clf
     classes = [str(c) for c in clf.classes_]
@@ -86,7 +90,9 @@ def predict_map(da: Any, clf: Any, *, probabilities: bool = False, block: int = 
         fast = ("knn",)
     else:
         lf = linear_form(est)
-        fast = ("linear", lf) if lf is not None and lf[0].shape[1] == 128 else ("generic",)
+        from .samples import _n_bands
+
+        fast = ("linear", lf) if lf is not None and lf[0].shape[1] == _n_bands(da) else ("generic",)
     h, w = grid.shape
     cls_map = conf_map = prob_map = None
     for blk in blocks(da, block=block):

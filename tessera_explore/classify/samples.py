@@ -43,7 +43,8 @@ def as_labels(labels: Any) -> _Labels:
         return labels
     if isinstance(labels, LabelStore):
         labs = labels.labels
-        meta = {"dataset_version": labels.dataset_version, "year": labels.year, "label_file": labels.path}
+        meta = {"dataset_version": labels.dataset_version, "dataset_variant": getattr(labels, "dataset_variant", None),
+                "year": labels.year, "label_file": labels.path}
         return _Labels([l.id for l in labs], [l.cls for l in labs], [l.geometry for l in labs],
                        labels.classes, meta)
     if isinstance(labels, (list, tuple)):
@@ -66,7 +67,7 @@ def as_labels(labels: Any) -> _Labels:
     if isinstance(labels, (str, os.PathLike, dict)) or hasattr(labels, "geometry"):
         ls = lio.read_labels(labels)
         ids = [r.id if r.id is not None else i for i, r in enumerate(ls.records)]
-        meta = {k: ls.meta.get(k) for k in ("dataset_version", "year")}
+        meta = {k: ls.meta.get(k) for k in ("dataset_version", "dataset_variant", "year")}
         meta["label_file"] = ls.meta.get("path")
         return _Labels(ids, [r.cls for r in ls.records], [r.geometry for r in ls.records], ls.classes, meta)
     raise LabelError(
@@ -131,13 +132,18 @@ class Samples:
 
 
 def _check_version(area: Any, meta: dict) -> None:
+    """Refuse labels drawn on another dataset (generation, and variant when recorded)."""
+    from .. import _schema
+
     v = meta.get("dataset_version")
-    have = str(grid_of(area).attrs.get("dataset_version", "")) if not isinstance(area, PreparedArea) \
-        else str(area.attrs.get("dataset_version", ""))
-    if v and have and str(v) != have:
+    attrs = area.attrs if isinstance(area, PreparedArea) else grid_of(area).attrs
+    if not v or not attrs.get("dataset_version"):
+        return
+    drawn = {"dataset_version": str(v), "dataset_variant": meta.get("dataset_variant") or "unknown"}
+    if not _schema.same_dataset(drawn, attrs):
         raise VersionMismatchError(
-            f"the labels were drawn on dataset version {v!r} but the embeddings are {have!r}; "
-            "embeddings of different versions live in unrelated feature spaces"
+            f"the labels were drawn on dataset {_schema.describe_dataset(drawn)!r} but the embeddings are "
+            f"{_schema.describe_dataset(attrs)!r}; embeddings of different datasets live in unrelated feature spaces"
         )
 
 
@@ -196,8 +202,14 @@ def _pixels_of(grid, labs: _Labels, kernel: int):
     return out, skipped
 
 
+def _n_bands(area: Any) -> int:
+    if isinstance(area, PreparedArea):
+        return int(area.codes.shape[1])
+    return int(area.sizes["band"])
+
+
 def _read(area: Any, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """Float32 embeddings (m, 128) at pixel indices, NaN rows for no data."""
+    """Float32 embeddings (m, bands) at pixel indices, NaN rows for no data."""
     if isinstance(area, PreparedArea):
         idx = rows * area.shape[1] + cols
         X = area.codes[idx].astype(np.float32) * area.scales[idx, None]
@@ -206,7 +218,7 @@ def _read(area: Any, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
     import xarray as xr
 
     if len(rows) == 0:
-        return np.empty((0, 128), np.float32)
+        return np.empty((0, int(area.sizes["band"])), np.float32)
     # one rectangular read when the pixels are close together, point-wise otherwise
     ra, rb, ca, cb = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
     if (rb - ra) * (cb - ca) <= max(4 * len(rows), 65536):
@@ -247,7 +259,7 @@ def sample_labels(da: Any, labels: Any, *, kernel: int = 1, warn: bool = True) -
         X = _read(da, all_r, all_c)
     else:
         all_r = all_c = np.empty(0, np.int64)
-        X = np.empty((0, 128), np.float32)
+        X = np.empty((0, _n_bands(da)), np.float32)
     ok = ~np.isnan(X).any(axis=1)
     keep_idx, lab_of = [], []
     pos = 0

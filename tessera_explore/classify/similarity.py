@@ -38,21 +38,22 @@ def _is_lonlat(q: Any) -> bool:
 
 
 def query_vectors(area: Any, query: Any, *, what: str = "query") -> tuple[np.ndarray, list]:
-    """Float32 ``(m, 128)`` embeddings of a query and the lon/lat points it named.
+    """Float32 ``(m, bands)`` embeddings of a query and the lon/lat points it named.
 
     ``query``: a point ``(lon, lat)`` or shapely Point, a list of points, or embedding
-    vectors ``(128,)`` / ``(m, 128)``.
+    vectors ``(bands,)`` / ``(m, bands)`` (``bands`` = the area's band count).
     """
-    from .samples import _read
+    from .samples import _n_bands, _read
 
-    if isinstance(query, np.ndarray) and query.dtype != object and query.shape[-1:] == (128,):
+    nb = _n_bands(area)
+    if isinstance(query, np.ndarray) and query.dtype != object and query.shape[-1:] == (nb,):
         v = np.atleast_2d(np.asarray(query, np.float32))
         if v.ndim != 2 or np.isnan(v).any():
-            raise LabelError(f"{what}: vectors must be (128,) or (m, 128) without NaN")
+            raise LabelError(f"{what}: vectors must be ({nb},) or (m, {nb}) without NaN")
         return v, []
     pts = [query] if _is_lonlat(query) else list(query) if isinstance(query, (list, tuple)) else None
     if not pts or not all(_is_lonlat(p) for p in pts):
-        raise LabelError(f"{what}: expected (lon, lat), a list of (lon, lat), shapely Points or (m, 128) vectors; "
+        raise LabelError(f"{what}: expected (lon, lat), a list of (lon, lat), shapely Points or (m, {nb}) vectors; "
                          f"got {query!r:.100}")
     pts = [_as_point(p) for p in pts]
     lonlat = [(float(p.x), float(p.y)) if hasattr(p, "geom_type") else (float(p[0]), float(p[1])) for p in pts]

@@ -36,6 +36,7 @@ __all__ = [
     "open_store",
     "ZarrSource",
     "StoreTile",
+    "zone_statistics",
 ]
 
 #: Where the published stores live: the public mirror's bucket, read over anonymous
@@ -308,6 +309,19 @@ class ZarrSource:
                 f"no zone of {self.url} covers bbox {tuple(bbox)} in {year} (zones in the store: {self.zones})")
         return out
 
+    def sample(self, zone: int, year: int) -> np.ndarray:
+        """The store's weighted raw-pixel sample of a zone and year as float32 ``(k, 128)``
+        (``stretch_sample`` codes times ``stretch_sample_scales``; empty when absent)."""
+        g = self._parts[int(zone)][0].group
+        if "stretch_sample" not in g:
+            return np.empty((0, self.nbands), np.float32)
+        ti = self._parts[int(zone)][0].years.index(self.check_year(year, [int(zone)]))
+        n = int(np.asarray(g["stretch_sample_count"][ti])) if "stretch_sample_count" in g else None
+        q = np.asarray(g["stretch_sample"][ti][:n])
+        sc = np.asarray(g["stretch_sample_scales"][ti][:n], np.float32)
+        ok = np.isfinite(sc)
+        return q[ok].astype(np.float32) * sc[ok, None]
+
     def stats(self, zone: int, year: int) -> tuple[int, np.ndarray, np.ndarray]:
         """``(count, sum (128,), sum of products (128, 128))`` of every valid pixel of a
         zone and year, from the store's ``stretch_stats_*`` arrays (no pixel is read)."""
@@ -531,3 +545,31 @@ def _version_variant(attrs: dict, ds: Dataset | None, icechunk: bool) -> tuple[s
         else:
             variant = "unknown"
     return str(version), str(variant)
+
+
+def zone_statistics(da) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
+    """Sums over every valid pixel of the zones that ``da`` (opened from a store) touches,
+    for its year: ``(count, sum (b,), sum of products (b, b), sample (k, b))``, where
+    ``b`` is ``da``'s band count (a depth prefix takes the leading block).  Zones add up
+    (the sums are additive), so one projection fits a whole zone, or several.  No pixel
+    of the area is read.
+    """
+    url = str(da.attrs.get("store", ""))
+    if not url or ";" in url:
+        raise StoreError("per-zone statistics need an array opened from one Zarr store "
+                         f"(this one comes from {da.attrs.get('source', '?')})")
+    st = open_store(url)
+    bbox = da.attrs.get("bbox")
+    zones = [z for z in (zones_in_bbox(bbox) if bbox else st.zones) if z in st.zones]
+    year = int(da.coords["year"])
+    b = int(da.sizes["band"])
+    n, tot, prod, samples = 0, np.zeros(b), np.zeros((b, b)), []
+    for z in zones:
+        c, s, m = st.stats(z, year)
+        n += c
+        tot += s[:b]
+        prod += m[:b, :b]
+        samples.append(st.sample(z, year)[:, :b])
+    if n <= 0:
+        raise StoreError(f"{url}: the statistics of zones {zones} in {year} hold no pixel")
+    return n, tot, prod, np.concatenate(samples) if samples else np.empty((0, b), np.float32)

@@ -42,6 +42,7 @@ def project(
     sample: int | None = None,
     random_state=None,
     fitted: Projection | None = None,
+    from_stats: bool = False,
     **options,
 ) -> tuple[xr.DataArray, Projection]:
     """Project every pixel of an embeddings array to a few components.
@@ -57,6 +58,10 @@ def project(
     fitted : a projection fitted before (on another tile, area or year).  It is applied
         as it is (no refit), so colours mean the same thing everywhere; it must come
         from embeddings of the same dataset version (else ``VersionMismatchError``).
+    from_stats : PCA only: fit on the per-zone statistics of the Zarr store ``da`` was
+        opened from (mean and covariance of every valid pixel of the zones it touches, for
+        its year) instead of a sample: no pixel is read for the fit, and neighbouring areas
+        of one zone get the same colours.
     options : further parameters of the estimator, e.g. ``n_neighbors=`` or
         ``min_dist=`` for UMAP; unknown names raise ``TypeError``.
 
@@ -88,6 +93,12 @@ def project(
 
         raise ProjectionError(f"unknown projection method {method!r}; choose one of {sorted(METHODS)}")
     params = dict(options)
+    if from_stats:
+        if cls is not PCAProjection:
+            from ..exceptions import ProjectionError
+
+            raise ProjectionError("from_stats=True fits a PCA; UMAP needs pixels")
+        params["from_stats"] = True
     if n_components is not None:
         params["n_components"] = n_components
     est = cls(sample=sample, random_state=random_state, **params)

@@ -83,6 +83,7 @@ class Projection(TransformerMixin, BaseEstimator):
             values = smp.values()
             self.dataset_version_ = str(X.attrs.get("dataset_version"))
             self.model_generation_ = str(X.attrs.get("model_generation"))
+            self.dataset_variant_ = X.attrs.get("dataset_variant")
             self.source_ = str(X.attrs.get("source", ""))
             self.sample_rows_, self.sample_cols_ = smp.rows, smp.cols
         elif isinstance(X, PixelSample):
@@ -137,18 +138,24 @@ class Projection(TransformerMixin, BaseEstimator):
             raise ProjectionError(f"this {type(self).__name__} is not fitted yet; call fit() or project() first")
 
     def check_compatible(self, da: xr.DataArray) -> None:
-        """Refuse ``da`` if it is of another dataset version or model generation than the
-        embeddings this projection was fitted on (their feature spaces are unrelated)."""
+        """Refuse ``da`` if it is of another dataset (model generation or variant) than the
+        embeddings this projection was fitted on (their feature spaces are unrelated), or
+        has another number of bands."""
         self._check_fitted()
+        nb = da.sizes.get("band")
+        if nb is not None and nb != self.n_features_in_:
+            raise ProjectionError(f"this {self.method} projection was fitted on {self.n_features_in_} bands, but the "
+                                  f"embeddings have {nb}; fit a new projection on these embeddings")
         if self.dataset_version_ is None:
             return
-        v, g = str(da.attrs.get("dataset_version")), str(da.attrs.get("model_generation"))
-        if v != self.dataset_version_ or g != self.model_generation_:
+        fitted = {"dataset_version": self.dataset_version_, "model_generation": self.model_generation_,
+                  "dataset_variant": getattr(self, "dataset_variant_", None)}
+        if not _schema.same_dataset(fitted, da.attrs):
             raise VersionMismatchError(
-                f"this {self.method} projection was fitted on dataset version {self.dataset_version_} "
-                f"(generation {self.model_generation_}), but the embeddings are version {v} (generation {g}). "
-                "Embeddings of different versions live in unrelated feature spaces, so the colours would be "
-                "meaningless; fit a new projection on these embeddings."
+                f"this {self.method} projection was fitted on dataset {_schema.describe_dataset(fitted)}, but the "
+                f"embeddings are {_schema.describe_dataset(da.attrs)}. Embeddings of different datasets live in "
+                "unrelated feature spaces, so the colours would be meaningless; fit a new projection on these "
+                "embeddings."
             )
 
     # -- transforming ---------------------------------------------------------------
