@@ -60,7 +60,8 @@ farmland near Cambridge, two years, no network needed) and shows the basic moves
 - Nothing to download: the demo scene is generated on first use (about half a minute on
   two cores, 0.4 GB) and cached.
 - Basemap tiles need internet; without it the maps show the overlays on a grey background.
-- Running time: about 15 s once the demo scene is cached.
+- Running time: about 30 s once the demo scene is cached (a first launch builds it: about a
+  minute more).
 """),
     md("""
 ## Imports
@@ -218,7 +219,8 @@ app
     md("""
 Everything the mouse does is also a method of the app. The next cell clicks three forest
 and three cereal pixels (the demo scene knows its true land cover), so this notebook also
-runs unattended; run it again and the explorer says the labels are there already.
+runs unattended; when the label file holds labels already (a second run), it leaves them
+as they are.
 """),
     code("""
 from pyproj import Transformer
@@ -229,10 +231,11 @@ from tessera_explore.tutorial import DEMO_SEED
 to_lonlat = Transformer.from_crs(da.rio.crs, "EPSG:4326", always_xy=True)
 lon, lat = to_lonlat.transform(*np.meshgrid(da.x.values[100::50], da.y.values[100::50]))
 truth = scene_classes(lon, lat, 2024, seed=DEMO_SEED)
-for name in ["forest", "cereal"]:
-    app.state.active_class = name
-    for i in np.flatnonzero(truth.ravel() == CLASSES.index(name))[:3]:
-        print(app.click(lon.ravel()[i], lat.ravel()[i]))
+if len(app.labels) == 0:
+    for name in ["forest", "cereal"]:
+        app.state.active_class = name
+        for i in np.flatnonzero(truth.ravel() == CLASSES.index(name))[:3]:
+            print(app.click(lon.ravel()[i], lat.ravel()[i]))
 app.wait()
 print(app.state.status)
 assert app.state.error == "" and app.class_map is not None

@@ -78,9 +78,12 @@ class MapView:
                 m = leafmap.Map(center=center, zoom=zoom, draw_control=False, toolbar_control=False,
                                 measure_control=False, fullscreen_control=False, attribution_control=True,
                                 scroll_wheel_zoom=True)
-            if not basemap:
-                for layer in list(m.layers)[1:]:
-                    m.remove(layer)
+            if not basemap:  # no tile layer at all (leafmap's OpenStreetMap is the first)
+                import ipyleaflet as _l
+
+                for layer in list(m.layers):
+                    if isinstance(layer, _l.TileLayer):
+                        m.remove(layer)
         _one_attribution(m)
         if basemap:  # shown (in the map's background) only where no tile covers it: offline
             m.add_class("te-basemap")

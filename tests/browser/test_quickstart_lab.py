@@ -1,10 +1,19 @@
 """The README's first command in a real browser: JupyterLab runs the quickstart notebook
 top to bottom on the demo scene (no network), and the explorer at its end appears with
-its map and scatter, with BokehJS loaded inline (no script from a CDN) and no error."""
+its map and scatter, with BokehJS loaded inline once (no script from a CDN) and no error.
+
+Also measured here and printed (figures for benchmarks/RESULTS.md, not assertions except
+where the issue sets a limit): seconds from Run All to the first map, peak resident
+memory of the kernel, and the size of the notebook saved after Run All.  Every file the
+quickstart writes must be one the repository's .gitignore ignores.
+"""
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import time
 
 import pytest
 
@@ -19,6 +28,7 @@ def test_quickstart_runs_in_jupyterlab(lab, playwright_browser, tmp_path):
     page = playwright_browser.new_page(viewport={"width": 1500, "height": 1100})
     requests = []
     page.on("request", lambda r: requests.append(r.url))
+    before = set(os.listdir(srv.root))
     try:
         page.goto(f"{srv.url}/lab/tree/01_quickstart.ipynb?reset", timeout=120_000)
         page.wait_for_function(
@@ -27,8 +37,12 @@ def test_quickstart_runs_in_jupyterlab(lab, playwright_browser, tmp_path):
             timeout=120_000)
         page.evaluate("window.jupyterapp.shell.collapseLeft(); "
                       "window.jupyterapp.commands.execute('notebook:run-all-cells')")
+        t0 = time.monotonic()
+        page.wait_for_selector(".leaflet-container img.leaflet-image-layer", timeout=240_000)
+        first_map = time.monotonic() - t0
         # the last code cell has run when the explorer's class layer is drawn
         page.wait_for_selector(".te-map img.leaflet-image-layer", timeout=240_000)
+        explorer_map = time.monotonic() - t0
         page.wait_for_function(
             "window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.status === 'idle' && "
             "[...document.querySelectorAll('.jp-Cell')].every(c => !c.querySelector('.jp-InputArea-prompt')"
@@ -45,5 +59,57 @@ def test_quickstart_runs_in_jupyterlab(lab, playwright_browser, tmp_path):
                          and "es-module-shims" not in u})
         assert not cdn_js, cdn_js
         (tmp_path / "quickstart-lab.png").write_bytes(page.screenshot(full_page=True))
+        peak = _kernel_peak_mib(srv.proc.pid)
+        # autosave after Run All: the notebook stays small (BokehJS inline once, no widget state)
+        page.evaluate("window.jupyterapp.commands.execute('docmanager:save')")
+        path = os.path.join(srv.root, "01_quickstart.ipynb")
+        deadline = time.time() + 30
+        while time.time() < deadline and os.path.getsize(path) == os.path.getsize(NOTEBOOK):
+            time.sleep(0.5)
+        time.sleep(1)
+        size = os.path.getsize(path) / 2**20
+        with open(path) as f:
+            saved = f.read()
+        figures = {"first_map_s": round(first_map, 1), "explorer_map_s": round(explorer_map, 1),
+                   "kernel_peak_mib": peak, "saved_notebook_mib": round(size, 2),
+                   "bokehjs_copies": saved.count(_bokehjs_probe())}
+        (tmp_path / "figures.json").write_text(json.dumps(figures))
+        print("\nquickstart in JupyterLab:", figures)
+        assert figures["bokehjs_copies"] <= 1, figures
+        assert peak is None or peak < 1.2 * 1024, figures  # Binder gives about 2 GB
+        # every file the quickstart wrote is one git ignores
+        new = sorted(set(os.listdir(srv.root)) - before - {".jupyter", ".runtime", "lab.log",
+                                                         ".ipynb_checkpoints"})
+        repo = os.path.dirname(os.path.dirname(NOTEBOOK))
+        for name in new:
+            probe = os.path.join("notebooks", name)
+            ignored = subprocess.run(["git", "check-ignore", "-q", "--no-index", probe], cwd=repo).returncode == 0
+            assert ignored, f"the quickstart wrote {name}, which git does not ignore"
     finally:
         page.close()
+
+
+def _kernel_peak_mib(server_pid: int):
+    """Peak resident memory (VmHWM, MiB) of the kernel started by the server, or None."""
+    import psutil
+
+    for child in psutil.Process(server_pid).children(recursive=True):
+        if "ipykernel" in " ".join(child.cmdline()):
+            with open(f"/proc/{child.pid}/status") as f:
+                hwm = next(line for line in f if line.startswith("VmHWM"))
+            return round(int(hwm.split()[1]) / 1024)
+    return None
+
+
+def _bokehjs_probe() -> str:
+    """60 characters from the middle of bokeh.min.js that JSON leaves as they are: counted in
+    a saved notebook, they say how many inline copies of BokehJS it holds."""
+    import re
+
+    import bokeh
+
+    path = os.path.join(os.path.dirname(bokeh.__file__), "server", "static", "js", "bokeh.min.js")
+    with open(path, encoding="utf-8") as f:
+        js = f.read()
+    m = re.compile(r"[A-Za-z0-9_.(),=:;{} ]{60}").search(js, len(js) // 2)
+    return m.group(0)
