@@ -67,7 +67,11 @@ def _common_res(tiles: Sequence[tuple[float, float]], shape) -> float:
     for lon, lat in tiles:
         x0, y0, x1, y1 = _cell_utm_bounds(lon, lat, grid.utm_epsg(lon, lat))
         need = max(need, (y1 - y0) / h, (x1 - x0) / w)
-    return max(10.0, math.ceil(need / 10.0) * 10.0)
+    # the smallest pixel size of at least ``need`` that divides the 10,000 km false
+    # northing: grids of the northern and southern UTM CRS of a zone then align, as
+    # 10 m grids do, so tiles join across the equator and match a Zarr store's zone grid
+    return float(next(d for d in range(max(10, math.ceil(need / 10.0) * 10), 10_000_001, 10)
+                      if 10_000_000 % d == 0))
 
 
 def _write_landmask(path: str, land: np.ndarray, epsg: int, transform) -> None:
