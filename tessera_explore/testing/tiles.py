@@ -39,22 +39,27 @@ def tile_grid(lon: float, lat: float, *, res: float = 10.0, shape: tuple[int, in
     Full size (``shape=None``): the tile's 0.1 degree cell transformed to its UTM zone,
     snapped outward to the ``res`` grid (about 1,110-1,130 rows).  With ``shape`` the grid
     has exactly that many rows and columns of ``res`` metres, centred on the cell.
-    Grids are aligned to multiples of ``res``, so tiles in one zone mosaic exactly.
+    Grids are aligned to multiples of ``res`` (rows in northern coordinates), so tiles in
+    one zone mosaic exactly, across the equator too.
     """
     from affine import Affine
 
     epsg = grid.utm_epsg(lon, lat)
     x0, y0, x1, y1 = _cell_utm_bounds(lon, lat, epsg)
+    # rows are aligned in northern coordinates (a southern CRS's 10,000 km false northing
+    # taken off), so the grids of a zone's two hemispheres align for any pixel size, as
+    # 10 m grids do, and match a Zarr store's zone grid
+    off = 10_000_000.0 if epsg >= 32700 else 0.0
     if shape is None:
         left = math.floor(x0 / res) * res
-        top = math.ceil(y1 / res) * res
+        top = math.ceil((y1 - off) / res) * res + off
         width = int(math.ceil((x1 - left) / res))
         height = int(math.ceil((top - y0) / res))
     else:
         height, width = (int(v) for v in shape)
         cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
         left = round((cx - width * res / 2) / res) * res
-        top = round((cy + height * res / 2) / res) * res
+        top = round((cy - off + height * res / 2) / res) * res + off
     return epsg, Affine(res, 0.0, left, 0.0, -res, top), (height, width)
 
 
@@ -67,11 +72,7 @@ def _common_res(tiles: Sequence[tuple[float, float]], shape) -> float:
     for lon, lat in tiles:
         x0, y0, x1, y1 = _cell_utm_bounds(lon, lat, grid.utm_epsg(lon, lat))
         need = max(need, (y1 - y0) / h, (x1 - x0) / w)
-    # the smallest pixel size of at least ``need`` that divides the 10,000 km false
-    # northing: grids of the northern and southern UTM CRS of a zone then align, as
-    # 10 m grids do, so tiles join across the equator and match a Zarr store's zone grid
-    return float(next(d for d in range(max(10, math.ceil(need / 10.0) * 10), 10_000_001, 10)
-                      if 10_000_000 % d == 0))
+    return max(10.0, math.ceil(need / 10.0) * 10.0)
 
 
 def _write_landmask(path: str, land: np.ndarray, epsg: int, transform) -> None:
