@@ -23,6 +23,9 @@ _LAZY: dict[str, str] = {
     # foundation
     "open_embeddings": "tessera_explore.io.open:open_embeddings",
     "fetch_tiles": "tessera_explore.io.fetch:fetch_tiles",
+    "fetch_region": "tessera_explore.io.fetch_region:fetch_region",
+    "data_mask": "tessera_explore.io.open:data_mask",
+    "config": "tessera_explore.config:",
     "validate": "tessera_explore._schema:validate",
     "io": "tessera_explore.io:",
     "testing": "tessera_explore.testing:",

@@ -1,1 +1,4 @@
-"""Reading and writing embeddings: tile grid maths, the geotessera layout, GeoTIFF, Zarr, downloads."""
+"""Reading embeddings: the published Zarr stores (``store``, ``http``), the legacy tile
+layout (``grid``, ``tiles``, ``fetch``), GeoTIFF exports, the mosaic that places every
+source on one grid (``mosaic``), the int8-codes seam (``codes``), ``open_embeddings``
+(``open``) and ``fetch_region`` (local copies of store areas)."""

@@ -91,7 +91,7 @@ def is_store_location(source: Any) -> bool:
     if s in DATASETS or re.match(r"^(https?|s3)://", s):
         return True
     s = s.rstrip("/")
-    if s.endswith(".icechunk"):
+    if s.endswith((".icechunk", ".zarr")):
         return True
     return os.path.isfile(os.path.join(s, "zarr.json"))
 
@@ -203,6 +203,9 @@ class ZarrSource:
                     self._add_zone(int(m.group(1)), self.root[name])
         if not self._parts:
             raise StoreError(f"{self.url} holds no UTM zone groups (utm01..utm60): not a TESSERA store")
+        # the depths the zones really hold (a local copy may hold a prefix only)
+        held = {n for ps in self._parts.values() for p in ps for n in p.arrays}
+        self.depths = {n: a for n, a in self.depths.items() if n in held}
 
     @property
     def years(self) -> list[int]:
@@ -231,7 +234,7 @@ class ZarrSource:
             raise StoreError(f"{where}: proj:code is {code}, expected EPSG:{32600 + zone} (the zone's northern CRS)")
         members = set(group.array_keys())
         arrays = {n: a for n, a in self.depths.items() if a in members}
-        if "embeddings" not in members or "scales" not in members:
+        if not arrays or "scales" not in members:
             raise StoreError(f"{where}: the embeddings or scales array is missing")
         self._parts[zone] = [_Part(zone, group, tr, shape, where, arrays=arrays)]
 
@@ -262,7 +265,7 @@ class ZarrSource:
 
     # -- reading -------------------------------------------------------------------------
     def array_name(self, depth: int | None) -> str:
-        n = self.nbands if depth is None else int(depth)
+        n = (self.nbands if self.nbands in self.depths else max(self.depths)) if depth is None else int(depth)
         if n not in self.depths:
             raise StoreError(
                 f"{self.url} has no depth-{n} array; it holds depths {sorted(self.depths)}"
@@ -292,11 +295,16 @@ class ZarrSource:
             for part in self._parts.get(zone, []):
                 if year not in part.years:
                     continue
-                name = part.arrays.get(self.nbands if depth is None else int(depth))
+                name = part.arrays.get(int(depth) if depth is not None else
+                                       (self.nbands if self.nbands in part.arrays else max(part.arrays)))
                 if name is None:
                     raise StoreError(f"{self.url} zone {zone}: no depth-{depth} array")
                 x0, y0, x1, y1 = transform_bounds("EPSG:4326", f"EPSG:{part.epsg}", *bbox, densify_pts=41)
                 t = part.transform
+                # a window is only a view (nothing is read until the mosaic maps pixels to
+                # it), so a wide margin costs nothing and covers the output grid's snapping
+                # and its rotation against another zone's grid
+                margin = max(margin, 16 + int(max(x1 - x0, y1 - y0) / t.a) // 8)
                 c0 = max(0, int(math.floor((x0 - t.c) / t.a)) - margin)
                 c1 = min(part.shape[1], int(math.ceil((x1 - t.c) / t.a)) + margin)
                 r0 = max(0, int(math.floor((t.f - y1) / t.a)) - margin)

@@ -286,7 +286,9 @@ def make_store(
                     _stats_update(acc, t, codes, scales, rng)
                     done[t, sr // shard, scol // shard] = 1
         _write_stats(g, acc, done)
-    zarr.consolidate_metadata(dest)
+    from ..io.fetch_region import _consolidate
+
+    _consolidate(dest)
     return dest
 
 
