@@ -11,6 +11,7 @@ from .. import _schema
 from .. import _schema
 from ..exceptions import SchemaError, VersionMismatchError
 from .area import PreparedArea, blocks, grid_of, new_map, provenance
+from ..exceptions import ArgumentError
 
 __all__ = ["change", "CHANGE_CLASSES", "DEFAULT_BREAKS"]
 
@@ -70,10 +71,10 @@ def change(da_year_a: Any, da_year_b: Any, *, metric: str = "cosine", breaks: tu
     ``change_class`` (uint8 index into ``attrs["classes"]``, 255 = no data).
     """
     if metric not in ("cosine", "euclidean"):
-        raise ValueError(f"metric must be 'cosine' or 'euclidean', got {metric!r}")
+        raise ArgumentError(f"metric must be 'cosine' or 'euclidean', got {metric!r}")
     br = tuple(float(v) for v in breaks)
     if len(br) != 3 or not (br[0] < br[1] < br[2]):
-        raise ValueError(f"breaks must be three increasing numbers, got {breaks!r}")
+        raise ArgumentError(f"breaks must be three increasing numbers, got {breaks!r}")
     ga, gb = grid_of(da_year_a), grid_of(da_year_b)
     if not _schema.same_dataset(ga.attrs, gb.attrs):
         raise VersionMismatchError(

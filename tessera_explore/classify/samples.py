@@ -18,6 +18,7 @@ import numpy as np
 
 from ..exceptions import LabelError, VersionMismatchError
 from .area import PreparedArea, grid_of
+from ..exceptions import ArgumentError
 
 __all__ = ["Samples", "sample_labels", "as_labels"]
 
@@ -108,7 +109,7 @@ class Samples:
 
         n = int(max_per_label)
         if n < 1:
-            raise ValueError(f"max_per_label must be at least 1, got {max_per_label}")
+            raise ArgumentError(f"max_per_label must be at least 1, got {max_per_label}")
         ids, counts = np.unique(self.label_id, return_counts=True)
         if counts.size == 0 or counts.max() <= n:
             return self

@@ -15,6 +15,7 @@ import xarray as xr
 from ..exceptions import LabelError
 from . import _kernels
 from .area import PreparedArea, blocks, grid_of, new_map, provenance
+from ..exceptions import ArgumentError
 
 __all__ = ["similarity", "query_vectors"]
 
@@ -138,9 +139,9 @@ def similarity(da: Any, query: Any, *, negatives: Any = None, reduce: str = "mea
     is no data; with ``threshold`` a Dataset holding it and ``mask`` (uint8).
     """
     if metric not in METRICS:
-        raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+        raise ArgumentError(f"metric must be one of {METRICS}, got {metric!r}")
     if reduce not in REDUCE:
-        raise ValueError(f"reduce must be one of {REDUCE}, got {reduce!r}")
+        raise ArgumentError(f"reduce must be one of {REDUCE}, got {reduce!r}")
     grid = grid_of(da)
     pos, pos_ll = query_vectors(da, query)
     neg, neg_ll = (None, []) if negatives is None else query_vectors(da, negatives, what="negatives")

@@ -13,6 +13,7 @@ import os
 from typing import Iterable, Sequence
 
 import numpy as np
+from ..exceptions import ArgumentError
 
 __all__ = [
     "TILE_SIZE_DEG",
@@ -59,9 +60,9 @@ def normalize_bbox(bbox: Sequence[float]) -> tuple[float, float, float, float]:
     try:
         w, s, e, n = (float(v) for v in bbox)
     except (TypeError, ValueError) as err:
-        raise ValueError(f"bbox must be (west, south, east, north) in degrees, got {bbox!r}") from err
+        raise ArgumentError(f"bbox must be (west, south, east, north) in degrees, got {bbox!r}") from err
     if not (-180 <= w < e <= 180 and -90 <= s < n <= 90):
-        raise ValueError(
+        raise ArgumentError(
             f"bbox {bbox!r} is not (west, south, east, north) with west < east and south < north "
             "inside -180..180, -90..90 (note the order: lon before lat)"
         )
@@ -111,7 +112,7 @@ def parse_tile_name(name: str) -> tuple[float, float]:
     base = os.path.basename(name)
     parts = base.split("_")
     if len(parts) < 3 or parts[0] != "grid":
-        raise ValueError(f"{name!r} is not a tile name of the form grid_LON_LAT")
+        raise ArgumentError(f"{name!r} is not a tile name of the form grid_LON_LAT")
     lon = float(parts[1])
     lat = float(parts[2].split(".npy")[0].split(".tif")[0]) if len(parts) == 3 else float(parts[2])
     return lon, lat

@@ -22,6 +22,7 @@ import numpy as np
 
 from . import grid
 from .quant import quantize
+from ..exceptions import ArgumentError
 
 __all__ = ["Mosaic", "RESAMPLING"]
 
@@ -46,7 +47,7 @@ class Mosaic:
 
     def __init__(self, tiles, *, crs, transform, shape, resampling: str = "nearest"):
         if resampling not in RESAMPLING:
-            raise ValueError(f"resampling must be one of {RESAMPLING}, got {resampling!r}")
+            raise ArgumentError(f"resampling must be one of {RESAMPLING}, got {resampling!r}")
         self.tiles = list(tiles)
         self.crs = crs
         self.transform = transform

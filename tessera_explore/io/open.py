@@ -32,7 +32,8 @@ from . import grid
 from .codes import ATTR as _MOSAIC_ATTR
 from .codes import codes_window, iter_blocks, register
 from .mosaic import RESAMPLING, Mosaic
-from .tiles import open_npy_tile, open_tiff_tile
+from .tiles import check_output_crs, check_tile_versions, open_npy_tile, open_tiff_tile
+from ..exceptions import ArgumentError
 
 __all__ = ["open_embeddings", "iter_blocks", "available_years", "reopen", "data_mask", "DEFAULT_CHUNK"]
 
@@ -110,8 +111,10 @@ def _read_metadata(root: str) -> dict:
     try:
         with open(path) as f:
             meta = json.load(f)
-    except (OSError, json.JSONDecodeError) as err:
+    except (OSError, ValueError) as err:
         raise CorruptTileError(f"metadata file {path} cannot be read: {err}") from err
+    if not isinstance(meta, dict):
+        raise CorruptTileError(f"metadata file {path} holds a JSON {type(meta).__name__}, not an object")
     # geotessera's own downloads record a bare number ("1.0") as dataset_version and the
     # dataset's name (our version string) as dataset_path
     if meta.get("dataset_path") and meta.get("dataset_version") not in _schema.DATASET_VERSIONS:
@@ -140,7 +143,7 @@ def _tiles_from_folder(root: str, bbox, year, missing: str):
     if year not in years:
         raise YearNotAvailableError(f"year {year} is not in {root}; available years: {years}")
     if bbox is None:
-        raise ValueError(
+        raise ArgumentError(
             f"bbox= is needed to open tiles from the folder {root} (tile paths are computed from the "
             "bounding box, never by walking the folder)"
         )
@@ -171,6 +174,7 @@ def _tiles_from_folder(root: str, bbox, year, missing: str):
             f"{root}: {names}. Download them with fetch_tiles, or pass missing='nan' to leave them empty."
         )
     meta = _read_metadata(root)
+    check_tile_versions(tiles, expected=meta.get("dataset_version"), source=root)
     return tiles, year, meta
 
 
@@ -203,7 +207,7 @@ def _tiles_from_path(path: str, year, landmask):
         if "TESSERA_DATASET_VARIANT" in tags:
             meta["dataset_variant"] = tags["TESSERA_DATASET_VARIANT"]
         return [tile], tile.year if year is None else int(year), meta
-    raise ValueError(f"cannot tell how to open {path}: expected a folder, a .npy or a .tif/.tiff")
+    raise ArgumentError(f"cannot tell how to open {path}: expected a folder, a .npy or a .tif/.tiff")
 
 
 def _output_grid(tiles, bbox, crs, res):
@@ -225,7 +229,7 @@ def _output_grid(tiles, bbox, crs, res):
                 cx, cy = float(np.mean(lons)), float(np.mean(lats))
             crs = CRS.from_epsg(grid.utm_epsg(cx, cy))
     else:
-        crs = CRS.from_user_input(crs)
+        crs = check_output_crs(crs)
     # grid origin aligned with the first tile already in this CRS (exact mosaics)
     ref = next((t for t in tiles if t.crs == crs), None)
     ox, oy = (ref.transform.c, ref.transform.f) if ref is not None else (0.0, 0.0)

@@ -16,6 +16,7 @@ from .pca import PCAProjection
 from .rgb import RGBStretch, to_rgb
 from .sample import PixelSample, stratified_sample
 from .umap import UMAPProjection, umap_ready, warm_up_umap
+from ..exceptions import ArgumentError, ArgumentTypeError
 
 __all__ = [
     "project",
@@ -79,13 +80,13 @@ def project(
     """
     if fitted is not None:
         if not isinstance(fitted, Projection):
-            raise TypeError(f"fitted= must be a projection returned by project(), got {type(fitted).__name__}")
+            raise ArgumentTypeError(f"fitted= must be a projection returned by project(), got {type(fitted).__name__}")
         given = {"n_components": n_components, "sample": sample, "random_state": random_state, **options}
         given = {k: v for k, v in given.items() if v is not None}
         if given:
-            raise TypeError(f"with fitted= the projection is applied as it is; drop {', '.join(sorted(given))}")
+            raise ArgumentTypeError(f"with fitted= the projection is applied as it is; drop {', '.join(sorted(given))}")
         if method != "pca" and method != fitted.method:
-            raise ValueError(f"method={method!r} but the fitted projection is {fitted.method!r}")
+            raise ArgumentError(f"method={method!r} but the fitted projection is {fitted.method!r}")
         return fitted.transform(da), fitted
     cls = METHODS.get(str(method).lower())
     if cls is None:

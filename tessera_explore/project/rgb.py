@@ -14,6 +14,7 @@ import xarray as xr
 from sklearn.base import BaseEstimator
 
 from ..exceptions import ProjectionError
+from ..exceptions import ArgumentError, ArgumentTypeError
 
 __all__ = ["RGBStretch", "to_rgb", "RGB_BANDS"]
 
@@ -52,7 +53,7 @@ class RGBStretch(BaseEstimator):
     def fit(self, components, y=None) -> "RGBStretch":
         lo_p, hi_p = (float(p) for p in self.percentiles)
         if not 0 <= lo_p < hi_p <= 100:
-            raise ValueError(f"percentiles must satisfy 0 <= low < high <= 100, got {self.percentiles}")
+            raise ArgumentError(f"percentiles must satisfy 0 <= low < high <= 100, got {self.percentiles}")
         a, _ = _as_pixels(components)
         k = min(3, a.shape[0])
         flat = a[:k].reshape(k, -1)
@@ -155,7 +156,7 @@ def _stretch_for(components, stretch) -> RGBStretch:
     try:
         lo, hi = (float(p) for p in stretch)
     except (TypeError, ValueError):
-        raise TypeError(
+        raise ArgumentTypeError(
             "stretch must be a (low, high) percentile pair, a fitted RGBStretch, a fitted projection or "
             f"stretch attrs; got {stretch!r}"
         ) from None

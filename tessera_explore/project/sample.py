@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import xarray as xr
+from ..exceptions import ArgumentError, ArgumentTypeError
 
 __all__ = ["PixelSample", "stratified_sample", "cell_shape", "seed_of"]
 
@@ -60,13 +61,13 @@ def seed_of(random_state) -> int:
         return int(random_state.integers(0, 2**63))
     if isinstance(random_state, np.random.RandomState):
         return int(random_state.randint(0, 2**31 - 1))
-    raise TypeError(f"random_state must be None, an int or a numpy Generator, got {type(random_state).__name__}")
+    raise ArgumentTypeError(f"random_state must be None, an int or a numpy Generator, got {type(random_state).__name__}")
 
 
 def cell_shape(height: int, width: int, n: int) -> tuple[int, int]:
     """Integer cell (rows, cols) so that the area holds about ``n`` cells."""
     if n <= 0:
-        raise ValueError(f"sample size must be positive, got {n}")
+        raise ArgumentError(f"sample size must be positive, got {n}")
     a = height * width / n
     if a <= 1:
         return 1, 1

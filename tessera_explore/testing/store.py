@@ -27,6 +27,7 @@ from ..io import grid
 from ..io.quant import quantize
 from .scene import scene_embeddings
 from .tiles import _cell_utm_bounds, _common_res
+from ..exceptions import ArgumentError
 
 __all__ = ["make_store", "make_icechunk", "STORE_VARIANTS"]
 
@@ -203,12 +204,12 @@ def make_store(
     centres = list(dict.fromkeys(grid.tile_center(lon, lat) for lon, lat in tiles))
     years = grid.unique_years(years)
     if not centres or not years:
-        raise ValueError("make_store needs at least one tile and one year")
+        raise ArgumentError("make_store needs at least one tile and one year")
     if shard % chunk:
-        raise ValueError(f"shard {shard} must be a multiple of chunk {chunk}")
+        raise ArgumentError(f"shard {shard} must be a multiple of chunk {chunk}")
     depths = sorted({int(d) for d in depths})
     if any(not 0 < d < 128 for d in depths):
-        raise ValueError(f"depths must lie in 1..127, got {depths}")
+        raise ArgumentError(f"depths must lie in 1..127, got {depths}")
     variant = variant or STORE_VARIANTS.get(version, "unknown")
     res = _common_res(centres, shape)
     T = len(years)
