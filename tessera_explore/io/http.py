@@ -9,6 +9,9 @@ each into one ranged GET, never a whole shard.
   pooling, timeouts, and retries with exponential back-off on 5xx answers and
   connection errors.  Bodies cut short mid-transfer are retried here too.
 * **Concurrency**: at most ``concurrency`` requests in flight per store.
+* **Shard indexes** (the suffix ranges zarr reads before the inner chunks of a shard)
+  are kept in memory (the last 64), so reading an area chunk by chunk fetches each
+  shard's index once, not once per dask chunk.
 * **Cache** (optional, ``cache_dir=``): every answer (and every "not found") is kept
   on disk, keyed by store URL, object key and byte range, and written atomically.
   A second read of the same area makes no request at all, so an area once read
@@ -34,6 +37,7 @@ import re
 import shutil
 import tempfile
 import threading
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterable
 from datetime import timedelta
 from pathlib import Path
@@ -103,6 +107,7 @@ class RemoteStore(Store):
         self.cache_path = Path(cache_dir) / store_cache_key(self.url) if cache_dir is not None else None
         self.requests = 0
         self._count_lock = threading.Lock()
+        self._index_cache: OrderedDict = OrderedDict()
         self._init_client()
 
     # -- set-up and pickling (dask.distributed ships the store to workers) -------------
@@ -138,6 +143,7 @@ class RemoteStore(Store):
         self.cache_path = cache_path
         self.requests = 0
         self._count_lock = threading.Lock()
+        self._index_cache = OrderedDict()
         self._init_client()
 
     def __eq__(self, other: object) -> bool:
@@ -247,11 +253,22 @@ class RemoteStore(Store):
         raise StoreError(f"cannot read {where} after {self.retries + 1} attempts: {_short(last)}") from last
 
     async def get(self, key: str, prototype: BufferPrototype, byte_range: ByteRequest | None = None) -> Buffer | None:
+        is_index = isinstance(byte_range, SuffixByteRequest)
+        if is_index:
+            with self._count_lock:
+                data = self._index_cache.get((key, byte_range.suffix))
+            if data is not None:
+                return None if data == _MISSING else prototype.buffer.from_bytes(data)
         cfile = self._cache_file(key, byte_range)
         data = self._cache_read(cfile)
         if data is None:
             data = await self._fetch(key, byte_range)
             self._cache_write(cfile, _MISSING if data is None else data)
+        if is_index:
+            with self._count_lock:
+                self._index_cache[(key, byte_range.suffix)] = _MISSING if data is None else data
+                while len(self._index_cache) > 64:
+                    self._index_cache.popitem(last=False)
         if data is None or data == _MISSING:
             return None
         return prototype.buffer.from_bytes(data)
