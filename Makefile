@@ -22,9 +22,11 @@ $(STAMP): requirements/base.txt requirements/test.txt pyproject.toml
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab $$([ "$$(id -u)" = 0 ] && echo --allow-root) notebooks/01_quickstart.ipynb
 
+# the notebooks run from a temporary copy, so nothing they write lands in the checkout
 test: $(STAMP)
 	@bash scripts/system-deps.sh
-	$(PY) -m pytest -q --nbmake --nbmake-timeout=900 tests notebooks
+	@nb=$$(mktemp -d) && cp notebooks/*.ipynb $$nb/ && \
+	$(PY) -m pytest -q -c pyproject.toml --rootdir=. --nbmake --nbmake-timeout=900 tests $$nb; rc=$$?; rm -rf $$nb; exit $$rc
 
 bench: $(STAMP)
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
