@@ -108,9 +108,9 @@ def main() -> int:
     if len(sys.argv) > 2 and sys.argv[1] == "--memory":
         ours_memory(sys.argv[2], sys.argv[3])
         return 0
-    import tessera_explore as te
     from sklearn.ensemble import RandomForestClassifier
 
+    import tessera_explore as te
     from tessera_explore.classify import prepare
     from tessera_explore.io.open import iter_blocks
     from tessera_explore.testing import CLASSES, make_tiles
@@ -144,7 +144,7 @@ def main() -> int:
         conf = np.full(H * W, np.nan, np.float32)
         for s in range(0, len(idx), 15000):
             ii = idx[s:s + 15000]
-            p = rf.predict_proba(Xall[ii])
+            p = rf.predict_proba(Xall[ii])  # noqa: F821 (Xall is deleted after the last use)
             k = p.argmax(axis=1)
             cls[ii] = k
             conf[ii] = p[np.arange(len(ii)), k]
@@ -181,7 +181,7 @@ def main() -> int:
 
     def naive():
         with np.errstate(invalid="ignore", divide="ignore"):
-            return (Xall @ q) / np.linalg.norm(Xall, axis=1) / np.linalg.norm(q)
+            return (Xall @ q) / np.linalg.norm(Xall, axis=1) / np.linalg.norm(q)  # noqa: F821
 
     te.similarity(area, click)
     t_naive, _ = best(naive, n=5)

@@ -20,7 +20,6 @@ A second, cached run shows what the cache saves.
 from __future__ import annotations
 
 import argparse
-import os
 import tempfile
 import time
 import warnings

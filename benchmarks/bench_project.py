@@ -41,8 +41,9 @@ def timed(f, *, trace=False):
 
 
 def main() -> int:
-    import tessera_explore as te
     from sklearn.decomposition import PCA
+
+    import tessera_explore as te
 
     d = tempfile.mkdtemp(prefix="bench-project-")
     te.testing.make_tiles(d, tiles=[(0.15, 52.05)], years=[2024], seed=3)

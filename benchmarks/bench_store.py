@@ -156,7 +156,7 @@ def main() -> int:
             store_mod._SOURCES.clear()
             srv.reset_counters()
             again = te.open_embeddings(url, bbox=da.attrs["bbox"], year=2024, cache=cache)
-            again.isel(y=slice(0, 1000), x=slice(0, 1000)).values
+            _ = again.isel(y=slice(0, 1000), x=slice(0, 1000)).values
             second = srv.requests
         results["http"] = (sent, need, second)
         print(f"3a. over HTTP: {reqs} requests, {sent / 2**20:.1f} MiB fetched for {need / 2**20:.1f} MiB of touched "
@@ -168,15 +168,15 @@ def main() -> int:
             store_mod._SOURCES.clear()
             f128 = te.open_embeddings(url, bbox=b, year=2024, cache=None)
             srv.reset_counters()
-            f128.values
+            _ = f128.values
             b128 = srv.bytes_sent
             f16 = te.open_embeddings(url, bbox=b, year=2024, depth=16, cache=None)
             srv.reset_counters()
-            f16.values
+            _ = f16.values
             b16 = srv.bytes_sent
             f4 = te.open_embeddings(url, bbox=b, year=2024, depth=4, cache=None)
             srv.reset_counters()
-            f4.values
+            _ = f4.values
             b4 = srv.bytes_sent
         results["depth"] = (b128, b16, b4)
         print(f"3c. {f128.sizes['y']} x {f128.sizes['x']} px: full depth {b128 / 2**20:.1f} MiB, depth 16 "

@@ -16,8 +16,6 @@ from typing import TYPE_CHECKING, Any
 from . import exceptions
 from .exceptions import TesseraExploreError
 
-__version__ = "0.1.0"
-
 # public name -> "module:attribute" (attribute empty for a submodule)
 _LAZY: dict[str, str] = {
     # foundation
@@ -60,6 +58,10 @@ __all__ = ["__version__", "exceptions", "TesseraExploreError", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:
+    if name == "__version__":  # from the package metadata: one source of truth
+        from .config import version
+
+        return version()
     target = _LAZY.get(name)
     if target is None:
         raise AttributeError(f"module 'tessera_explore' has no attribute {name!r}")

@@ -124,7 +124,6 @@ def test_open_matches_hand_dequantisation(small_tiles):
 def test_mosaic_has_no_seam_in_overlap(small_tiles):
     """Tiles overlap in their margins; the mosaic equals either tile there (same scene)."""
     d, recs = small_tiles
-    da = te.open_embeddings(d, bbox=(0.10, 52.00, 0.30, 52.10), year=2024, chunks=None)
     r0, r1 = [r for r in recs if r["year"] == 2024]
     v0, tr0, _ = _hand_tile(r0)
     v1, tr1, _ = _hand_tile(r1)
@@ -136,6 +135,17 @@ def test_mosaic_has_no_seam_in_overlap(small_tiles):
     b = v1[max(0, -dr): max(0, -dr) + a.shape[0], : a.shape[1]]
     a = a[: b.shape[0]]
     np.testing.assert_array_equal(a, b)
+    # and the mosaic holds those values there: no seam
+    da = te.open_embeddings(d, bbox=(0.10, 52.00, 0.30, 52.10), year=2024, chunks=None)
+    oc = int(round((float(da.x[0]) - tr0.a / 2 - tr0.c) / tr0.a))
+    orow = int(round((float(da.y[0]) - tr0.e / 2 - tr0.f) / tr0.e))
+    r0_, c0_ = max(0, dr) - orow, dc - oc  # the overlap's first pixel in the mosaic
+    rr = slice(max(0, r0_), min(da.sizes["y"], r0_ + a.shape[0]))
+    cc = slice(max(0, c0_), min(da.sizes["x"], c0_ + a.shape[1]))
+    assert rr.stop > rr.start and cc.stop > cc.start
+    got = np.moveaxis(da.values[:, rr, cc], 0, -1)
+    want = a[rr.start - r0_: rr.stop - r0_, cc.start - c0_: cc.stop - c0_]
+    np.testing.assert_array_equal(got, want)
 
 
 def test_nodata_is_nan_never_zero(small_tiles, tmp_path):

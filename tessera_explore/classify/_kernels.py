@@ -122,7 +122,8 @@ def linear_classify(codes, mult, W, b, valid, softmax, out_cls, out_conf, out_pr
 
 
 @njit(parallel=True, cache=True)
-def knn_classify(codes, valid, T, t_inv, t_cls, n_classes, k, weighted, out_cls, out_conf, out_prob, want_prob):  # pragma: no cover
+def knn_classify(codes, valid, T, t_inv, t_cls, n_classes, k, weighted,  # pragma: no cover
+                 out_cls, out_conf, out_prob, want_prob):
     """Cosine k-nearest-neighbour vote of every pixel against training codes ``T``.
 
     ``T`` int16 ``(m, bands)`` (the training pixels' int8 codes widened: an int16 x int16

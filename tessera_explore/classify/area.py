@@ -17,7 +17,8 @@ reads the tiles again.
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import xarray as xr
@@ -75,7 +76,7 @@ class _Grid:
     def shape(self) -> tuple[int, int]:
         return (len(self.y), len(self.x))
 
-    def same_as(self, other: "_Grid") -> bool:
+    def same_as(self, other: _Grid) -> bool:
         return (self.shape == other.shape and self.crs == other.crs
                 and np.allclose(self.x, other.x) and np.allclose(self.y, other.y))
 

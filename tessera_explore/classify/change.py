@@ -8,10 +8,8 @@ import numpy as np
 import xarray as xr
 
 from .. import _schema
-from .. import _schema
-from ..exceptions import SchemaError, VersionMismatchError
+from ..exceptions import ArgumentError, SchemaError, VersionMismatchError
 from .area import PreparedArea, blocks, grid_of, new_map, provenance
-from ..exceptions import ArgumentError
 
 __all__ = ["change", "CHANGE_CLASSES", "DEFAULT_BREAKS"]
 

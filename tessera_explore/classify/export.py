@@ -56,7 +56,10 @@ def _hex_rgba(c: str) -> tuple:
 
 def _write(da: xr.DataArray, path: str, attrs: dict, extra: dict, compress: str) -> str:
     import rasterio
-    from tessera_explore import __version__
+
+    from ..config import version as _version
+
+    __version__ = _version()
 
     if da.ndim == 2:
         da = da.expand_dims("band_", axis=0)

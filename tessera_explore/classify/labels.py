@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import numbers
 import os
 import socket
@@ -33,8 +32,9 @@ import time
 import uuid
 import warnings
 import weakref
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 from ..exceptions import LabelConflictError, LabelError, TesseraExploreWarning
 from ..io import labels as _io
@@ -89,7 +89,7 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_))
 
 
-def _label_key(lab: "Label") -> tuple:
+def _label_key(lab: Label) -> tuple:
     """What a label is, independent of its id: class, kind and rounded coordinates."""
     import shapely
 
@@ -350,7 +350,7 @@ class LabelStore:
     # ----------------------------------------------------------------------- opening
     @classmethod
     def open(cls, path: str | os.PathLike, *, dataset_version: str | None = None, year: int | None = None,
-             create: bool = False) -> "LabelStore":
+             create: bool = False) -> LabelStore:
         """Open a label file and keep saving to it.
 
         Any format :func:`tessera_explore.io.labels.read_labels` reads is accepted; a file
@@ -394,7 +394,7 @@ class LabelStore:
 
     @classmethod
     def from_file(cls, source: Any, path: str | os.PathLike | None = None, *, format: str | None = None,
-                  dataset_version: str | None = None, year: int | None = None) -> "LabelStore":
+                  dataset_version: str | None = None, year: int | None = None) -> LabelStore:
         """A new store holding the labels of ``source`` (any readable format), saved to
         ``path`` if given."""
         store = cls(path, dataset_version=dataset_version, year=year)
@@ -440,7 +440,7 @@ class LabelStore:
             if self._release_lock is not None:
                 self._release_lock()
 
-    def __enter__(self) -> "LabelStore":
+    def __enter__(self) -> LabelStore:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -683,7 +683,7 @@ class LabelStore:
             raise LabelError(f"unknown export format {format!r}; use 'geojson' or 'upstream'")
         return _io.write_json_atomic(os.fspath(path), obj)
 
-    def observe(self, callback: Callable[["LabelStore", str], None]) -> None:
+    def observe(self, callback: Callable[[LabelStore, str], None]) -> None:
         """Call ``callback(store, what)`` after every change (``what`` names it)."""
         self._observers.append(callback)
 
@@ -737,7 +737,7 @@ class LabelStore:
         return [_io.LabelRecord(l.geometry, l.cls, l.id, l.created) for l in st.labels]
 
     # -- the file ------------------------------------------------------------------------
-    def _read_file(self) -> tuple[str, "_io.LabelSet"]:
+    def _read_file(self) -> tuple[str, _io.LabelSet]:
         """(digest, labels) of the store's GeoJSON file as it is now."""
         with open(self._path, "rb") as f:
             data = f.read()
@@ -926,7 +926,7 @@ class LabelStore:
         color = _io.check_color(color, where=f"class {name!r}: ")
         return replace(st, classes=st.classes + ((name, color),))
 
-    def _merged(self, st: _State, ls: "_io.LabelSet", src: str, *, keep_ids: bool) -> _State:
+    def _merged(self, st: _State, ls: _io.LabelSet, src: str, *, keep_ids: bool) -> _State:
         version = ls.meta.get("dataset_version")
         if version is not None and self.dataset_version is not None and str(version) != self.dataset_version:
             raise LabelError(
@@ -958,7 +958,7 @@ class LabelStore:
             labels.append(Label(lid, r.cls, r.geometry, r.created or _io.now()))
         return replace(st, labels=tuple(labels), next_id=next_id)
 
-    def _adopt(self, ls: "_io.LabelSet", src: str) -> None:
+    def _adopt(self, ls: _io.LabelSet, src: str) -> None:
         """Take the file's dataset version and year where the store has none."""
         version, year = ls.meta.get("dataset_version"), ls.meta.get("year")
         if year is not None:

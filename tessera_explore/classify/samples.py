@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
-from ..exceptions import LabelError, VersionMismatchError
+from ..exceptions import ArgumentError, LabelError, VersionMismatchError
 from .area import PreparedArea, grid_of
-from ..exceptions import ArgumentError
 
 __all__ = ["Samples", "sample_labels", "as_labels"]
 
@@ -102,7 +102,7 @@ class Samples:
     def __iter__(self) -> Iterator:
         return iter((self.X, self.y))
 
-    def thin(self, max_per_label: int, *, seed: int = 0) -> "Samples":
+    def thin(self, max_per_label: int, *, seed: int = 0) -> Samples:
         """At most ``max_per_label`` samples of each label (a random, seeded choice among a
         polygon's pixels; points and small windows are kept whole), in the original order."""
         import dataclasses

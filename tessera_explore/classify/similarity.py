@@ -12,10 +12,9 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from ..exceptions import LabelError
+from ..exceptions import ArgumentError, LabelError
 from . import _kernels
-from .area import PreparedArea, blocks, grid_of, new_map, provenance
-from ..exceptions import ArgumentError
+from .area import blocks, grid_of, new_map, provenance
 
 __all__ = ["similarity", "query_vectors"]
 

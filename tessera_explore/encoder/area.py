@@ -13,12 +13,22 @@ from __future__ import annotations
 import os
 import time
 import warnings
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from ..exceptions import EncoderError, SchemaError, VersionMismatchError
-from .prepare import MIN_S2_COVER, Prepared, S1Granule, S2Granule, S2_RESAMPLING, needs_pc_offset, prepare_s1, prepare_s2
+from .prepare import (
+    MIN_S2_COVER,
+    S2_RESAMPLING,
+    Prepared,
+    S1Granule,
+    S2Granule,
+    needs_pc_offset,
+    prepare_s1,
+    prepare_s2,
+)
 
 __all__ = ["prepare_area", "embed_area", "compare", "MAX_PIXELS", "MAX_AREA_KM2"]
 
@@ -49,8 +59,16 @@ def prepare_area(
     model-input arrays (spec section 8), the grid, ``info`` (item counts, dropped dates,
     skipped items) and ``timings`` (seconds for ``search``, ``load``, ``prepare``).
     """
-    from .stac import (S2_LOAD_BANDS, area_grid, check_size, item_datetime, load_granules, orbit_state,
-                       resolve_stac, search)
+    from .stac import (
+        S2_LOAD_BANDS,
+        area_grid,
+        check_size,
+        item_datetime,
+        load_granules,
+        orbit_state,
+        resolve_stac,
+        search,
+    )
 
     cfg = resolve_stac(stac)
     grid = area_grid(bbox, like=like, epsg=epsg)

@@ -27,8 +27,9 @@ written with :func:`~tessera_explore.encoder.write_dpixel` or embedded directly.
 from __future__ import annotations
 
 import datetime as _dt
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -68,7 +69,7 @@ S2_RESAMPLING = {**{b: "bilinear" for b in S2_BANDS}, "SCL": "nearest"}
 SCL_INVALID = (0, 1, 2, 3, 8, 9)
 S1_BANDS = ("vv", "vh")
 #: Planetary Computer's Sentinel-2 L2A carries +1000 (processing baseline 04.00) from here on.
-PC_OFFSET_CUTOFF = _dt.datetime(2022, 1, 25, tzinfo=_dt.timezone.utc)
+PC_OFFSET_CUTOFF = _dt.datetime(2022, 1, 25, tzinfo=_dt.UTC)
 PC_OFFSET = 1000
 #: Sentinel-2 dates valid on less than this share of the area are dropped.
 MIN_S2_COVER = 0.05
@@ -78,7 +79,7 @@ _SCL_LUT[list(SCL_INVALID)] = False
 
 
 def _utc(when: _dt.datetime) -> _dt.datetime:
-    return when.replace(tzinfo=_dt.timezone.utc) if when.tzinfo is None else when.astimezone(_dt.timezone.utc)
+    return when.replace(tzinfo=_dt.UTC) if when.tzinfo is None else when.astimezone(_dt.UTC)
 
 
 def day_of_year(when: _dt.datetime | _dt.date) -> int:

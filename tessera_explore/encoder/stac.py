@@ -30,9 +30,10 @@ import tempfile
 import threading
 import time
 import warnings
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 from urllib.parse import urlparse
 
 import numpy as np
@@ -79,10 +80,10 @@ _RETRY_STATUS = (408, 429, 500, 502, 503, 504)
 
 
 def default_cache_dir() -> Path:
-    """``$TESSERA_EXPLORE_CACHE/stac`` (or ``~/.cache/tessera_explore/stac``), read when called."""
-    from ..tutorial import cache_dir
+    """The ``stac`` folder of :func:`tessera_explore.config.cache_dir` (read when called)."""
+    from ..config import cache_dir
 
-    return Path(cache_dir()) / "stac"
+    return cache_dir("stac")
 
 
 # --- configuration -----------------------------------------------------------------------
@@ -132,7 +133,7 @@ class StacConfig:
     headers: Mapping[str, str] = field(default_factory=dict)
     gdal_options: Mapping[str, str] = field(default_factory=dict)
 
-    def replace(self, **changes: Any) -> "StacConfig":
+    def replace(self, **changes: Any) -> StacConfig:
         """A copy with some fields changed (``cfg.replace(retries=0, timeout=5)``)."""
         return dataclasses.replace(self, **changes)
 
@@ -377,7 +378,8 @@ def check_size(grid: Grid, *, max_pixels: int | None, max_area_km2: float | None
     hours = n / 100 / 3600  # about 100 px/s for the v2 small student on 2 CPU cores
     raise AreaTooLargeError(
         f"the area is {km2:.1f} km2 ({n:,} pixels at 10 m); the limits are max_area_km2={max_area_km2} and "
-        f"max_pixels={max_pixels if max_pixels is None else format(max_pixels, ',')}. A year of Sentinel-2 and Sentinel-1 for it is about {gib:.1f} GiB of "
+        f"max_pixels={max_pixels if max_pixels is None else format(max_pixels, ',')}. "
+        f"A year of Sentinel-2 and Sentinel-1 for it is about {gib:.1f} GiB of "
         f"imagery to read and hold, and encoding takes about {hours:.1f} h on a 2-core CPU (much less on a GPU). "
         "Split the area into pieces (embeddings of the same model join without seams), or raise the limits "
         "if you have the memory and time."
@@ -572,7 +574,6 @@ def load_granules(
 
     def read(batch):
         import odc.stac
-
         from rasterio.errors import NotGeoreferencedWarning
 
         with rasterio.Env(**stac.gdal_env()), warnings.catch_warnings():
@@ -629,7 +630,7 @@ def item_datetime(item: Any) -> _dt.datetime:
     when = item.datetime or item.common_metadata.start_datetime
     if when is None:
         raise StacError(f"item {item.id} has no datetime")
-    return when if when.tzinfo else when.replace(tzinfo=_dt.timezone.utc)
+    return when if when.tzinfo else when.replace(tzinfo=_dt.UTC)
 
 
 def orbit_state(item: Any) -> str:

@@ -100,9 +100,11 @@ WEIGHTS: dict[str, WeightsEntry] = {
 
 
 def default_cache_dir() -> Path:
-    """``$XDG_CACHE_HOME/tessera_explore/weights`` (read when called, never at import)."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "tessera_explore" / "weights"
+    """The ``weights`` folder of :func:`tessera_explore.config.cache_dir` (read when
+    called, never at import)."""
+    from ..config import cache_dir
+
+    return cache_dir("weights")
 
 
 def _entry(name: str | WeightsEntry) -> WeightsEntry:
@@ -236,7 +238,9 @@ def _plain(obj: Any) -> dict[str, Any]:
     return dict(obj) if isinstance(obj, dict) else {}
 
 
-def parse_checkpoint(obj: dict[str, Any], *, source: str = "checkpoint") -> tuple[str, dict[str, Any], dict[str, torch.Tensor], dict[str, Any]]:
+def parse_checkpoint(
+    obj: dict[str, Any], *, source: str = "checkpoint"
+) -> tuple[str, dict[str, Any], dict[str, torch.Tensor], dict[str, Any]]:
     """Recognise a checkpoint: ``(generation, config, filtered state dict, metadata)``."""
     meta: dict[str, Any] = {}
     if "model" in obj and "args" in obj:
@@ -283,7 +287,8 @@ def parse_checkpoint(obj: dict[str, Any], *, source: str = "checkpoint") -> tupl
     elif not gru and has_mlp_head and out == 128:
         generation = "v2"
     else:
-        raise CheckpointError(f"{source}: pooling ({'GRU' if gru else 'attention'}) and dim_reducer (output {out}) match no TESSERA generation")
+        raise CheckpointError(f"{source}: pooling ({'GRU' if gru else 'attention'}) and dim_reducer "
+                              f"(output {out}) match no TESSERA generation")
     if layout == "v2-student" and generation != "v2":
         raise CheckpointError(f"{source} has the v2 student layout but {generation} weights")
     if layout == "v1" and generation == "v2":

@@ -22,8 +22,9 @@ from __future__ import annotations
 import itertools
 import os
 import weakref
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import xarray as xr
@@ -32,7 +33,7 @@ from .quant import quantize
 
 __all__ = ["CodesWindow", "codes_window", "iter_blocks", "release", "register"]
 
-_SOURCES: "weakref.WeakValueDictionary[str, Any]" = weakref.WeakValueDictionary()
+_SOURCES: weakref.WeakValueDictionary[str, Any] = weakref.WeakValueDictionary()
 _counter = itertools.count()
 ATTR = "tessera_mosaic"
 

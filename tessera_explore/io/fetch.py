@@ -21,7 +21,8 @@ import re
 import tempfile
 import threading
 import time
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -775,7 +776,7 @@ def _write_metadata(dest: str, dataset: str, source_url: str, years: Sequence[in
         "source_url": source_url,
         "sources": sources,
         "years": sorted(set(meta.get("years", [])) | {int(y) for y in years}),
-        "updated": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "updated": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     })
     if dataset in GEOTESSERA_DATASETS:  # with dataset_variant, what geotessera reads to check the folder
         meta["dataset_version_path"] = GEOTESSERA_DATASETS[dataset][0]

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
+
 from ..exceptions import ArgumentError
 
 __all__ = [

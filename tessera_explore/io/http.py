@@ -156,7 +156,7 @@ class RemoteStore(Store):
         cache = f", cache={str(self.cache_path)!r}" if self.cache_path else ""
         return f"RemoteStore({self.url!r}{cache})"
 
-    def with_read_only(self, read_only: bool = False) -> "RemoteStore":
+    def with_read_only(self, read_only: bool = False) -> RemoteStore:
         if not read_only:
             raise StoreError(f"{self.url} is read-only")
         return self

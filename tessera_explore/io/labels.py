@@ -51,7 +51,7 @@ PALETTE = (
 
 def now() -> str:
     """Current UTC time, ISO 8601 to the second."""
-    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+    return _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat()
 
 
 @dataclass(frozen=True)

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..exceptions import ArgumentError
 from . import grid
 from .quant import quantize
-from ..exceptions import ArgumentError
 
 __all__ = ["Mosaic", "RESAMPLING"]
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 import json
 import math
 import os
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import xarray as xr
@@ -20,6 +21,7 @@ from xarray.backends import BackendArray
 
 from .. import _schema
 from ..exceptions import (
+    ArgumentError,
     CorruptTileError,
     NoTilesInAreaError,
     SchemaError,
@@ -33,7 +35,6 @@ from .codes import ATTR as _MOSAIC_ATTR
 from .codes import codes_window, iter_blocks, register
 from .mosaic import RESAMPLING, Mosaic
 from .tiles import check_output_crs, check_tile_versions, open_npy_tile, open_tiff_tile
-from ..exceptions import ArgumentError
 
 __all__ = ["open_embeddings", "iter_blocks", "available_years", "reopen", "data_mask", "DEFAULT_CHUNK"]
 

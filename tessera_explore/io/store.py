@@ -20,8 +20,9 @@ import os
 import re
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -285,7 +286,7 @@ class ZarrSource:
         return int(year)
 
     def windows(self, bbox: Sequence[float], year: int, *, depth: int | None = None, margin: int = 2
-                ) -> list["StoreTile"]:
+                ) -> list[StoreTile]:
         """Tile-like windows of every zone part that ``bbox`` (lon/lat) touches."""
         from rasterio.warp import transform_bounds
 
@@ -453,7 +454,7 @@ class StoreTile:
 
 
 # -- opening ---------------------------------------------------------------------------------
-_SOURCES: "OrderedDict[tuple, ZarrSource]" = OrderedDict()
+_SOURCES: OrderedDict[tuple, ZarrSource] = OrderedDict()
 _SOURCES_LOCK = threading.Lock()
 
 

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import xarray as xr
 
+from ..exceptions import ArgumentError, ArgumentTypeError
 from ._base import Projection
 from .pca import PCAProjection
 from .rgb import RGBStretch, to_rgb
 from .sample import PixelSample, stratified_sample
 from .umap import UMAPProjection, umap_ready, warm_up_umap
-from ..exceptions import ArgumentError, ArgumentTypeError
 
 __all__ = [
     "project",

@@ -69,7 +69,7 @@ class Projection(TransformerMixin, BaseEstimator):
         raise NotImplementedError
 
     # -- fitting --------------------------------------------------------------------
-    def fit(self, X, y=None) -> "Projection":
+    def fit(self, X, y=None) -> Projection:
         """Fit on an embeddings DataArray (a stratified sample of ``sample`` pixels) or on
         an ``(n, 128)`` array of embeddings (rows with NaN are dropped)."""
         n_comp = int(self.n_components)

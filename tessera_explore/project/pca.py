@@ -43,7 +43,7 @@ class PCAProjection(Projection):
         self.random_state = random_state
         self.from_stats = from_stats
 
-    def fit(self, X, y=None) -> "PCAProjection":
+    def fit(self, X, y=None) -> PCAProjection:
         """Fit on a sample of ``X`` (see :meth:`Projection.fit`), or with ``from_stats=True``
         on the per-zone statistics of the store ``X`` was opened from (no pixel read)."""
         import xarray as xr
@@ -63,7 +63,7 @@ class PCAProjection(Projection):
         return super().fit(X, y)
 
     def fit_stats(self, count: int, total: np.ndarray, products: np.ndarray, *,
-                  sample: np.ndarray | None = None) -> "PCAProjection":
+                  sample: np.ndarray | None = None) -> PCAProjection:
         """Fit from sums over pixels: ``count``, ``total`` (b,) and ``products`` (b, b) =
         sum of x x^T.  Sums of several zones or years add up.  The colour stretch is
         fitted on ``sample`` (a few hundred pixel embeddings), else on the components of

@@ -13,8 +13,7 @@ import numpy as np
 import xarray as xr
 from sklearn.base import BaseEstimator
 
-from ..exceptions import ProjectionError
-from ..exceptions import ArgumentError, ArgumentTypeError
+from ..exceptions import ArgumentError, ArgumentTypeError, ProjectionError
 
 __all__ = ["RGBStretch", "to_rgb", "RGB_BANDS"]
 
@@ -50,7 +49,7 @@ class RGBStretch(BaseEstimator):
     def __init__(self, percentiles: tuple[float, float] = (2, 98)):
         self.percentiles = percentiles
 
-    def fit(self, components, y=None) -> "RGBStretch":
+    def fit(self, components, y=None) -> RGBStretch:
         lo_p, hi_p = (float(p) for p in self.percentiles)
         if not 0 <= lo_p < hi_p <= 100:
             raise ArgumentError(f"percentiles must satisfy 0 <= low < high <= 100, got {self.percentiles}")
@@ -118,7 +117,7 @@ class RGBStretch(BaseEstimator):
         }
 
     @classmethod
-    def from_attrs(cls, attrs: dict) -> "RGBStretch":
+    def from_attrs(cls, attrs: dict) -> RGBStretch:
         """Rebuild a fitted stretch from :meth:`to_attrs` output (or an RGB array's attrs)."""
         try:
             s = cls(tuple(float(p) for p in attrs["stretch_percentiles"]))

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import xarray as xr
+
 from ..exceptions import ArgumentError, ArgumentTypeError
 
 __all__ = ["PixelSample", "stratified_sample", "cell_shape", "seed_of"]

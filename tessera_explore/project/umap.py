@@ -20,7 +20,7 @@ from __future__ import annotations
 import threading
 import time
 import warnings
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -70,7 +70,7 @@ class UMAPWarmup:
         self.started: float | None = None
         self.finished: float | None = None
         self._done = threading.Event()
-        self._callbacks: list[Callable[["UMAPWarmup"], None]] = []
+        self._callbacks: list[Callable[[UMAPWarmup], None]] = []
         self._thread: threading.Thread | None = None
 
     # -- state ----------------------------------------------------------------------
@@ -84,7 +84,7 @@ class UMAPWarmup:
             return 0.0
         return (self.finished or time.monotonic()) - self.started
 
-    def on_progress(self, callback: Callable[["UMAPWarmup"], None]) -> None:
+    def on_progress(self, callback: Callable[[UMAPWarmup], None]) -> None:
         """Call ``callback(self)`` at every stage change (from the worker thread)."""
         self._callbacks.append(callback)
         if self.done:
@@ -136,7 +136,7 @@ class UMAPWarmup:
             for cb in list(self._callbacks):
                 cb(self)
 
-    def start(self, *, background: bool = True) -> "UMAPWarmup":
+    def start(self, *, background: bool = True) -> UMAPWarmup:
         if self._thread is None:
             if background:
                 self._thread = threading.Thread(target=self._run, name="tessera-umap-warmup", daemon=True)

@@ -24,9 +24,9 @@ import os
 import re
 import threading
 import time
+from collections.abc import Callable, Iterator
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable, Iterator
 from urllib.parse import unquote
 
 from ..io import grid

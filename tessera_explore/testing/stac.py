@@ -24,6 +24,7 @@ import datetime as _dt
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+
 import numpy as np
 
 from .scene import BUILT, CEREAL, FOREST, GRASS, MAIZE, RAPE, WATER, _fbm, lonlat_to_metres, scene_classes
@@ -39,7 +40,7 @@ S2_ASSET_BANDS = {
     "B11": (20, "swir16"), "B12": (20, "swir22"),
 }
 _COG_TYPE = "image/tiff; application=geotiff; profile=cloud-optimized"
-_CUTOFF = _dt.datetime(2022, 1, 25, tzinfo=_dt.timezone.utc)
+_CUTOFF = _dt.datetime(2022, 1, 25, tzinfo=_dt.UTC)
 _S1_NODATA = -32768.0
 
 # surface reflectance x 10000 per asset band: bare soil, green vegetation, water, built-up, cloud
@@ -309,7 +310,7 @@ def make_stac_scene(
         extra.append(("missing_file", s2_days[-1] + 3 if s2_days else 11))
     plan = [(i, d, None) for i, d in enumerate(s2_days)] + [(n_s2_dates + k, d, kind) for k, (kind, d) in enumerate(extra)]
     for date_idx, doy, kind in plan:
-        date = _dt.datetime(year, 1, 1, 10, 56, 21, tzinfo=_dt.timezone.utc) + _dt.timedelta(days=doy - 1)
+        date = _dt.datetime(year, 1, 1, 10, 56, 21, tzinfo=_dt.UTC) + _dt.timedelta(days=doy - 1)
         offset = date >= _CUTOFF
         frac = 0.99 if date_idx == cloudy_date else float(rng.uniform(0.0, 0.5))
         double = kind is None and double_granule_every and date_idx % double_granule_every == 2
@@ -368,7 +369,7 @@ def make_stac_scene(
         doy = 3 + k * s1_step
         orbit = "ascending" if k % 2 == 0 else "descending"
         hour = 17 if orbit == "ascending" else 6
-        date = _dt.datetime(year, 1, 1, hour, 25, 9, tzinfo=_dt.timezone.utc) + _dt.timedelta(days=doy - 1)
+        date = _dt.datetime(year, 1, 1, hour, 25, 9, tzinfo=_dt.UTC) + _dt.timedelta(days=doy - 1)
         double = k == n_s1_dates - 1 and n_s1_dates > 1
         granules = [0.5, None] if double else [None]
         for gi, nodata_rows in enumerate(granules):

@@ -33,10 +33,11 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections.abc import Sequence
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 __all__ = ["unavailable_reason", "postgres_bindir", "PgStac", "CogServer", "LocalStac", "free_port"]
 
@@ -141,7 +142,7 @@ class PgStac(_Stoppable):
         cmd = [str(self._bindir / args[0]), *args[1:]]
         return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
 
-    def start(self) -> "PgStac":
+    def start(self) -> PgStac:
         reason = unavailable_reason()
         if reason:
             raise RuntimeError(f"cannot start the STAC server: {reason}")
@@ -272,7 +273,7 @@ class CogServer(_Stoppable):
                 return True
             return any(p in path for p in self.fail_paths)
 
-    def start(self) -> "CogServer":
+    def start(self) -> CogServer:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -372,7 +373,7 @@ class LocalStac(_Stoppable):
         self.pg: PgStac | None = None
         self.api_url = ""
 
-    def start(self) -> "LocalStac":
+    def start(self) -> LocalStac:
         from .stac import make_stac_scene
 
         if self.workdir is None:

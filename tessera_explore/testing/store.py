@@ -18,16 +18,16 @@ from __future__ import annotations
 import math
 import os
 import shutil
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 import numpy as np
 
+from ..exceptions import ArgumentError
 from ..io import grid
 from ..io.quant import quantize
 from .scene import scene_embeddings
 from .tiles import _cell_utm_bounds, _common_res
-from ..exceptions import ArgumentError
 
 __all__ = ["make_store", "make_icechunk", "STORE_VARIANTS"]
 

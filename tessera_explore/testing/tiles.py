@@ -6,7 +6,7 @@ import datetime as _dt
 import json
 import math
 import os
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -212,7 +212,7 @@ def make_tiles(
         "synthetic": True,
         "seed": seed,
         "years": years,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }
     meta_path = os.path.join(dest, grid.METADATA_FILE)
     if os.path.exists(meta_path):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+
 def draw_labels(scene, classes, per_class, seed=0):
     """``per_class`` (lon, lat, class) points at pixel centres of each true class."""
     from tessera_explore.testing import CLASSES

@@ -124,7 +124,7 @@ def test_importing_the_encoder_package_is_light():
 
 
 def test_registry_name_for_embed_dpixel_needs_explicit_download(folder, tmp_path, monkeypatch):
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "empty-cache"))
+    monkeypatch.setenv("TESSERA_EXPLORE_CACHE", str(tmp_path / "empty-cache"))
     with pytest.raises(Exception, match="download"):
         embed_dpixel(folder[0], "v2-small", progress=False)
     assert callable(load_encoder)

@@ -201,5 +201,6 @@ def test_bad_input_is_refused(kw, match):
 
 
 def test_preprocess_does_not_import_torch():
-    code = "import sys, tessera_explore, tessera_explore.encoder.preprocess as p; p.bucket_length(3); assert 'torch' not in sys.modules"
+    code = ("import sys, tessera_explore, tessera_explore.encoder.preprocess as p; p.bucket_length(3); "
+            "assert 'torch' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)

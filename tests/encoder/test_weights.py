@@ -12,8 +12,8 @@ import threading
 import pytest
 import torch
 
-from tessera_explore.encoder import weights as W
 from tessera_explore.encoder import load_encoder
+from tessera_explore.encoder import weights as W
 from tessera_explore.encoder.model import build_encoder, count_parameters
 from tessera_explore.exceptions import CheckpointError, DownloadError, EncoderError
 
@@ -283,7 +283,7 @@ def flaky_server():
                     self.end_headers()
                     return
                 start_at = int(rng[len("bytes="):-1]) if rng.startswith("bytes=") and rng.endswith("-") else 0
-                etag = '"%s"' % hashlib.sha256(b.data).hexdigest()[:16]  # a validator, as real hosts send
+                etag = f'"{hashlib.sha256(b.data).hexdigest()[:16]}"'  # a validator, as real hosts send
                 if self.headers.get("If-Range") not in (None, etag):
                     start_at = 0
                 body = b.data[start_at:]

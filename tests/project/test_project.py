@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import xarray as xr
 from sklearn.base import clone
 from sklearn.decomposition import PCA
 

@@ -7,7 +7,6 @@ bilinear weights for 20 m bands, the offset rule by date and the dB formula for 
 from __future__ import annotations
 
 import datetime as dt
-import warnings
 
 import numpy as np
 import pytest

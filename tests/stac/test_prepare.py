@@ -10,7 +10,7 @@ import pytest
 from tessera_explore.encoder import prepare as P
 from tessera_explore.exceptions import EncoderError
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 def test_band_order_and_resampling_rules():
