@@ -14,36 +14,14 @@ Run: ``.venv/bin/python benchmarks/bench_open.py``
 
 from __future__ import annotations
 
-import gc
 import glob
 import os
 import sys
 import tempfile
 import time
-import tracemalloc
 
 import numpy as np
-
-
-def best(f, n=3):
-    times = []
-    for _ in range(n):
-        gc.collect()
-        t = time.perf_counter()
-        r = f()
-        times.append(time.perf_counter() - t)
-        del r
-    return min(times)
-
-
-def peak_mb(f):
-    gc.collect()
-    tracemalloc.start()
-    r = f()
-    peak = tracemalloc.get_traced_memory()[1] / 2**20
-    tracemalloc.stop()
-    del r
-    return peak
+from _timing import best, peak_mb
 
 
 def main() -> int:

@@ -21,7 +21,6 @@ Run: ``.venv/bin/python benchmarks/bench_store.py``
 
 from __future__ import annotations
 
-import gc
 import os
 import shutil
 import sys
@@ -29,43 +28,7 @@ import tempfile
 import time
 
 import numpy as np
-
-
-def best(f, n=3):
-    times = []
-    for _ in range(n):
-        gc.collect()
-        t = time.perf_counter()
-        r = f()
-        times.append(time.perf_counter() - t)
-        del r
-    return min(times)
-
-
-def touched_bytes(store: str, group: str, array: str, t: int, rows: slice, cols: slice) -> int:
-    """Compressed bytes of the inner chunks of ``array`` that a window touches (shard indexes)."""
-    import zarr
-
-    a = zarr.open_group(store, mode="r")[group][array]
-    shard, inner = a.shards[-1], a.chunks[-1]
-    per = shard // inner
-    total = 0
-    for sr in range(rows.start // shard, (rows.stop - 1) // shard + 1):
-        for sc in range(cols.start // shard, (cols.stop - 1) // shard + 1):
-            key = [str(t), *(["0"] if a.ndim == 4 else []), str(sr), str(sc)]
-            path = os.path.join(store, group, array, "c", *key)
-            if not os.path.exists(path):
-                continue
-            with open(path, "rb") as f:
-                f.seek(-(per * per * 16 + 4), os.SEEK_END)
-                index = np.frombuffer(f.read(per * per * 16), "<u8").reshape(per, per, 2)
-            i0, i1 = max(rows.start, sr * shard), min(rows.stop, (sr + 1) * shard)
-            j0, j1 = max(cols.start, sc * shard), min(cols.stop, (sc + 1) * shard)
-            sub = index[(i0 - sr * shard) // inner:(i1 - 1 - sr * shard) // inner + 1,
-                        (j0 - sc * shard) // inner:(j1 - 1 - sc * shard) // inner + 1]
-            present = sub[..., 0] != np.iinfo(np.uint64).max
-            total += int(sub[..., 1][present].sum())
-    return total
+from _timing import best
 
 
 def zone_window(da, store: str):
@@ -86,7 +49,7 @@ def main() -> int:
     from tessera_explore.config import cache_dir
     from tessera_explore.io import store as store_mod
     from tessera_explore.testing.server import serve_folder
-    from tessera_explore.testing.store import make_store
+    from tessera_explore.testing.store import make_store, touched_chunk_bytes
 
     demo = te.tutorial.demo_path()
     v2 = os.path.join(cache_dir("demo"), "bench-v2-depths.zarr")
@@ -139,7 +102,7 @@ def main() -> int:
           f"open_embeddings dask {td:.3f} s = {td / tb:.2f}x; chunks=None {tl:.3f} s = {tl / tb:.2f}x; target 1.3x")
 
     # 3. HTTP traffic, cache, depths ---------------------------------------------------------
-    need = sum(touched_bytes(demo, group, a, ti, rows, cols) for a in ("embeddings", "scales"))
+    need = sum(touched_chunk_bytes(demo, group, a, ti, rows, cols) for a in ("embeddings", "scales"))
     cache = tempfile.mkdtemp(prefix="bench-store-cache-")
     try:
         with serve_folder(os.path.dirname(demo)) as srv:

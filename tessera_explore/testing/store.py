@@ -29,7 +29,7 @@ from ..io.quant import quantize
 from .scene import scene_embeddings
 from .tiles import _cell_utm_bounds, _common_res
 
-__all__ = ["make_store", "make_icechunk", "STORE_VARIANTS"]
+__all__ = ["make_store", "make_icechunk", "touched_chunk_bytes", "STORE_VARIANTS"]
 
 #: Default variant of each version label, as published.
 STORE_VARIANTS = {"v1": "vultr", "v1.1": "dclimate", "v2": "2B-L~beta1"}
@@ -398,3 +398,32 @@ def make_icechunk(
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return dest
+
+
+def touched_chunk_bytes(store: str | os.PathLike, group: str, array: str, t: int, rows: slice, cols: slice) -> int:
+    """Compressed bytes of the inner chunks of ``store/group/array`` (time index ``t``)
+    that a window of the zone grid touches, read from the shard indexes on disk (16 bytes
+    per inner chunk: offset, length).  What a perfect reader of that window must fetch."""
+    import zarr
+
+    store = os.fspath(store)
+    a = zarr.open_group(store, mode="r")[group][array]
+    shard, inner = a.shards[-1], a.chunks[-1]
+    per = shard // inner
+    total = 0
+    for sr in range(rows.start // shard, (rows.stop - 1) // shard + 1):
+        for sc in range(cols.start // shard, (cols.stop - 1) // shard + 1):
+            key = [str(t), *(["0"] if a.ndim == 4 else []), str(sr), str(sc)]
+            path = os.path.join(store, group, array, "c", *key)
+            if not os.path.exists(path):
+                continue
+            with open(path, "rb") as f:
+                f.seek(-(per * per * 16 + 4), os.SEEK_END)
+                index = np.frombuffer(f.read(per * per * 16), "<u8").reshape(per, per, 2)
+            i0, i1 = max(rows.start, sr * shard), min(rows.stop, (sr + 1) * shard)
+            j0, j1 = max(cols.start, sc * shard), min(cols.stop, (sc + 1) * shard)
+            sub = index[(i0 - sr * shard) // inner:(i1 - 1 - sr * shard) // inner + 1,
+                        (j0 - sc * shard) // inner:(j1 - 1 - sc * shard) // inner + 1]
+            present = sub[..., 0] != np.iinfo(np.uint64).max
+            total += int(sub[..., 1][present].sum())
+    return total

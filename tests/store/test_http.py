@@ -12,37 +12,11 @@ import pytest
 import tessera_explore as te
 from tessera_explore.exceptions import StoreError
 from tessera_explore.testing.server import serve_folder
+from tessera_explore.testing.store import touched_chunk_bytes
 
 from .conftest import BBOX_NORTH, BBOX_SOUTH
 
 FAST = {"backoff": 0.05, "retries": 4, "timeout": 10}
-
-
-def _touched_chunk_bytes(store: str, zone: int, array: str, t: int, rows: slice, cols: slice) -> int:
-    """Compressed bytes of the inner chunks of ``array`` that a zone window touches,
-    from the shard indexes on disk (16 bytes per inner chunk: offset, length)."""
-    import zarr
-
-    a = zarr.open_group(store, mode="r")[f"utm{zone:02d}"][array]
-    shard, inner = a.shards[-1], a.chunks[-1]
-    per = shard // inner
-    total = 0
-    for sr in range(rows.start // shard, (rows.stop - 1) // shard + 1):
-        for sc in range(cols.start // shard, (cols.stop - 1) // shard + 1):
-            key = [str(t), *(["0"] if a.ndim == 4 else []), str(sr), str(sc)]
-            path = os.path.join(store, f"utm{zone:02d}", array, "c", *key)
-            if not os.path.exists(path):
-                continue
-            with open(path, "rb") as f:
-                f.seek(-(per * per * 16 + 4), os.SEEK_END)
-                index = np.frombuffer(f.read(per * per * 16), "<u8").reshape(per, per, 2)
-            for i in range(per):
-                for j in range(per):
-                    r0, c0 = sr * shard + i * inner, sc * shard + j * inner
-                    if r0 < rows.stop and r0 + inner > rows.start and c0 < cols.stop and c0 + inner > cols.start:
-                        if index[i, j, 0] != 2**64 - 1:
-                            total += int(index[i, j, 1])
-    return total
 
 
 def test_http_gives_the_local_values_with_ranged_reads_and_a_cache(scene, tmp_path):
@@ -64,7 +38,7 @@ def test_http_gives_the_local_values_with_ranged_reads_and_a_cache(scene, tmp_pa
         r0 = round((t.f - float(da.y[0])) / t.a - 0.5)
         c0 = round((float(da.x[0]) - t.c) / t.a - 0.5)
         rows, cols = slice(r0, r0 + da.sizes["y"]), slice(c0, c0 + da.sizes["x"])
-        need = sum(_touched_chunk_bytes(scene["store"], zone, a, 1, rows, cols) for a in ("embeddings", "scales"))
+        need = sum(touched_chunk_bytes(scene["store"], f"utm{zone:02d}", a, 1, rows, cols) for a in ("embeddings", "scales"))
         assert need > 0 and srv.bytes_sent <= 1.2 * need
         # a second open and read in a fresh session: nothing goes over the network
         from tessera_explore.io import store
