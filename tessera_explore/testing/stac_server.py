@@ -39,10 +39,17 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from ..exceptions import TesseraExploreError
+
 __all__ = ["unavailable_reason", "postgres_bindir", "PgStac", "CogServer", "LocalStac", "free_port"]
 
 _PY_PACKAGES = {"stac_fastapi.pgstac": "stac-fastapi-pgstac", "pypgstac": "pypgstac[psycopg]", "psycopg": "psycopg",
                 "uvicorn": "uvicorn"}
+
+
+
+class ServerStartError(TesseraExploreError, RuntimeError):
+    """A local test server (PostgreSQL, the STAC API, the COG server) did not start."""
 
 
 def free_port() -> int:
@@ -100,7 +107,7 @@ def _wait_http(url: str, proc: subprocess.Popen | None, timeout: float, log: Pat
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
             tail = log.read_text()[-2000:] if log is not None and log.exists() else ""
-            raise RuntimeError(f"server process exited with {proc.returncode} before {url} answered:\n{tail}")
+            raise ServerStartError(f"server process exited with {proc.returncode} before {url} answered:\n{tail}")
         try:
             with urllib.request.urlopen(url, timeout=2) as r:  # noqa: S310 - our own 127.0.0.1 server
                 if r.status == 200:
@@ -108,7 +115,7 @@ def _wait_http(url: str, proc: subprocess.Popen | None, timeout: float, log: Pat
         except OSError as err:
             last = err
         time.sleep(0.05)
-    raise RuntimeError(f"{url} did not answer within {timeout} s: {last}")
+    raise ServerStartError(f"{url} did not answer within {timeout} s: {last}")
 
 
 class _Stoppable:
@@ -145,7 +152,7 @@ class PgStac(_Stoppable):
     def start(self) -> PgStac:
         reason = unavailable_reason()
         if reason:
-            raise RuntimeError(f"cannot start the STAC server: {reason}")
+            raise ServerStartError(f"cannot start the STAC server: {reason}")
         self._bindir = postgres_bindir()
         if self.workdir is None:
             self.workdir = Path(tempfile.mkdtemp(prefix="tessera-stac-"))
@@ -185,7 +192,7 @@ class PgStac(_Stoppable):
             _wait_http(self.url + "/", self._api, self.startup_timeout, api_log)
         except subprocess.CalledProcessError as err:
             self.stop()
-            raise RuntimeError(f"PostgreSQL failed: {' '.join(err.cmd)}\n{err.stdout}\n{err.stderr}") from err
+            raise ServerStartError(f"PostgreSQL failed: {' '.join(err.cmd)}\n{err.stdout}\n{err.stderr}") from err
         except BaseException:
             self.stop()
             raise
