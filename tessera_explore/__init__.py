@@ -48,6 +48,9 @@ _LAZY: dict[str, str] = {
     "evaluate": "tessera_explore.classify:evaluate",
     "export_map": "tessera_explore.classify:export_map",
     "prepare": "tessera_explore.classify:prepare",
+    # guided labelling
+    "validation_sample": "tessera_explore.classify:validation_sample",
+    "area_estimate": "tessera_explore.classify:area_estimate",
     # live encoder (torch loads only when it is used)
     "encoder": "tessera_explore.encoder:",
     "embed_area": "tessera_explore.encoder.area:embed_area",

@@ -15,6 +15,7 @@ The scientific core behind the explorer, usable from plain Python:
   DataArray.
 """
 
+from .accuracy import AreaEstimate, area_estimate, validation_sample
 from .area import PreparedArea, prepare
 from .change import change
 from .cluster import cluster
@@ -43,4 +44,7 @@ __all__ = [
     "export_map",
     "prepare",
     "PreparedArea",
+    "validation_sample",
+    "area_estimate",
+    "AreaEstimate",
 ]
