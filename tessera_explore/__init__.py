@@ -51,6 +51,7 @@ _LAZY: dict[str, str] = {
     # guided labelling
     "validation_sample": "tessera_explore.classify:validation_sample",
     "area_estimate": "tessera_explore.classify:area_estimate",
+    "suggest": "tessera_explore.classify:suggest",
     # live encoder (torch loads only when it is used)
     "encoder": "tessera_explore.encoder:",
     "embed_area": "tessera_explore.encoder.area:embed_area",

@@ -26,6 +26,7 @@ from .models import CosineKNN, LabelClassifier, fit_classifier
 from .predict import predict_map
 from .samples import Samples, sample_labels
 from .similarity import similarity
+from .suggest import suggest
 
 __all__ = [
     "LabelStore",
@@ -47,4 +48,5 @@ __all__ = [
     "validation_sample",
     "area_estimate",
     "AreaEstimate",
+    "suggest",
 ]
