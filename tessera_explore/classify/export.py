@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from typing import Any
 
 import numpy as np
 import xarray as xr
 
+from .._atomic import atomic_target
 from ..exceptions import SchemaError
 
 __all__ = ["export_map"]
@@ -88,10 +88,7 @@ def _write(da: xr.DataArray, path: str, attrs: dict, extra: dict, compress: str)
     tags["TESSERA_EXPLORE_VERSION"] = __version__
     tags.update({k: _tag(v) for k, v in extra.items()})
     path = os.path.abspath(os.fspath(path))
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tif", dir=os.path.dirname(path))
-    os.close(fd)
-    try:
+    with atomic_target(path) as tmp:
         with rasterio.open(
             tmp, "w", driver="COG", height=data.shape[1], width=data.shape[2], count=data.shape[0],
             dtype=data.dtype, crs=crs, transform=da.rio.transform(recalc=True), nodata=nodata,
@@ -104,11 +101,6 @@ def _write(da: xr.DataArray, path: str, attrs: dict, extra: dict, compress: str)
                 dst.set_band_description(i, nm)
             if colors and data.dtype == np.uint8 and data.shape[0] == 1 and all(colors):
                 dst.write_colormap(1, {i: _hex_rgba(c) for i, c in enumerate(colors)})
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
     return path
 
 

@@ -36,6 +36,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
+from .._atomic import write_bytes
 from ..exceptions import LabelConflictError, LabelError, TesseraExploreWarning
 from ..io import labels as _io
 
@@ -860,24 +861,10 @@ class LabelStore:
         meta = {**self._meta(), "updated": updated}
         obj = _io.to_geojson(self._records(st), dict(st.classes), meta)
         data = json.dumps(obj, indent=1).encode("utf-8")
-        folder = os.path.dirname(self._path)
-        tmp = None
         try:
-            fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(self._path) + ".", suffix=".tmp", dir=folder)
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self._path)
-            tmp = None
+            write_bytes(self._path, data)
         except OSError as err:
             raise LabelError(f"could not save labels to {self._path}: {err}; nothing was changed") from err
-        finally:
-            if tmp is not None:
-                try:
-                    os.unlink(tmp)
-                except OSError:
-                    pass
         self._updated = updated
         self._disk_digest, self._disk_state = hashlib.sha256(data).hexdigest(), st
         return st

@@ -18,7 +18,6 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -26,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from .._atomic import write_json
 from ..exceptions import DownloadError, TesseraExploreError
 from . import grid
 
@@ -201,11 +201,8 @@ class _Origin:
             return False
 
     def save(self, url: str) -> None:
-        tmp = f"{self.file}.{os.getpid()}.{threading.get_ident()}.tmp"
-        with open(tmp, "w") as f:
-            json.dump({"url": url, "etag": self.etag, "last_modified": self.last_modified, "total": self.total,
-                       "encoded": self.encoded}, f)
-        os.replace(tmp, self.file)
+        write_json(self.file, {"url": url, "etag": self.etag, "last_modified": self.last_modified,
+                               "total": self.total, "encoded": self.encoded}, indent=None, fsync=False)
 
     def from_response(self, r, total: int | None, encoded: bool) -> None:
         self.etag = r.headers.get("ETag")
@@ -780,13 +777,7 @@ def _write_metadata(dest: str, dataset: str, source_url: str, years: Sequence[in
     })
     if dataset in GEOTESSERA_DATASETS:  # with dataset_variant, what geotessera reads to check the folder
         meta["dataset_version_path"] = GEOTESSERA_DATASETS[dataset][0]
-    fd, tmp = tempfile.mkstemp(prefix="." + grid.METADATA_FILE + ".", suffix=".tmp", dir=dest)
     try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(meta, f, indent=2)
-        os.replace(tmp, path)
-    except BaseException as err:
-        _remove(tmp)
-        if isinstance(err, OSError):
-            raise DownloadError(f"cannot write {path}: {err}") from err
-        raise
+        write_json(path, meta, indent=2, fsync=False)
+    except OSError as err:
+        raise DownloadError(f"cannot write {path}: {err}") from err

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -39,15 +38,9 @@ _STATS = ("stretch_stats_count", "stretch_stats_sum", "stretch_stats_prod", "str
 
 
 def _write_json_atomic(path: str, obj: Any) -> None:
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".part-")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=1)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    from .._atomic import write_json
+
+    write_json(path, obj)
 
 
 def _read_manifest(dest: str) -> dict | None:

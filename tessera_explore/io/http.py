@@ -30,12 +30,10 @@ backend.  See ``docs/design/zarr-stores.md``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import os
 import re
 import shutil
-import tempfile
 import threading
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterable
@@ -45,6 +43,7 @@ from pathlib import Path
 from zarr.abc.store import ByteRequest, OffsetByteRequest, RangeByteRequest, Store, SuffixByteRequest
 from zarr.core.buffer import Buffer, BufferPrototype
 
+from .._atomic import write_bytes
 from ..exceptions import StoreError
 
 __all__ = ["RemoteStore", "store_cache_key"]
@@ -180,18 +179,8 @@ class RemoteStore(Store):
 
     @staticmethod
     def _cache_write(path: Path | None, data: bytes) -> None:
-        if path is None:
-            return
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".part-")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        if path is not None:
+            write_bytes(path, data, fsync=False)
 
     def clear_cache(self) -> None:
         """Delete this store's cached objects (other stores' caches are kept)."""
