@@ -82,7 +82,7 @@ def _zone_grids(centres, res: float, shard: int) -> list[_ZoneGrid]:
     return out
 
 
-def _zone_block(zg: _ZoneGrid, rows: slice, cols: slice, year: int, seed: int):
+def _zone_block(zg: _ZoneGrid, rows: slice, cols: slice, year: int, seed: int, difficulty: float = 0.0):
     """(codes (128, h, w) int8, scales (h, w) float32) of a window of a zone grid.
 
     Pixels outside the tiles' cells are not computed (+inf); water is NaN.  Values and
@@ -115,21 +115,24 @@ def _zone_block(zg: _ZoneGrid, rows: slice, cols: slice, year: int, seed: int):
         key_epsg = np.where(south, zg.epsg + 100, zg.epsg).ravel()[sel]
         key_col = np.round(left / res).astype(np.int64).ravel()[sel] + key_epsg.astype(np.int64) * 10_000_000
         key_row = np.round(-(top + np.where(south, FALSE_NORTHING, 0.0)) / res).astype(np.int64).ravel()[sel]
-        emb, _ = scene_embeddings(lon.ravel()[sel], lat.ravel()[sel], year, seed=seed, pixel_keys=(key_col, key_row))
+        emb, _ = scene_embeddings(lon.ravel()[sel], lat.ravel()[sel], year, seed=seed, pixel_keys=(key_col, key_row),
+                                  difficulty=difficulty)
         q, s = quantize(emb)
         codes[sel] = q
         scales[sel] = s  # NaN where the scene has water
     return np.ascontiguousarray(codes.reshape(h, w, 128).transpose(2, 0, 1)), scales.reshape(h, w)
 
 
-def _zone_window(zg: _ZoneGrid, rows: slice, cols: slice, year: int, seed: int, block_rows: int = 96):
+def _zone_window(zg: _ZoneGrid, rows: slice, cols: slice, year: int, seed: int, block_rows: int = 96,
+                 difficulty: float = 0.0):
     """:func:`_zone_block` of a large window, computed a few rows at a time (bounded memory)."""
     h, w = rows.stop - rows.start, cols.stop - cols.start
     codes = np.empty((128, h, w), np.int8)
     scales = np.empty((h, w), np.float32)
     for r0 in range(0, h, block_rows):
         r1 = min(h, r0 + block_rows)
-        codes[:, r0:r1], scales[r0:r1] = _zone_block(zg, slice(rows.start + r0, rows.start + r1), cols, year, seed)
+        codes[:, r0:r1], scales[r0:r1] = _zone_block(zg, slice(rows.start + r0, rows.start + r1), cols, year, seed,
+                                                      difficulty)
     return codes, scales
 
 
@@ -172,6 +175,7 @@ def make_store(
     shard: int = 4096,
     chunk: int = 32,
     overwrite: bool = False,
+    difficulty: float = 0.0,
 ) -> str:
     """Write the synthetic scene under ``dest`` as a published-layout Zarr v3 store.
 
@@ -188,6 +192,7 @@ def make_store(
         ``dataset_variant``); the variant defaults to the version's published default.
     depths : nested prefix depths to write (``embeddings_d4`` ...), e.g. ``(4, 16)``.
     shard, chunk : shard and inner-chunk side in pixels (published: 4096 and 32).
+    difficulty : as for :func:`make_tiles` (0 = the scene as it always was, bit for bit).
 
     Returns the store's path.
     """
@@ -229,6 +234,7 @@ def make_store(
         "dataset_variant": variant,
         "synthetic": True,
         "seed": int(seed),
+        **({"difficulty": float(difficulty)} if difficulty else {}),
     })
     if depths:
         root.attrs["geoemb:depths"] = [{"dimensions": d, "array": f"embeddings_d{d}"} for d in depths] + [
@@ -277,7 +283,7 @@ def make_store(
                     cols = slice(max(scol, e0), min(scol + shard, e1))
                     if rows.start >= rows.stop or cols.start >= cols.stop:
                         continue
-                    codes, scales = _zone_window(zg, rows, cols, year, seed)
+                    codes, scales = _zone_window(zg, rows, cols, year, seed, difficulty=difficulty)
                     if np.isposinf(scales).all():
                         continue  # nothing computed: the shard stays absent (fill values)
                     emb[t, :, rows, cols] = codes

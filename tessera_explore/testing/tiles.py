@@ -108,7 +108,7 @@ def _write_export_tiff(path, emb_hw, epsg, transform, *, version, year, lon, lat
     os.replace(tmp, path)
 
 
-def _tile_embeddings(lon, lat, year, *, epsg, transform, shape, seed, block_rows=96):
+def _tile_embeddings(lon, lat, year, *, epsg, transform, shape, seed, block_rows=96, difficulty=0.0):
     """(codes int8 (H,W,128), scales float32 (H,W), land uint8 (H,W)) of one tile."""
     from pyproj import Transformer
 
@@ -129,7 +129,7 @@ def _tile_embeddings(lon, lat, year, *, epsg, transform, shape, seed, block_rows
         y = transform.f - (rr + 0.5) * res
         lo, la = tr.transform(x.ravel(), y.ravel())
         keys = ((cc + col0).ravel() + epsg * 10_000_000, (rr + row0).ravel())
-        emb, _ = scene_embeddings(lo, la, year, seed=seed, pixel_keys=keys)
+        emb, _ = scene_embeddings(lo, la, year, seed=seed, pixel_keys=keys, difficulty=difficulty)
         q, s = quantize(emb)
         nod = ~np.isfinite(s)
         s[nod] = 0.0  # geotessera marks no data with a zero scale
@@ -156,6 +156,7 @@ def make_tiles(
     version: str = "v1",
     formats: Sequence[str] = ("npy",),
     per_band_scales: bool = False,
+    difficulty: float = 0.0,
 ) -> list[dict]:
     """Write synthetic tiles in the geotessera folder layout under ``dest``.
 
@@ -172,6 +173,10 @@ def make_tiles(
     formats : ``"npy"`` (codes + scales, what ``geotessera download --format npy`` writes)
         and/or ``"tiff"`` (float32 128-band GeoTIFF exports with TESSERA tags).
     per_band_scales : write scales of shape (H, W, 128) instead of (H, W).
+    difficulty : 0 (default) for the scene as it always was; up to 1 for a scene about as
+        hard as real land cover (mixed edge pixels, within-class variation, overlapping
+        crops: see :func:`~tessera_explore.testing.scene_embeddings`).  ``scene_classes``
+        gives the true classes either way.
 
     Returns one record per written tile: lon, lat, year, epsg, transform, shape, paths.
     """
@@ -190,7 +195,8 @@ def make_tiles(
         epsg, transform, tshape = tile_grid(lon, lat, res=res, shape=shape)
         land_any = None
         for year in years:
-            codes, scales, land = _tile_embeddings(lon, lat, year, epsg=epsg, transform=transform, shape=tshape, seed=seed)
+            codes, scales, land = _tile_embeddings(lon, lat, year, epsg=epsg, transform=transform, shape=tshape, seed=seed,
+                                                     difficulty=difficulty)
             paths = grid.tile_paths(dest, lon, lat, year)
             os.makedirs(os.path.dirname(paths["codes"]), exist_ok=True)
             if "npy" in formats:
@@ -211,6 +217,7 @@ def make_tiles(
         "description": "synthetic TESSERA embeddings made by tessera_explore.testing.make_tiles",
         "synthetic": True,
         "seed": seed,
+        **({"difficulty": float(difficulty)} if difficulty else {}),
         "years": years,
         "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }
