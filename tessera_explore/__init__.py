@@ -52,6 +52,7 @@ _LAZY: dict[str, str] = {
     "validation_sample": "tessera_explore.classify:validation_sample",
     "area_estimate": "tessera_explore.classify:area_estimate",
     "suggest": "tessera_explore.classify:suggest",
+    "trust": "tessera_explore.classify:trust",
     # live encoder (torch loads only when it is used)
     "encoder": "tessera_explore.encoder:",
     "embed_area": "tessera_explore.encoder.area:embed_area",

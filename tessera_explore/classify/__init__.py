@@ -27,6 +27,7 @@ from .predict import predict_map
 from .samples import Samples, sample_labels
 from .similarity import similarity
 from .suggest import suggest
+from .trust import trust
 
 __all__ = [
     "LabelStore",
@@ -49,4 +50,5 @@ __all__ = [
     "area_estimate",
     "AreaEstimate",
     "suggest",
+    "trust",
 ]
