@@ -10,13 +10,18 @@ A :class:`PreparedArea` keeps, pixel-major for the whole area:
   of codes.
 
 Every verb of :mod:`tessera_explore.classify` accepts a PreparedArea where it accepts
-an embeddings DataArray; with a DataArray it walks the codes block by block instead
-(:func:`tessera_explore.io.codes.iter_blocks`), so memory stays bounded but each call
-reads the tiles again.
+an embeddings DataArray.  A DataArray with int8 codes behind it (from
+``open_embeddings``) is prepared on first use and the result kept for the next call
+(the fast path is the default path): at most :data:`AUTO_PREPARE_BYTES` in all, the
+least recently used area dropped first, keyed by the opened source and the window, so
+another area or another year is never served stale codes.  Larger areas, and float
+arrays, are walked block by block (:func:`tessera_explore.io.codes.iter_blocks`).
 """
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Any
 
@@ -27,10 +32,17 @@ from .. import _schema
 from ..exceptions import SchemaError
 from . import _kernels
 
-__all__ = ["PreparedArea", "prepare", "Block", "blocks", "grid_of", "new_map"]
+__all__ = ["PreparedArea", "prepare", "auto_prepared", "clear_prepared", "Block", "blocks", "grid_of", "new_map",
+           "AUTO_PREPARE_BYTES"]
 
-#: Block side (pixels) when walking a DataArray: 256 x 256 x 128 int8 is 8 MiB.
+#: Block side (pixels) when walking a DataArray: 512 x 512 x 128 int8 is 32 MiB.
 BLOCK = 512
+#: Memory for areas prepared automatically (codes + scales + norms): two full tiles.
+#: 0 turns automatic preparation off.
+AUTO_PREPARE_BYTES = 320 * 2**20
+
+_AUTO: OrderedDict = OrderedDict()
+_AUTO_LOCK = threading.Lock()
 
 
 class Block:
@@ -205,10 +217,49 @@ def _release_pages(da: xr.DataArray) -> None:
     release(da)
 
 
+def auto_prepared(da: Any) -> PreparedArea | None:
+    """The PreparedArea of ``da`` kept from an earlier call, or a new one (kept for the
+    next), when ``da`` has int8 codes behind it and fits :data:`AUTO_PREPARE_BYTES`;
+    None otherwise."""
+    if isinstance(da, PreparedArea):
+        return da
+    if not isinstance(da, xr.DataArray) or AUTO_PREPARE_BYTES <= 0:
+        return None
+    from ..io.codes import ATTR, codes_window
+
+    cw = codes_window(da)
+    if cw is None:
+        return None
+    h, w, nb = da.sizes["y"], da.sizes["x"], da.sizes["band"]
+    need = h * w * (nb + 4 + 4 + 1)
+    if need > AUTO_PREPARE_BYTES:
+        return None
+    key = (str(da.attrs.get(ATTR)), cw.row0, cw.col0, h, w, nb, int(da.coords["year"]) if "year" in da.coords else None)
+    with _AUTO_LOCK:
+        hit = _AUTO.get(key)
+        if hit is not None:
+            _AUTO.move_to_end(key)
+            return hit
+    prepared = prepare(da)
+    with _AUTO_LOCK:
+        _AUTO[key] = prepared
+        while sum(p.nbytes for p in _AUTO.values()) > AUTO_PREPARE_BYTES and len(_AUTO) > 1:
+            _AUTO.popitem(last=False)
+    return prepared
+
+
+def clear_prepared() -> None:
+    """Forget every automatically prepared area (frees their memory)."""
+    with _AUTO_LOCK:
+        _AUTO.clear()
+
+
 def blocks(obj: Any, *, block: int = BLOCK) -> Iterator[Block]:
-    """Walk a PreparedArea (one block, no copies) or a DataArray (blocks of ``block`` px)."""
-    if isinstance(obj, PreparedArea):
-        yield obj.block()
+    """Walk a PreparedArea (one block, no copies) or a DataArray: prepared automatically
+    when it has codes and fits (see :func:`auto_prepared`), else in ``block`` px blocks."""
+    prepared = auto_prepared(obj)
+    if prepared is not None:
+        yield prepared.block()
         return
     from ..io.codes import iter_blocks
 

@@ -211,6 +211,9 @@ def _n_bands(area: Any) -> int:
 
 def _read(area: Any, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
     """Float32 embeddings (m, bands) at pixel indices, NaN rows for no data."""
+    from .area import auto_prepared
+
+    area = auto_prepared(area) or area
     if isinstance(area, PreparedArea):
         idx = rows * area.shape[1] + cols
         X = area.codes[idx].astype(np.float32) * area.scales[idx, None]

@@ -83,9 +83,12 @@ class CodesWindow:
 def codes_window(da: xr.DataArray) -> CodesWindow | None:
     """The int8 codes behind ``da``, or None when ``da`` has none (float arrays,
     resampled or band-subset views)."""
-    m = _SOURCES.get(str(da.attrs.get(ATTR, "")))
+    token = str(da.attrs.get(ATTR, ""))
+    m = _SOURCES.get(token)
     nb = getattr(m, "nbands", 128)
     if m is None or da.sizes.get("band") != nb or da.sizes["y"] == 0 or da.sizes["x"] == 0:
+        return None
+    if not _is_view(da, token):  # computed from the source (xarray keeps attrs through arithmetic)
         return None
     if "band" in da.coords and not np.array_equal(da.band.values, np.arange(1, nb + 1)):
         return None
@@ -101,6 +104,24 @@ def codes_window(da: xr.DataArray) -> CodesWindow | None:
     if r0 < 0 or c0 < 0 or r0 + len(y) > m.shape[0] or c0 + len(x) > m.shape[1]:
         return None
     return CodesWindow(m, r0, c0)
+
+
+def _is_view(da: xr.DataArray, token: str) -> bool:
+    """True when ``da``'s data is the opened source itself or an indexing of it (no
+    arithmetic, no loaded copy that a user may have changed)."""
+    data = da.variable._data
+    try:
+        import dask.array as dsa
+    except ImportError:  # pragma: no cover - dask is a dependency
+        dsa = None
+    if dsa is not None and isinstance(data, dsa.Array):
+        layers = list(data.dask.layers)
+        return token in layers and all(n == token or n.startswith(("getitem-", "rechunk-")) for n in layers)
+    while data is not None:  # xarray's lazy-indexing wrappers around the source array
+        if getattr(data, "mosaic", None) is not None and type(data).__name__ == "_MosaicArray":
+            return True
+        data = getattr(data, "array", None)
+    return False
 
 
 def release(da: xr.DataArray) -> None:
