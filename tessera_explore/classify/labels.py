@@ -282,15 +282,17 @@ class LabelStore:
     classes : class names, or a dict name -> ``"#rrggbb"`` (missing colours are chosen).
     dataset_version, year : provenance of the embeddings the labels were drawn on;
         files of another dataset version are refused when loaded.
+    dataset_variant : the variant of that version (e.g. ``"dclimate"``); files drawn on
+        another variant of the same version are refused too (variants are separate runs).
 
     Every mutating method raises :class:`~tessera_explore.exceptions.LabelError` on bad
     input and then leaves the labels exactly as they were.
     """
 
     def __init__(self, path: str | os.PathLike | None = None, *, classes: Any = None,
-                 dataset_version: str | None = None, year: int | None = None):
+                 dataset_version: str | None = None, year: int | None = None, dataset_variant: str | None = None):
         path = os.path.abspath(os.fspath(path)) if path is not None else None
-        self._init_state(dataset_version, year)
+        self._init_state(dataset_version, year, dataset_variant)
         if path is not None:
             if os.path.exists(path):
                 raise LabelError(
@@ -314,9 +316,10 @@ class LabelStore:
                 raise
             self._state = st
 
-    def _init_state(self, dataset_version: str | None, year: Any) -> None:
+    def _init_state(self, dataset_version: str | None, year: Any, dataset_variant: str | None = None) -> None:
         self._path = None
         self.dataset_version = None if dataset_version is None else str(dataset_version)
+        self.dataset_variant = None if dataset_variant is None else str(dataset_variant)
         try:
             self.year = None if year is None else int(year)
         except (TypeError, ValueError):
@@ -351,7 +354,7 @@ class LabelStore:
     # ----------------------------------------------------------------------- opening
     @classmethod
     def open(cls, path: str | os.PathLike, *, dataset_version: str | None = None, year: int | None = None,
-             create: bool = False) -> LabelStore:
+             create: bool = False, dataset_variant: str | None = None) -> LabelStore:
         """Open a label file and keep saving to it.
 
         Any format :func:`tessera_explore.io.labels.read_labels` reads is accepted; a file
@@ -366,10 +369,10 @@ class LabelStore:
         path = os.path.abspath(os.fspath(path))
         if not os.path.exists(path):
             if create:
-                return cls(path, dataset_version=dataset_version, year=year)
+                return cls(path, dataset_version=dataset_version, year=year, dataset_variant=dataset_variant)
             raise LabelError(f"label file not found: {path} (pass create=True to start a new one)")
         store = cls.__new__(cls)
-        store._init_state(dataset_version, year)
+        store._init_state(dataset_version, year, dataset_variant)
         ls = _io.read_labels(path)
         target = path
         if ls.meta.get("kind") != "geojson":
@@ -395,10 +398,11 @@ class LabelStore:
 
     @classmethod
     def from_file(cls, source: Any, path: str | os.PathLike | None = None, *, format: str | None = None,
-                  dataset_version: str | None = None, year: int | None = None) -> LabelStore:
+                  dataset_version: str | None = None, year: int | None = None,
+                  dataset_variant: str | None = None) -> LabelStore:
         """A new store holding the labels of ``source`` (any readable format), saved to
         ``path`` if given."""
-        store = cls(path, dataset_version=dataset_version, year=year)
+        store = cls(path, dataset_version=dataset_version, year=year, dataset_variant=dataset_variant)
         store.load(source, format=format)
         store._undo.clear()
         return store
@@ -730,7 +734,8 @@ class LabelStore:
                     f"{err}; the {what} itself was saved", TesseraExploreWarning, stacklevel=3)
 
     def _meta(self) -> dict:
-        return {"dataset_version": self.dataset_version, "year": self.year, "created": self._created,
+        return {"dataset_version": self.dataset_version, "dataset_variant": self.dataset_variant, "year": self.year,
+                "created": self._created,
                 "updated": self._updated}
 
     @staticmethod
@@ -781,7 +786,7 @@ class LabelStore:
                 f"now ({err}); nothing was written, so it is not overwritten. Fix or move that file, then "
                 "save() again") from err
         version = ls.meta.get("dataset_version")
-        if version is not None and self.dataset_version is not None and str(version) != self.dataset_version:
+        if not self._same_dataset(ls.meta):
             raise LabelConflictError(
                 f"{self._path} was rewritten by someone else with labels of dataset version {version!r}; this "
                 f"store is for {self.dataset_version!r}; nothing was written")
@@ -913,12 +918,20 @@ class LabelStore:
         color = _io.check_color(color, where=f"class {name!r}: ")
         return replace(st, classes=st.classes + ((name, color),))
 
+    def _same_dataset(self, meta: dict) -> bool:
+        """Whether a file's recorded dataset is this store's (version; variant where both say)."""
+        version, variant = meta.get("dataset_version"), meta.get("dataset_variant")
+        if version is not None and self.dataset_version is not None and str(version) != self.dataset_version:
+            return False
+        return variant is None or self.dataset_variant is None or str(variant) == self.dataset_variant
+
     def _merged(self, st: _State, ls: _io.LabelSet, src: str, *, keep_ids: bool) -> _State:
         version = ls.meta.get("dataset_version")
-        if version is not None and self.dataset_version is not None and str(version) != self.dataset_version:
+        if not self._same_dataset(ls.meta):
             raise LabelError(
-                f"{src} holds labels drawn on dataset version {version!r}, but this store is for "
-                f"{self.dataset_version!r}; embeddings of different versions live in unrelated feature spaces"
+                f"{src} holds labels drawn on dataset version {version!r} (variant "
+                f"{ls.meta.get('dataset_variant')!r}), but this store is for {self.dataset_version!r} (variant "
+                f"{self.dataset_variant!r}); embeddings of different datasets live in unrelated feature spaces"
             )
         for name, color in ls.classes.items():
             st = self._with_class(st, name, color)
@@ -955,5 +968,8 @@ class LabelStore:
                 raise LabelError(f"{src}: year {year!r} is not a number") from None
         if version is not None and self.dataset_version is None:
             self.dataset_version = str(version)
+        variant = ls.meta.get("dataset_variant")
+        if variant is not None and self.dataset_variant is None:
+            self.dataset_variant = str(variant)
         if year is not None and self.year is None:
             self.year = year

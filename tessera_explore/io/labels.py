@@ -184,7 +184,8 @@ def _from_geojson(obj: dict, src: str) -> LabelSet:
         if name not in classes or classes[name] is None:
             classes[name] = check_color(color, where=f"{where}: ") if color else classes.get(name)
         records.append(LabelRecord(geom, name, fid, fp.get("created")))
-    meta = {k: props[k] for k in ("dataset_version", "year", "created", "updated", "format") if k in props}
+    meta = {k: props[k] for k in ("dataset_version", "dataset_variant", "year", "created", "updated", "format")
+            if k in props}
     meta["kind"] = "geojson"
     return LabelSet(records, classes, meta)
 

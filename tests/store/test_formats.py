@@ -98,6 +98,18 @@ def test_variants_never_mix(scene, other_variant_store, tmp_path):
     clf = te.fit_classifier(a, store)
     with pytest.raises(VersionMismatchError, match="variant"):
         te.predict_map(b, clf)
+    # a label file records the variant it was drawn on; another variant's area refuses it
+    cam = te.LabelStore(tmp_path / "cam.geojson", classes=["a", "b"], dataset_version="v1.1",
+                        dataset_variant="cambridge")
+    cam.add_point(0.05, 52.15, "a")
+    cam.close()
+    reopened = te.LabelStore.open(tmp_path / "cam.geojson")
+    assert reopened.dataset_variant == "cambridge"
+    with pytest.raises(VersionMismatchError, match="cambridge"):
+        te.sample_labels(a, reopened)
+    reopened.close()
+    with pytest.raises(te.TesseraExploreError, match="variant"):
+        te.LabelStore.open(tmp_path / "cam.geojson", dataset_version="v1.1", dataset_variant="dclimate")
     _, pca = te.project(a, random_state=0)
     with pytest.raises(VersionMismatchError, match="variant"):
         te.project(b, fitted=pca)
