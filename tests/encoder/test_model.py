@@ -98,7 +98,7 @@ def test_qk_norm_layer_matches_naive(tiny):
     h, hd = 4, 8
 
     def rms(v, w):
-        return v * torch.rsqrt(v.pow(2).mean(-1, keepdim=True) + 1e-6) * w
+        return v * torch.rsqrt(v.pow(2).mean(-1, keepdim=True) + torch.finfo(v.dtype).eps) * w
 
     with torch.no_grad():
         q = rms(layer.q_proj(x).view(2, 6, h, hd).transpose(1, 2), layer.q_norm.weight)
