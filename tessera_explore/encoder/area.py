@@ -39,8 +39,10 @@ MAX_AREA_KM2 = 25.0
 
 def prepare_area(
     bbox: Sequence[float] | None,
-    year: int,
+    year: Any = None,
     *,
+    start: Any = None,
+    end: Any = None,
     stac: Any = "planetary-computer",
     like: Any = None,
     epsg: int | None = None,
@@ -53,7 +55,7 @@ def prepare_area(
     on_error: str = "raise",
     progress: bool = True,
 ) -> Prepared:
-    """Search, load and prepare a year of Sentinel-2 L2A and Sentinel-1 RTC for an area.
+    """Search, load and prepare a year (or a window) of Sentinel-2 L2A and Sentinel-1 RTC for an area.
 
     Parameters are those of :func:`embed_area` without the model.  The result holds the
     model-input arrays (spec section 8), the grid, ``info`` (item counts, dropped dates,
@@ -70,6 +72,9 @@ def prepare_area(
         search,
     )
 
+    from .window import resolve_window
+
+    window = resolve_window(year, start, end)
     cfg = resolve_stac(stac)
     grid = area_grid(bbox, like=like, epsg=epsg)
     check_size(grid, max_pixels=max_pixels, max_area_km2=max_area_km2)
@@ -77,7 +82,7 @@ def prepare_area(
     t0 = time.perf_counter()
     search_box = tuple(bbox) if bbox is not None else grid.lonlat_bounds()
     sensors = ("s2", "s1") if (s1 and cfg.s1 is not None) else ("s2",)
-    found = search(search_box, year, stac=cfg, sensors=sensors, cache=cache, refresh=refresh, progress=progress)
+    found = search(search_box, window, stac=cfg, sensors=sensors, cache=cache, refresh=refresh, progress=progress)
     timings["search"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -112,6 +117,14 @@ def prepare_area(
 
     asc, asc_doy, asc_dates = sar["ascending"]
     desc, desc_doy, desc_dates = sar["descending"]
+    bands, masks, doys, dates = s2["bands"], s2["masks"], s2["doys"], s2["dates"]
+    if window.crosses_new_year:  # the model input as a calendar year: ordered by day of year
+        o = np.lexsort((dates, doys))
+        bands, masks, doys, dates = bands[o], masks[o], doys[o], dates[o]
+        o = np.lexsort((asc_dates, asc_doy))
+        asc, asc_doy, asc_dates = asc[o], asc_doy[o], asc_dates[o]
+        o = np.lexsort((desc_dates, desc_doy))
+        desc, desc_doy, desc_dates = desc[o], desc_doy[o], desc_dates[o]
     info = {
         "grid": grid,
         "stac": cfg.name,
@@ -122,19 +135,23 @@ def prepare_area(
         "s2_cover": s2["cover"],
         "s2_dropped_dates": s2["dropped"],
         "skipped_items": [*s2_skipped, *s1_skipped],
+        "window": window,
     }
     if len(s2["doys"]) == 0 and len(asc_doy) + len(desc_doy) == 0:
-        warnings.warn(f"no usable Sentinel-2 or Sentinel-1 observation for {search_box} in {year}; "
+        warnings.warn(f"no usable Sentinel-2 or Sentinel-1 observation for {search_box} in {window}; "
                       "every pixel will be NaN", stacklevel=2)
-    return Prepared(s2["bands"], s2["masks"], s2["doys"], s2["dates"], asc, asc_doy, asc_dates, desc, desc_doy,
-                    desc_dates, grid.crs, grid.transform, int(year), info=info, timings=timings)
+    return Prepared(bands, masks, doys, dates, asc, asc_doy, asc_dates, desc, desc_doy,
+                    desc_dates, grid.crs, grid.transform, window.year, info=info, timings=timings)
 
 
 def embed_area(
     bbox: Sequence[float] | None,
-    year: int,
+    year: Any = None,
     *,
     model: Any,
+    start: Any = None,
+    end: Any = None,
+    dims: int | None = None,
     stac: Any = "planetary-computer",
     device: Any = None,
     like: Any = None,
@@ -162,7 +179,18 @@ def embed_area(
     bbox
         ``(min_lon, min_lat, max_lon, max_lat)``; may be ``None`` with ``like``.
     year
-        Calendar year of the observations.
+        Calendar year of the observations (``year=2024``), or give ``start`` and ``end``.
+    start, end
+        A window of at most one year instead (``start="2024-07-01", end="2025-06-30"``):
+        search, cache and days of year follow it.  Each acquisition keeps its calendar day
+        of year and, across 1 January, dates are ordered by day of year
+        (:mod:`~tessera_explore.encoder.window`).  Such a window is not the published
+        calendar-year product; :func:`compare` measures how far it lands from it.  The
+        result's ``year`` is the year holding most of the window; attrs
+        ``window_start``/``window_end`` record it.
+    dims
+        Depth: keep the first ``dims`` values (v2 Matryoshka prefixes 16, 32, 64, 128);
+        the result has ``dims`` bands and ``attrs["depth"] = dims``.
     model
         A loaded encoder (:func:`~tessera_explore.encoder.load_encoder`), a checkpoint path or
         a registry name (loaded before anything is fetched, so a bad checkpoint fails early).
@@ -207,10 +235,15 @@ def embed_area(
     from .embed import embed_pixels
     from .weights import load_encoder
 
+    from .embed import check_dims
+    from .window import resolve_window
+
+    window = resolve_window(year, start, end)
     if not hasattr(model, "generation"):
         model = load_encoder(model, device=device)
+    depth = check_dims(model, dims)  # before anything is fetched
     prepared = prepare_area(
-        bbox, year, stac=stac, like=like, epsg=epsg, s1=s1, cache=cache, refresh=refresh, max_pixels=max_pixels,
+        bbox, window, stac=stac, like=like, epsg=epsg, s1=s1, cache=cache, refresh=refresh, max_pixels=max_pixels,
         max_area_km2=max_area_km2, min_s2_cover=min_s2_cover, on_error=on_error, progress=progress,
     )
     source = None
@@ -220,7 +253,7 @@ def embed_area(
             warnings.warn(f"this v1.1 model was trained on {model.data_source!r} data but the imagery comes from "
                           f"{prepared.info['data_source']!r}; use the matching checkpoint", stacklevel=2)
     t0 = time.perf_counter()
-    emb = embed_pixels(model, **prepared.pixel_arrays(), data_source=source, seed=seed, n_draws=n_draws,
+    emb = embed_pixels(model, **prepared.pixel_arrays(), data_source=source, seed=seed, n_draws=n_draws, dims=depth,
                        batch_size=batch_size, device=device, amp=amp, num_threads=num_threads, progress=progress)
     prepared.timings["encode"] = time.perf_counter() - t0
     h, w = prepared.shape
@@ -234,11 +267,13 @@ def embed_area(
         "s2_dates": int(len(prepared.doys)),
         "s1_ascending_dates": int(len(prepared.sar_ascending_doy)),
         "s1_descending_dates": int(len(prepared.sar_descending_doy)),
+        "depth": int(depth),
+        **window.attrs(),
     }
     if source:
         extra["data_source"] = source
     da = make_embedding_array(
-        data, x=x, y=y, crs=prepared.crs, year=int(year), dataset_version=dataset_version or f"live-{gen}",
+        data, x=x, y=y, crs=prepared.crs, year=window.year, dataset_version=dataset_version or f"live-{gen}",
         dataset_variant=getattr(model, "name", None) or "live", model_generation=gen,
         source=f"live {prepared.info['stac']} ({prepared.info['stac_url']})", extra_attrs=extra,
     )
@@ -252,7 +287,9 @@ def compare(live, precomputed, *, dims: int | None = None):
     another CRS: nearest-neighbour reprojection).  Returns a ``(y, x)`` float32
     DataArray ``cosine`` on the overlap, NaN where either has no embedding, with summary
     attrs ``mean``, ``median``, ``p05``, ``p95`` and ``n_pixels``.  ``dims`` compares only
-    the first ``dims`` values (v2 Matryoshka prefixes).
+    the first ``dims`` values (v2 Matryoshka prefixes); arrays of different depths
+    (``attrs["depth"]``, else the band count) are refused unless ``dims`` says which common
+    prefix to compare.
 
     Embeddings of different generations live in unrelated feature spaces, so their cosine
     means nothing: that raises :class:`~tessera_explore.exceptions.VersionMismatchError`.
@@ -270,8 +307,16 @@ def compare(live, precomputed, *, dims: int | None = None):
             f"generation {g_pre} ({precomputed.attrs.get('source')}): different generations live in unrelated "
             "feature spaces. Embed live with a model of the precomputed generation."
         )
-    if dims is not None and not 1 <= int(dims) <= live.sizes["band"]:
-        raise EncoderError(f"dims must be in 1..{live.sizes['band']}, got {dims}")
+    d_live = int(live.attrs.get("depth", live.sizes["band"]))
+    d_pre = int(precomputed.attrs.get("depth", precomputed.sizes["band"]))
+    if dims is None and d_live != d_pre:
+        raise VersionMismatchError(
+            f"cannot compare embeddings of depth {d_live} with depth {d_pre}: they are different products. "
+            f"Pass dims={min(d_live, d_pre)} to compare the common Matryoshka prefix explicitly."
+        )
+    limit = min(live.sizes["band"], precomputed.sizes["band"])
+    if dims is not None and not 1 <= int(dims) <= limit:
+        raise EncoderError(f"dims must be in 1..{limit}, got {dims}")
     if live.rio.crs != precomputed.rio.crs:
         from rasterio.enums import Resampling
 

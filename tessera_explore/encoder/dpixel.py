@@ -190,6 +190,7 @@ def embed_dpixel(
     model: Any,
     *,
     year: int | None = None,
+    dims: int | None = None,
     dataset_version: str | None = None,
     roi_only: bool = True,
     **embed_kwargs: Any,
@@ -200,29 +201,32 @@ def embed_dpixel(
     to the folder's ``TESSERA_YEAR`` tag.  Pixels outside the ROI (``roi_only``) or without
     any valid observation are NaN.  ``dataset_version`` defaults to ``"live-{generation}"``;
     ``model_generation`` is the model's generation and ``source`` the folder.  Other keyword
-    arguments go to :func:`~tessera_explore.encoder.embed_pixels`.
+    arguments go to :func:`~tessera_explore.encoder.embed_pixels`.  ``dims`` keeps the first
+    ``dims`` values (v2 Matryoshka prefixes 16, 32, 64, 128): the result has ``dims`` bands
+    and ``attrs["depth"] = dims``.
     """
     from .._schema import make_embedding_array
-    from .embed import embed_pixels
+    from .embed import check_dims, embed_pixels
     from .weights import load_encoder
 
     if not hasattr(model, "generation"):
         model = load_encoder(model)
-    if embed_kwargs.get("quantize") or embed_kwargs.get("dims") not in (None, 128):
-        raise EncoderError("embed_dpixel returns the float32 128-band schema; use embed_pixels for codes or prefixes")
+    if embed_kwargs.get("quantize"):
+        raise EncoderError("embed_dpixel returns the float32 embeddings schema; use embed_pixels for int8 codes")
+    depth = check_dims(model, dims)
     dp = read_dpixel(folder)
     year = year if year is not None else dp.year
     if year is None:
         raise EncoderError(f"{dp.path} does not record its year; pass year=")
     h, w = dp.shape
     pixels = (dp.roi.reshape(-1) != 0) if roi_only else None
-    emb = embed_pixels(model, **dp.pixel_arrays(), pixels=pixels, **embed_kwargs)
+    emb = embed_pixels(model, **dp.pixel_arrays(), pixels=pixels, dims=depth, **embed_kwargs)
     data = np.ascontiguousarray(emb.reshape(h, w, -1).transpose(2, 0, 1))
     tr = dp.transform
     x = tr.c + tr.a * (np.arange(w) + 0.5)
     y = tr.f + tr.e * (np.arange(h) + 0.5)
     gen = model.generation
-    extra = {"checkpoint": getattr(model, "name", "")}
+    extra = {"checkpoint": getattr(model, "name", ""), "depth": int(depth)}
     if getattr(model, "data_source", None):
         extra["data_source"] = model.data_source
     return make_embedding_array(

@@ -145,7 +145,7 @@ def embed_pixels(
         raise EncoderError(f"n_draws applies to v1.0's random draw only; {generation} is deterministic")
     source = data_source or getattr(model, "data_source", None)
     band_stats(generation, source)  # fails early for v1.1 without a data source
-    dims = _check_dims(model, dims)
+    dims = check_dims(model, dims)
     inputs = PixelInputs(s2, s2_doy, s2_mask, s1_asc, s1_asc_doy, s1_desc, s1_desc_doy)
     n = inputs.n_pixels
     sel = None
@@ -263,9 +263,12 @@ def _embed_parallel(one, chunks, out, workers, bar) -> None:
                 f.cancel()
 
 
-def _check_dims(model, dims):
+def check_dims(model, dims) -> int:
+    """The output depth: 128 for ``None``, else ``dims`` if it is a Matryoshka prefix of the model."""
     if dims is None:
         return OUT_DIM
+    if isinstance(dims, bool) or not isinstance(dims, (int, np.integer)):
+        raise EncoderError(f"dims={dims!r} is not a whole number; use one of {tuple(getattr(model, 'matryoshka_dims', (OUT_DIM,)))}")
     allowed = tuple(getattr(model, "matryoshka_dims", (OUT_DIM,)))
     if int(dims) not in allowed:
         raise EncoderError(f"dims={dims} is not a usable prefix of this model; choose one of {allowed}")

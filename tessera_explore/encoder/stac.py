@@ -401,7 +401,7 @@ def _write_json(path: Path, obj: Any) -> None:
     os.replace(tmp, path)
 
 
-def _search_one(cfg: StacConfig, source: Source, bbox, year: int, bar) -> list[dict]:
+def _search_one(cfg: StacConfig, source: Source, bbox, window, bar) -> list[dict]:
     client = cfg.open_client(source.url)
     query = dict(source.query or {})
     if cfg.max_cloud_cover is not None and source.assets.get("SCL"):
@@ -409,7 +409,7 @@ def _search_one(cfg: StacConfig, source: Source, bbox, year: int, bar) -> list[d
     try:
         found = client.search(
             collections=[source.collection], bbox=[float(v) for v in bbox],
-            datetime=f"{year}-01-01T00:00:00Z/{year}-12-31T23:59:59.999Z",
+            datetime=window.stac_datetime(),
             query=query or None, limit=cfg.page_size,
         )
         out = []
@@ -425,20 +425,26 @@ def _search_one(cfg: StacConfig, source: Source, bbox, year: int, bar) -> list[d
 
 def search(
     bbox: Sequence[float],
-    year: int,
+    year: Any = None,
     *,
+    start: Any = None,
+    end: Any = None,
     stac: Any = "planetary-computer",
     sensors: Sequence[str] = ("s2", "s1"),
     cache: str | os.PathLike | bool | None = None,
     refresh: bool = False,
     progress: bool = True,
 ) -> dict[str, list]:
-    """Items of ``bbox`` (lon/lat) and ``year`` per sensor: ``{"s2": [pystac.Item], "s1": [...]}``.
+    """Items of ``bbox`` (lon/lat) per sensor: ``{"s2": [pystac.Item], "s1": [...]}``, for a
+    calendar ``year`` or a window ``start``..``end`` (see :mod:`~tessera_explore.encoder.window`).
 
     Results are cached (``cache``: a folder, ``None`` for :func:`default_cache_dir`,
-    ``False`` for none) under a key of API, collection, box, year and query, so a repeated
+    ``False`` for none) under a key of API, collection, box, window and query, so a repeated
     search sends nothing; ``refresh=True`` asks the API again.
     """
+    from .window import resolve_window
+
+    window = resolve_window(year, start, end)
     import pystac
     from tqdm.auto import tqdm
 
@@ -453,16 +459,17 @@ def search(
             if source is None:
                 out[sensor] = []
                 continue
-            key = _hash(source.url, source.collection, [round(float(v), 7) for v in bbox], int(year),
+            when = window.year if window.is_calendar_year else [window.start.isoformat(), window.end.isoformat()]
+            key = _hash(source.url, source.collection, [round(float(v), 7) for v in bbox], when,
                         dict(source.query or {}), cfg.max_cloud_cover)
-            path = root / "search" / f"{source.collection}_{year}_{key}.json" if root else None
+            path = root / "search" / f"{source.collection}_{window.label}_{key}.json" if root else None
             if path is not None and path.is_file() and not refresh:
                 with open(path) as f:
                     dicts = json.load(f)["features"]
                 bar.update(len(dicts))
             else:
                 bar.set_postfix_str(source.collection)
-                dicts = _search_one(cfg, source, bbox, int(year), bar)
+                dicts = _search_one(cfg, source, bbox, window, bar)
                 if path is not None:
                     _write_json(path, {"type": "FeatureCollection", "features": dicts})
             out[sensor] = [pystac.Item.from_dict(d, preserve_dict=False) for d in dicts]

@@ -201,3 +201,34 @@ def test_cuda_matches_cpu(tiny, make_series, generation):
     bf16 = embed_pixels(model, **d, device="cuda", progress=False)
     cos = (bf16 * cpu).sum(1) / np.linalg.norm(bf16, axis=1) / np.linalg.norm(cpu, axis=1)
     assert cos.min() > 0.99
+
+
+@pytest.mark.parametrize("generation", ["v1.0", "v2"])
+def test_worker_threads_same_result_and_threads_restored(tiny, make_series, generation):
+    """CPU batches on one worker thread per core give the single-thread result (to float
+    rounding), every pixel in its place, and leave torch's thread setting as it was."""
+    model = tiny(generation)
+    d = make_series(90, seed=3)
+    before = torch.get_num_threads()
+    one = embed_pixels(model, **d, num_threads=1, batch_size=7, progress=False)
+    assert torch.get_num_threads() == before
+    for workers in (2, 3):
+        many = embed_pixels(model, **d, num_threads=workers, batch_size=7, progress=False)
+        np.testing.assert_allclose(many, one, rtol=0, atol=1e-5)
+        assert torch.get_num_threads() == before
+    big = embed_pixels(model, **d, num_threads=2, progress=False)  # default batch size
+    np.testing.assert_allclose(big, one, rtol=0, atol=1e-5)
+    with pytest.raises(EncoderError, match="num_threads"):
+        embed_pixels(model, **d, num_threads=0, progress=False)
+
+
+def test_worker_errors_propagate(tiny, make_series, monkeypatch):
+    model = tiny("v2")
+    d = make_series(30)
+
+    def boom(*a, **k):
+        raise RuntimeError("forward failed")
+
+    monkeypatch.setattr(model, "forward", boom)
+    with pytest.raises(RuntimeError, match="forward failed"):
+        embed_pixels(model, **d, num_threads=2, batch_size=4, progress=False)

@@ -7,6 +7,7 @@ bilinear weights for 20 m bands, the offset rule by date and the dB formula for 
 from __future__ import annotations
 
 import datetime as dt
+import warnings
 
 import numpy as np
 import pytest
@@ -363,3 +364,68 @@ def _fake_like(grid):
     da = xr.DataArray(np.zeros((1, h + 10, w + 10), np.float32), dims=("band", "y", "x"),
                       coords={"x": t.c - 50 + 10 * (np.arange(w + 10) + 0.5), "y": t.f + 50 - 10 * (np.arange(h + 10) + 0.5)})
     return da.rio.write_crs(grid.crs)
+
+
+def test_window_inside_a_year(local_stac, cfg, tmp_path):
+    """A window searches its own dates, caches under its own key, keeps calendar days of year."""
+    cat = _cat(local_stac)
+    found = S.search(local_stac.bbox, start="2022-03-01", end="2022-09-30", stac=cfg, cache=tmp_path, progress=False)
+    lo, hi = dt.datetime(2022, 3, 1, tzinfo=dt.timezone.utc), dt.datetime(2022, 10, 1, tzinfo=dt.timezone.utc)
+    want = sorted(i["id"] for i in cat.items_of("sentinel-2-l2a")
+                  if lo <= dt.datetime.fromisoformat(i["properties"]["datetime"].replace("Z", "+00:00")) < hi)
+    assert sorted(i.id for i in found["s2"]) == want and 0 < len(want) < len(cat.items_of("sentinel-2-l2a"))
+    names = sorted(p.name for p in (tmp_path / "search").iterdir())
+    assert all("2022-03-01_2022-09-30" in n for n in names) and len(names) == 2
+    S.search(local_stac.bbox, 2022, stac=cfg, cache=tmp_path, progress=False)
+    assert len(list((tmp_path / "search").iterdir())) == 4  # the calendar year has its own entries
+    prep = prepare_area(local_stac.bbox, start="2022-03-01", end="2022-09-30", stac=cfg, cache=tmp_path,
+                        progress=False)
+    assert prep.year == 2022 and str(prep.info["window"]) == "2022-03-01 to 2022-09-30"
+    days = [P.day_of_year(d.astype(dt.date)) for d in prep.dates]
+    assert list(prep.doys) == days and all(60 <= d <= 273 for d in days)
+
+
+def test_window_across_new_year(local_stac, cfg, tmp_path, tiny_v2):
+    """2022-07-01..2023-06-30: items of both years; calendar days of year, ordered by day of year."""
+    with warnings.catch_warnings():  # the 2023 scene may have a missing asset or file in the window
+        warnings.simplefilter("ignore")
+        da, prep = embed_area(local_stac.bbox, start="2022-07-01", end="2023-06-30", model=tiny_v2, stac=cfg,
+                              cache=tmp_path, on_error="skip", progress=False, return_prepared=True)
+    years = {d.astype(dt.date).year for d in prep.dates}
+    assert years == {2022, 2023}
+    assert list(prep.doys) == sorted(prep.doys)  # ordered as a calendar year
+    assert list(prep.doys) == [P.day_of_year(d.astype(dt.date)) for d in prep.dates]
+    first_2022 = min(i for i, d in enumerate(prep.dates) if d.astype(dt.date).year == 2022)
+    assert all(d.astype(dt.date).year == 2023 for d in prep.dates[:first_2022])
+    for arr in (prep.sar_ascending_doy, prep.sar_descending_doy):
+        assert list(arr) == sorted(arr)
+    assert da.attrs["window_start"] == "2022-07-01" and da.attrs["window_end"] == "2023-06-30"
+    assert int(da.year) == 2022 and da.attrs["depth"] == 128
+    with pytest.raises(Exception, match="longer than one year"):
+        embed_area(local_stac.bbox, start="2022-07-01", end="2023-07-01", model=tiny_v2, stac=cfg, progress=False)
+
+
+def test_embed_area_depth_and_mixing_refused(local_stac, prepared, tiny_v2, tmp_path):
+    from tessera_explore import validate
+    from tessera_explore.encoder import embed_dpixel
+    from tessera_explore.exceptions import EncoderError
+
+    prep, cache = prepared
+    full = embed_area(local_stac.bbox, 2022, model=tiny_v2, stac=local_stac.config(), cache=cache, progress=False)
+    d32 = embed_area(local_stac.bbox, 2022, model=tiny_v2, stac=local_stac.config(), cache=cache, progress=False,
+                     dims=32)
+    validate(d32)
+    assert d32.sizes["band"] == 32 and d32.attrs["depth"] == 32 and full.attrs["depth"] == 128
+    np.testing.assert_array_equal(d32.values, full.values[:32])
+    with pytest.raises(VersionMismatchError, match="depth 32 with depth 128"):
+        compare(d32, full)
+    assert compare(d32, full, dims=32).attrs["mean"] > 0.999
+    with pytest.raises(EncoderError, match="dims must be in 1..32"):
+        compare(d32, full, dims=64)
+    with pytest.raises(EncoderError, match="not a usable prefix"):
+        embed_area(local_stac.bbox, 2022, model=tiny_v2, stac=local_stac.config(), cache=cache, progress=False,
+                   dims=48)
+    folder = prep.to_dpixel(tmp_path / "dpixel")
+    via = embed_dpixel(folder, tiny_v2, dims=16, progress=False)
+    assert via.sizes["band"] == 16 and via.attrs["depth"] == 16
+    np.testing.assert_allclose(via.values, full.values[:16], atol=1e-6)
