@@ -625,7 +625,42 @@ def update_overlay(layer, da: xr.DataArray, **image_options):
 def remove_overlay(m, layer) -> None:
     """Remove an overlay layer and its legend control from the map."""
     if layer in m.layers:
-        m.remove(layer)
+        _map_remove(m, layer)
     control = _LEGENDS.pop(layer, None)
     if control is not None and control in m.controls:
-        m.remove(control)
+        _map_remove(m, control)
+
+
+def _map_add(m, obj) -> None:
+    """Add a layer or control with ipyleaflet's own ``Map.add``: leafmap's rebuilds its
+    layer manager on every add (new checkboxes, sliders and links for every layer, never
+    closed), which the explorer does not show."""
+    import ipyleaflet
+
+    ipyleaflet.Map.add(m, obj)
+
+
+def _map_remove(m, obj) -> None:
+    """Remove a layer or control from the map and close it, with the widget links that
+    point at it (leafmap's layer manager links a checkbox and a slider to each layer).
+
+    A link left pointing at a closed widget cannot be serialised, and one such widget
+    makes the kernel's answer to the front end's request for all widget states fail: in
+    Voila no widget of the notebook renders ("Loading widget..." forever)."""
+    import ipyleaflet
+    import ipywidgets as W
+
+    ipyleaflet.Map.remove(m, obj)
+    for widget in list(_live_widgets()):
+        ends = (widget.source, widget.target) if isinstance(widget, W.widgets.widget_link.Link) else ()
+        if any(end[0] is obj for end in ends):
+            widget.close()
+    if isinstance(obj, W.Widget):
+        obj.close()
+
+
+def _live_widgets():
+    """The widgets of this kernel that are open (ipywidgets' registry)."""
+    from ipywidgets.widgets import widget
+
+    return getattr(widget, "_instances", {}).values()

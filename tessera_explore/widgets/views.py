@@ -18,6 +18,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .controller import LAYERS, ExplorerController
+from .overlay import _map_add, _map_remove
 from .state import MODELS, ExplorerState
 
 __all__ = ["MapView", "PanelView", "ScatterView", "guarded"]
@@ -79,11 +80,9 @@ class MapView:
                                 measure_control=False, fullscreen_control=False, attribution_control=True,
                                 scroll_wheel_zoom=True)
             if not basemap:  # no tile layer at all (leafmap's OpenStreetMap is the first)
-                import ipyleaflet as _l
-
                 for layer in list(m.layers):
-                    if isinstance(layer, _l.TileLayer):
-                        m.remove(layer)
+                    if isinstance(layer, ipyleaflet.TileLayer):
+                        _map_remove(m, layer)
         _one_attribution(m)
         if basemap:  # shown (in the map's background) only where no tile covers it: offline
             m.add_class("te-basemap")
@@ -98,7 +97,7 @@ class MapView:
         self._legend = ipyleaflet.WidgetControl(widget=_html("", "te-legend"), position="bottomright")
         self.markers = ipyleaflet.GeoJSON(data={"type": "FeatureCollection", "features": []}, name="labels",
                                           point_style={"radius": 6}, visible=False)
-        m.add(self.markers)
+        _map_add(m, self.markers)
         m.on_interaction(self._on_interaction)
         controller.on("layer", self._on_layer)
         controller.on("labels", lambda store: self.draw_labels())
@@ -131,7 +130,7 @@ class MapView:
         mode = self.state.mode
         if self.draw is not None:
             if self.draw in self.map.controls:
-                self.map.remove(self.draw)
+                _map_remove(self.map, self.draw)
             self.draw = None
         if mode not in ("draw", "live"):
             return
@@ -139,7 +138,7 @@ class MapView:
         self.draw = ipyleaflet.DrawControl(polygon=shape if mode == "draw" else {}, rectangle=shape, polyline={},
                                            circlemarker={}, circle={}, marker={}, edit=False, remove=False)
         self.draw.on_draw(self._on_draw)
-        self.map.add(self.draw)
+        _map_add(self.map, self.draw)
 
     def _on_draw(self, control, action, geo_json) -> None:
         @guarded(self.state, "the drawn shape")
@@ -240,13 +239,13 @@ class MapView:
         import ipyleaflet
 
         if legend_html:
-            if self._legend is None:  # leafmap closes a control it removes: make a new one
+            if self._legend is None:  # a removed control is closed: make a new one
                 self._legend = ipyleaflet.WidgetControl(widget=_html("", "te-legend"), position="bottomright")
             self._legend.widget.value = legend_html
             if self._legend not in self.map.controls:
-                self.map.add(self._legend)
+                _map_add(self.map, self._legend)
         elif self._legend is not None and self._legend in self.map.controls:
-            self.map.remove(self._legend)
+            _map_remove(self.map, self._legend)
             self._legend = None
 
     def draw_labels(self) -> None:
@@ -296,8 +295,9 @@ def _one_attribution(m) -> None:
     for control in list(m.controls):
         if isinstance(control, ipyleaflet.AttributionControl):
             if seen:
-                m.remove(control)
+                _map_remove(m, control)
             seen = True
+
 
 
 def _latlon_bounds(controller: ExplorerController):

@@ -525,3 +525,23 @@ def test_a_hundred_clicks_make_no_new_widgets(app_factory, truth):
     # one marker message per label added, each holding the labels so far (a halo and a dot each)
     assert len(updates) - n_updates == added - sum("labelled" in m for m in said[:10])
     assert updates[-1] == 2 * added
+
+
+@pytest.mark.parametrize("basemap", [False, True])
+def test_every_widget_state_can_be_sent(app_factory, truth, basemap):
+    """What Voila and JupyterLab ask a kernel for when a page opens: the state of every
+    live widget at once.  One widget that cannot be serialised (a link left pointing at a
+    closed layer, as leafmap's layer manager leaves when a basemap is removed) fails the
+    whole answer, and no widget of the notebook renders.  Checked after the modes that
+    add and remove controls (legend, drawing tools)."""
+    import ipyleaflet
+    from ipywidgets.widgets import widget as W
+
+    app = app_factory(classes=["forest", "cereal"], basemap=basemap)
+    label(app, truth, 2)
+    for mode in ("draw", "similarity", "label"):
+        app.state.mode = mode
+    app.wait()
+    assert any(isinstance(l, ipyleaflet.TileLayer) for l in app.map.layers) == basemap
+    for w in list(W._instances.values()):
+        w.get_state()  # raises for a widget that refers to a closed one
