@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import atexit
-import json
 import os
-import socket
-import time
 import weakref
 from typing import Any, Sequence
 
@@ -20,7 +16,8 @@ DEFAULT_LABELS = "tessera_labels.geojson"
 
 # label files open in this process -> their store, so two apps on one file share it
 _STORES: "weakref.WeakValueDictionary[str, Any]" = weakref.WeakValueDictionary()
-_LOCKS: dict[str, int] = {}  # lock file -> number of apps of this process using it
+# stores opened by explore() -> number of open apps using each (the last one closes it)
+_USERS: "weakref.WeakKeyDictionary[Any, int]" = weakref.WeakKeyDictionary()
 _BOKEH_LOADED = False
 
 
@@ -33,7 +30,7 @@ class Explorer:
     """
 
     def __init__(self, state: ExplorerState, controller: ExplorerController, map_view, panel, scatter_view,
-                 widget, lock: str | None):
+                 widget, owns_store: bool):
         self.state = state
         self.controller = controller
         self.labels = controller.store
@@ -42,7 +39,7 @@ class Explorer:
         self.panel = panel
         self.scatter = scatter_view
         self.widget = widget
-        self._lock = lock
+        self._owns_store = owns_store
         self._closed = False
 
     # display
@@ -88,81 +85,40 @@ class Explorer:
         self.controller.wait(timeout)
         return self
 
+    @property
+    def closed(self) -> bool:
+        """True after :meth:`close`: the labels can still be read, never changed."""
+        return self._closed
+
     def close(self) -> None:
-        """Stop the worker thread, release the label file and close the widgets."""
+        """Stop the worker thread, close the widgets and, when this is the last open app
+        on a label store that :func:`explore` opened, close the store (which releases the
+        label file's lock).  Label edits, saving and the panel's buttons raise
+        :class:`~tessera_explore.exceptions.LabelError` afterwards."""
         if self._closed:
             return
         self._closed = True
         self.controller.close()
-        _release_lock(self._lock)
         self.widget.close()
+        if self._owns_store:
+            _release_store(self.labels)
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def _share_store(store) -> None:
+    _USERS[store] = _USERS.get(store, 0) + 1
 
 
-def lock_path(path: str) -> str:
-    """The explorer's lock of a label file: a hidden file beside it (file browsers hide it)."""
-    folder, name = os.path.split(path)
-    return os.path.join(folder, f".{name}.lock")
-
-
-def _take_lock(path: str) -> tuple[str, str | None]:
-    """Mark ``path`` as edited by this process.  Refuses when a live process on this
-    host holds it; takes over a stale lock and says so."""
-    folder = os.path.dirname(path) or "."
-    lock = lock_path(path)
-    note = None
-    if not os.path.isdir(folder):
-        raise LabelError(f"cannot keep labels in {path}: the folder {folder} does not exist")
-    if lock in _LOCKS:
-        _LOCKS[lock] += 1
-        return lock, None
-    if os.path.exists(lock):
-        try:
-            with open(lock) as f:
-                held = json.load(f)
-        except (OSError, ValueError):
-            held = {}
-        pid, host = int(held.get("pid", -1)), held.get("host")
-        if host == socket.gethostname() and pid != os.getpid() and pid > 0 and _pid_alive(pid):
-            raise LabelError(
-                f"{path} is open in another explorer (process {pid}, since {held.get('since', '?')}); two apps "
-                "saving one label file would overwrite each other's labels. Close the other app, or pass "
-                f"another labels= file (if that process is not an explorer any more, delete {lock})."
-            )
-        note = f"took over {path} from an explorer that did not close (process {pid})"
-    with open(lock, "w") as f:
-        json.dump({"pid": os.getpid(), "host": socket.gethostname(),
-                   "since": time.strftime("%Y-%m-%dT%H:%M:%S")}, f)
-    _LOCKS[lock] = 1
-    return lock, note
-
-
-def _release_lock(lock: str | None) -> None:
-    if lock is None or lock not in _LOCKS:
+def _release_store(store) -> None:
+    """One app fewer on ``store``; the last one closes it (and its file lock)."""
+    n = _USERS.get(store, 0) - 1
+    if n > 0:
+        _USERS[store] = n
         return
-    _LOCKS[lock] -= 1
-    if _LOCKS[lock] <= 0:
-        del _LOCKS[lock]
-        try:
-            os.remove(lock)
-        except FileNotFoundError:
-            pass
-
-
-@atexit.register
-def _release_all() -> None:
-    for lock in list(_LOCKS):
-        _LOCKS[lock] = 0
-        _release_lock(lock)
+    _USERS.pop(store, None)
+    for path, other in list(_STORES.items()):
+        if other is store:
+            _STORES.pop(path, None)
+    store.close()
 
 
 def _in_kernel() -> bool:
@@ -304,48 +260,63 @@ def explore(
     first = arrays[shown]
     version = first.attrs.get("dataset_version")
 
-    lock = None
+    owns = False
     if isinstance(labels, LabelStore):
         store = labels
     else:
         path = os.path.abspath(os.fspath(labels if labels is not None else DEFAULT_LABELS))
         store = _STORES.get(path)
-        if store is not None:
+        if store is not None and not store.closed:
             notes.append(f"{path} is also open in another explorer of this kernel: both show the same labels")
         else:
-            lock, note = _take_lock(path)
-            try:
-                store = LabelStore.open(path, dataset_version=version, year=shown, create=True)
-            except Exception:
-                _release_lock(lock)
-                raise
-            if note:
-                notes.append(note)
+            # takes the file's lock (path + ".lock"): refused while another live process
+            # holds it; a stale lock is taken over, with a notice
+            store = LabelStore.open(path, dataset_version=version, year=shown, create=True)
+            if store.lock_notice:
+                notes.append(store.lock_notice)
             _STORES[path] = store
             if store.path != path:
                 _STORES[store.path] = store
-        if lock is None and store.path:
-            lock, _ = _take_lock(store.path)
-    if classes:
-        have = store.classes
-        items = classes.items() if isinstance(classes, dict) else ((c, None) for c in classes)
-        for name, color in items:
-            if name not in have:
-                store.add_class(name, color)
-
-    state = ExplorerState(model=model)
-    controller = ExplorerController(state, arrays, store, year=shown, label_year=shown, live_model=live_model,
-                                    live_stac=live_stac, live_cache=live_cache, export_dir=export_dir)
+        owns = True
+        _share_store(store)
     try:
-        return _build(state, controller, lock, notes, scatter=scatter, basemap=basemap, map_size=map_size,
+        if classes:
+            have = store.classes
+            items = classes.items() if isinstance(classes, dict) else ((c, None) for c in classes)
+            for name, color in items:
+                if name not in have:
+                    store.add_class(name, color)
+        state = ExplorerState(model=model)
+        controller = ExplorerController(state, arrays, store, year=shown, label_year=shown, live_model=live_model,
+                                        live_stac=live_stac, live_cache=live_cache, export_dir=export_dir,
+                                        max_pixels=_screen_pixels(map_size))
+    except Exception:
+        if owns:
+            _release_store(store)
+        raise
+    try:
+        return _build(state, controller, owns, notes, scatter=scatter, basemap=basemap, map_size=map_size,
                       draw=live_model is not None)
     except Exception:
         controller.close()
-        _release_lock(lock)
+        if owns:
+            _release_store(store)
         raise
 
 
-def _build(state, controller, lock, notes, *, scatter, basemap, map_size, draw) -> Explorer:
+def _screen_pixels(map_size) -> int:
+    """The map's size on screen in pixels: the budget of its overlay images (an image
+    with more pixels than the screen shows only costs time to compute, send and decode)."""
+    def px(v, default):
+        try:
+            return int(str(v).strip().replace("px", ""))
+        except ValueError:  # "100%" and the like: a generous laptop screen
+            return default
+
+    return max(px(map_size[0], 1000), 200) * max(px(map_size[1], 800), 200)
+
+
+def _build(state, controller, owns, notes, *, scatter, basemap, map_size, draw) -> Explorer:
     import ipywidgets as W
 
     from .views import MapView, PanelView, ScatterView
@@ -370,7 +341,7 @@ def _build(state, controller, lock, notes, *, scatter, basemap, map_size, draw) 
     bottom = W.HBox([scatter_view.widget, help_text] if scatter_view is not None else [help_text])
     widget = W.VBox([top, bottom])
     widget.add_class("te-explorer")
-    app = Explorer(state, controller, map_view, panel, scatter_view, widget, lock)
+    app = Explorer(state, controller, map_view, panel, scatter_view, widget, owns)
     saved = (f"labels are saved to {controller.store.path}" if controller.store.path
              else "labels are kept in memory (pass labels= to save them)")
     state.notice = "; ".join([*notes, saved])

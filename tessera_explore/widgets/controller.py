@@ -28,6 +28,10 @@ import xarray as xr
 from ..exceptions import LabelError, TesseraExploreError
 from .state import ExplorerState
 
+
+class ExplorerClosedError(LabelError):
+    """An action on an explorer after its ``close()``."""
+
 __all__ = ["ExplorerController", "LAYERS"]
 
 log = logging.getLogger(__name__)
@@ -172,8 +176,7 @@ class ExplorerController:
         the status line and progress bar alone (background work the user did not ask for).
         Jobs of the keys in ``supersedes`` still waiting are dropped (their futures give None):
         a retrain makes a pending score of the old classifier pointless."""
-        if self._closed:
-            raise TesseraExploreError("this explorer is closed")
+        self._check_open()
         with self._lock:
             for other in supersedes:
                 old = self._queued.pop(other, None)
@@ -237,6 +240,11 @@ class ExplorerController:
                     return
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError("the explorer is still busy")
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ExplorerClosedError("this explorer is closed: its labels can be read, not changed "
+                                      "(open the label file in a new explorer to go on)")
 
     def close(self) -> None:
         """Stop the worker thread and let go of the label store."""
@@ -360,6 +368,7 @@ class ExplorerController:
 
         Returns what happened, in words (also put in ``state.status``).
         """
+        self._check_open()
         st = self.state
         st.last_click = (float(lon), float(lat))
         where = _where(lon, lat)
@@ -420,6 +429,7 @@ class ExplorerController:
 
     def add_polygon(self, ring: list) -> str:
         """Label every pixel inside a polygon (a ring of lon/lat pairs) as the active class."""
+        self._check_open()
         st = self.state
         if st.mode != "draw":
             return self._say("switch to draw mode to draw labels")
@@ -471,17 +481,20 @@ class ExplorerController:
         return sum(1 for v in counts.values() if v > 0) >= 2
 
     def add_class(self, name: str, color: str | None = None) -> str:
+        self._check_open()
         self.store.add_class(name, color)
         self.state.active_class = name.strip()
         return self._say(f"class {name.strip()!r} added; click the map to label it")
 
     def rename_class(self, name: str, new_name: str) -> str:
+        self._check_open()
         self.store.rename_class(name, new_name)
         self.state.active_class = new_name.strip()
         self._after_label_edit()
         return self._say(f"class {name!r} renamed to {new_name.strip()!r}")
 
     def recolour(self, name: str, color: str) -> str:
+        self._check_open()
         self.store.set_color(name, color)
         self._after_label_edit(retrain=False)
         if self.prediction is not None:
@@ -489,23 +502,27 @@ class ExplorerController:
         return self._say(f"class {name!r} is now {color}")
 
     def remove_class(self, name: str) -> str:
+        self._check_open()
         self.store.remove_class(name)
         self._after_label_edit()
         return self._say(f"class {name!r} and its labels removed (undo brings them back)")
 
     def undo(self) -> str:
+        self._check_open()
         if not self.store.undo():
             return self._say("nothing to undo")
         self._after_label_edit()
         return self._say(f"undone ({_n(len(self.store), 'label')})")
 
     def redo(self) -> str:
+        self._check_open()
         if not self.store.redo():
             return self._say("nothing to redo")
         self._after_label_edit()
         return self._say(f"redone ({_n(len(self.store), 'label')})")
 
     def clear(self) -> str:
+        self._check_open()
         self.store.clear()
         self._after_label_edit()
         return self._say("all labels removed (undo brings them back)")
@@ -704,6 +721,7 @@ class ExplorerController:
 
     # ------------------------------------------------------------------ export
     def save(self) -> str:
+        self._check_open()
         path = self.store.save()
         return self._say(f"labels saved to {path}")
 

@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .controller import LAYERS, ExplorerController
+from .controller import LAYERS, ExplorerClosedError, ExplorerController
 from .overlay import _map_add, _map_remove
 from .state import MODELS, ExplorerState
 
@@ -47,6 +47,8 @@ def guarded(state: ExplorerState, doing: str) -> Callable:
         def inner(*args, **kwargs):
             try:
                 return fn(*args, **kwargs)
+            except ExplorerClosedError:
+                raise  # the app is gone: nothing to show it in
             except Exception as err:
                 log.debug("explorer callback %s failed", doing, exc_info=True)
                 state.error = f"{doing} failed: {type(err).__name__}: {err}"

@@ -210,7 +210,7 @@ def test_reopening_the_label_file_brings_labels_back(app_factory, truth, tmp_pat
     app.click(*points_of(truth, "cereal", 1)[0])
     app.wait()
     app.close()
-    assert not os.path.exists(str(tmp_path / ".labels.geojson.lock"))
+    assert not os.path.exists(str(tmp_path / "labels.geojson.lock"))
     again = app_factory()
     assert again.state.counts == {"forest": 1, "cereal": 1}
     assert len(marker_labels(again)) == 2
@@ -233,16 +233,51 @@ def test_second_app_on_one_label_file(app_factory, truth, tmp_path):
     try:
         import socket
 
-        (tmp_path / ".other.geojson.lock").write_text(json.dumps({"pid": proc.pid, "host": socket.gethostname()}))
-        with pytest.raises(LabelError, match=f"open in another explorer \\(process {proc.pid}"):
+        (tmp_path / "other.geojson.lock").write_text(json.dumps({"pid": proc.pid, "host": socket.gethostname()}))
+        with pytest.raises(LabelError, match=f"open in another process \\(process {proc.pid}"):
             app_factory(labels=other)
         assert not other.exists()
     finally:
         proc.kill()
         proc.wait()
     # that process is gone: its stale lock is taken over, and the app says so
-    taken = app_factory(labels=other)
-    assert "took over" in taken.state.notice
+    with pytest.warns(Warning, match="took over"):
+        taken = app_factory(labels=other)
+    assert "took over" in taken.state.notice and "took over" in taken.labels.lock_notice
+
+
+def test_close_releases_the_label_file_after_the_last_app(app_factory, truth, tmp_path):
+    """The label store explore() opened is closed (its lock released) by the last app
+    sharing it; a closed app refuses label edits, saving and its panel's buttons."""
+    from tessera_explore.exceptions import LabelError
+
+    lock = tmp_path / "labels.geojson.lock"
+    first = app_factory(classes=["forest", "cereal"])
+    second = app_factory()
+    assert lock.exists() and second.labels is first.labels
+    first.close()
+    assert first.closed and lock.exists() and not second.labels.closed
+    second.state.active_class = "forest"
+    assert "labelled" in second.click(*points_of(truth, "forest", 1)[0])
+    second.close()
+    assert second.labels.closed and not lock.exists()
+    for action in (lambda: second.click(*points_of(truth, "cereal", 1)[0]), lambda: second.add_class("water"),
+                   second.undo, second.redo, second.clear, second.save):
+        with pytest.raises(LabelError, match="closed"):
+            action()
+    # the panel's callbacks raise too (ipywidgets logs what a button's handler raises)
+    handler = second.panel.clear_btn._click_handlers.callbacks[0]
+    with pytest.raises(LabelError, match="closed"):
+        handler(second.panel.clear_btn)
+    assert len(second.labels) == 1  # kept, readable
+    # a store passed in stays open: it belongs to the caller
+    from tessera_explore import LabelStore
+
+    store = LabelStore.open(tmp_path / "mine.geojson", create=True)
+    app = app_factory(labels=store)
+    app.close()
+    assert not store.closed
+    store.close()
 
 
 def test_callback_errors_show_in_the_app(app_factory, truth):
