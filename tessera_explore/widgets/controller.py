@@ -29,6 +29,37 @@ from ..exceptions import LabelError, TesseraExploreError
 from .state import ExplorerState
 
 
+def shown_pixels(*args, **kwargs):
+    from .overlay import shown_pixels
+
+    return shown_pixels(*args, **kwargs)
+
+
+def _predict_pixels(area, clf, flat: np.ndarray) -> xr.Dataset:
+    """:func:`~tessera_explore.classify.predict_map` of the pixels ``flat`` (row-major
+    indices) of a prepared area only; the others are no data (class 255, confidence NaN).
+    ``attrs["partial"]`` says so."""
+    from ..classify import predict_map
+    from ..classify.area import PreparedArea, _Grid
+
+    g = area.grid
+    row = _Grid(np.arange(flat.size, dtype=float), np.zeros(1), g.crs, g.transform, g.attrs, g.year)
+    sub = PreparedArea(row, area.codes[flat], area.scales[flat], area.inv_norm[flat], area.valid[flat])
+    part = predict_map(sub, clf)
+    h, w = area.shape
+    cls = np.full(h * w, 255, np.uint8)
+    conf = np.full(h * w, np.nan, np.float32)
+    cls[flat] = part["class"].values.ravel()
+    conf[flat] = part["confidence"].values.ravel()
+    coords = {"y": g.y, "x": g.x}
+    out = xr.Dataset({"class": (("y", "x"), cls.reshape(h, w), part["class"].attrs),
+                      "confidence": (("y", "x"), conf.reshape(h, w), part["confidence"].attrs)},
+                     coords=coords, attrs={**part.attrs, "partial": True})
+    out["class"].rio.write_nodata(255, encoded=False, inplace=True)
+    out["confidence"].rio.write_nodata(np.nan, encoded=False, inplace=True)
+    return out.rio.write_crs(g.crs)
+
+
 class ExplorerClosedError(LabelError):
     """An action on an explorer after its ``close()``."""
 
@@ -133,6 +164,9 @@ class ExplorerController:
         self.projection = None
         self.classifier = None
         self.prediction: xr.Dataset | None = None
+        self._prediction_inputs: tuple | None = None  # (area, classifier) while only shown pixels are done
+        self._pred_lock = threading.RLock()
+        self._shown: dict[int, np.ndarray | None] = {}  # year -> pixels the class image shows
         self.prediction_year: int | None = None
         self.similarity_map: xr.DataArray | None = None
         self.similarity_query: tuple[float, float] | None = None
@@ -597,29 +631,58 @@ class ExplorerController:
         self.evaluation = ev
 
     def _predict(self, year: int) -> None:
+        """Classify the pixels the class image shows (at the map's screen resolution they
+        are a fraction of the area's), draw it; the other pixels are classified when the
+        whole map is asked for (:meth:`class_map`, export).  The image is the same either
+        way: a nearest-neighbour render at that size reads only those pixels."""
         from ..classify import predict_map
 
         area = self._prepare(year)
-        self.prediction = predict_map(area, self.classifier)
-        self.prediction_year = year
+        clf = self.classifier
+        shown = self._shown.get(year, False)
+        if shown is False:  # the same for every class map of this year
+            shown = self._shown[year] = shown_pixels(self.arrays[year], **self._render_options)
+        h, w = area.shape
+        if shown is not None and shown.size < 0.8 * h * w:
+            pred = _predict_pixels(area, clf, shown)
+        else:
+            pred = predict_map(area, clf)
+        with self._pred_lock:
+            self.prediction, self.prediction_year = pred, year
+            self._prediction_inputs = (area, clf) if pred.attrs.get("partial") else None
         self.state.progress = 0.8
         self._render_classes()
 
-    def class_map(self) -> xr.DataArray | None:
-        """The class map as shown: classes below the confidence threshold are no data."""
-        if self.prediction is None:
+    def _complete_prediction(self) -> xr.Dataset | None:
+        """The prediction of every pixel (computed now if only the shown ones were)."""
+        from ..classify import predict_map
+
+        with self._pred_lock:
+            inputs, pred = self._prediction_inputs, self.prediction
+            if inputs is None:
+                return pred
+            full = predict_map(*inputs)
+            if self.prediction is pred:  # not replaced by a newer one meanwhile
+                self.prediction, self._prediction_inputs = full, None
+            return full
+
+    def class_map(self, *, whole: bool = True) -> xr.DataArray | None:
+        """The class map as shown: classes below the confidence threshold are no data.
+        ``whole=False``: only the pixels the map's image shows are sure to be classified."""
+        pred = self._complete_prediction() if whole else self.prediction
+        if pred is None:
             return None
-        cls = self.prediction["class"]
+        cls = pred["class"]
         thr = float(self.state.confidence_threshold)
         if thr > 0:
-            cls = cls.where(self.prediction["confidence"] >= thr, 255).astype(np.uint8)
-            cls.attrs.update(self.prediction["class"].attrs)
+            cls = cls.where(pred["confidence"] >= thr, 255).astype(np.uint8)
+            cls.attrs.update(pred["class"].attrs)
         return cls
 
     def _render_classes(self) -> None:
         from .overlay import overlay_image
 
-        cls = self.class_map()
+        cls = self.class_map(whole=False)
         if cls is None:
             return
         names = list(self.prediction.attrs.get("classes", ()))
@@ -744,7 +807,8 @@ class ExplorerController:
         written = []
         year = int(self.state.year)
         if self.prediction is not None:
-            written.append(export_map(self.prediction, os.path.join(folder, f"classes_{self.prediction_year}.tif")))
+            written.append(export_map(self._complete_prediction(),
+                                      os.path.join(folder, f"classes_{self.prediction_year}.tif")))
         if self.similarity_map is not None:
             written.append(export_map(self.similarity_map, os.path.join(folder, f"similarity_{year}.tif")))
         if self.change_map is not None:

@@ -243,10 +243,13 @@ def _target_grid(src_crs, src_transform, shape, max_pixels: int):
     return tr, (th, tw), factor
 
 
+def _prereduce_factor(n: int, max_pixels: int) -> int:
+    return int(math.floor(math.sqrt(n / (4 * max_pixels))))
+
+
 def _prereduce(da: xr.DataArray, kind: str, max_pixels: int) -> xr.DataArray:
     """Cut a very large source down by an integer factor before warping (keeps memory low)."""
-    n = da.sizes["y"] * da.sizes["x"]
-    k = int(math.floor(math.sqrt(n / (4 * max_pixels))))
+    k = _prereduce_factor(da.sizes["y"] * da.sizes["x"], max_pixels)
     if k < 2:
         return da
     if kind == "categorical":
@@ -308,6 +311,24 @@ def _warp_index(src_crs, src_transform, src_shape, dst_transform, dst_shape, ste
         _WARP_CACHE.pop(next(iter(_WARP_CACHE)))
     _WARP_CACHE[key] = out
     return out
+
+
+def shown_pixels(da: xr.DataArray, *, max_pixels: int = DEFAULT_MAX_PIXELS, resampling: str | None = "nearest",
+                 **_ignored) -> np.ndarray | None:
+    """Row-major indices of the pixels of ``da``'s grid that a nearest-neighbour
+    :func:`overlay_image` of it within ``max_pixels`` reads (each image pixel shows one
+    of them), or None when that image reads them all or is not nearest-neighbour."""
+    if resampling != "nearest":
+        return None
+    da = _spatial(da)
+    h, w = da.sizes["y"], da.sizes["x"]
+    if _prereduce_factor(h * w, int(max_pixels)) >= 2:
+        return None
+    src_crs = _crs_of(da)
+    src_transform = _grid_of(da)
+    dst_transform, dst_shape, _ = _target_grid(src_crs, src_transform, (h, w), int(max_pixels))
+    ri, ci, inside = _warp_index(src_crs, src_transform, (h, w), dst_transform, dst_shape)
+    return np.unique(ri[inside].astype(np.int64) * w + ci[inside])
 
 
 def _warp_nearest(src: np.ndarray, src_crs, src_transform, dst_transform, dst_shape, nodata, step: int = 8):

@@ -580,3 +580,28 @@ def test_every_widget_state_can_be_sent(app_factory, truth, basemap):
     assert any(isinstance(l, ipyleaflet.TileLayer) for l in app.map.layers) == basemap
     for w in list(W._instances.values()):
         w.get_state()  # raises for a widget that refers to a closed one
+
+
+def test_class_image_classifies_only_the_pixels_it_shows(app_factory, truth):
+    """With an image smaller than the area, a retrain classifies the pixels the image
+    shows (the same image as from the whole map); the whole map is classified when asked
+    for (``class_map``, export)."""
+    from tessera_explore.classify import predict_map
+    from tessera_explore.widgets.overlay import overlay_image
+
+    app = app_factory(classes=["forest", "cereal"])
+    ctl = app.controller
+    ctl.max_pixels = 1500  # far below the area's 5,280 pixels
+    images = []
+    ctl.on("layer", lambda name, img: images.append(img) if name == "classes" else None)
+    label(app, truth, 3)
+    pred = ctl.prediction
+    assert pred.attrs.get("partial") and (pred["class"].values == 255).any()
+    whole = predict_map(ctl._prepare(ctl.prediction_year), ctl.classifier)
+    names = list(whole.attrs["classes"])
+    want = overlay_image(whole["class"], categories=names, colors=[ctl.store.classes[n] for n in names],
+                         **ctl._render_options, title="classes")
+    assert images[-1].url == want.url
+    cm = app.class_map
+    assert not ctl.prediction.attrs.get("partial")
+    np.testing.assert_array_equal(cm.values, whole["class"].values)
