@@ -111,21 +111,23 @@ they drop out of every computation.
     code("""
 pixel = da.isel(y=600, x=700).values
 print(pixel.shape, np.round(pixel[:8], 2), "...")
-print("share of pixels with data:", float(np.isfinite(da.isel(band=0)).mean().round(3)))
 """),
     md("""
 ## 2. See it: PCA false colour
-Three numbers per pixel can be shown as red, green and blue. `te.project` fits a PCA on
-a spatially stratified sample of pixels and projects every pixel, block by block, onto
-the three directions in which the embeddings vary most. `te.to_rgb` stretches the
-components to colours (RGBA, transparent where there is no data). Fields, woods, towns
-and water stand out because their embeddings differ.
+Three numbers per pixel can be shown as red, green and blue. `te.project` projects every
+pixel, block by block, onto the three directions in which the embeddings vary most. With
+`from_stats=True` it takes that PCA from the statistics the store publishes for its
+zone (no pass over the pixels to fit it); without it, it fits the PCA on a spatially
+stratified sample of the area's pixels. `te.to_rgb` stretches the components to colours
+(RGBA, transparent where there is no data). Fields, woods, towns and water stand out
+because their embeddings differ.
 """),
     code("""
-comps, pca = te.project(da, random_state=0)
+comps, pca = te.project(da, from_stats=True)
 rgb = te.to_rgb(comps)
 print("components:", dict(comps.sizes), "| explained variance:", np.round(pca.explained_variance_ratio_, 3))
 print("colours:   ", dict(rgb.sizes), rgb.dtype, "| bands:", rgb.band.values.tolist())
+print("share of pixels with data:", float((rgb.sel(band="a") > 0).mean().round(3)))
 assert rgb.dims == ("band", "y", "x") and rgb.dtype == np.uint8
 """),
     md("""
