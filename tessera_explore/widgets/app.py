@@ -6,7 +6,7 @@ import os
 import weakref
 from typing import Any, Sequence
 
-from ..exceptions import LabelError, TesseraExploreError
+from ..exceptions import TesseraExploreError
 from .controller import ExplorerController
 from .state import ExplorerState
 

@@ -28,9 +28,9 @@ def _pure_points(demo_cache, n=1):
     """lon/lat deep inside forests and cereal fields of the demo (2024), the ``n`` nearest
     the middle of the area of each (so they are well inside the map view); one (lon, lat)
     per class for ``n=1``, else a list."""
-    import tessera_explore as te
     from pyproj import Transformer
 
+    import tessera_explore as te
     from tessera_explore.testing.scene import CLASSES, scene_classes
     from tessera_explore.tutorial import DEMO_SEED
 

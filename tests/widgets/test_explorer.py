@@ -10,6 +10,7 @@ import sys
 import numpy as np
 import pytest
 
+
 @pytest.fixture(scope="module")
 def area(area24):
     return area24
