@@ -50,7 +50,7 @@ def points(da, per_class, seed=0):
     k = scene_classes(lon, lat, int(da.year), seed=DEMO_SEED)
     rng = np.random.default_rng(seed)
     out = []
-    for i in range(per_class):
+    for _ in range(per_class):
         for name in CLASSES:
             idx = np.flatnonzero(k.ravel() == ALL.index(name))
             j = rng.choice(idx)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import weakref
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from ..exceptions import TesseraExploreError
 from .controller import ExplorerController
@@ -15,9 +16,9 @@ __all__ = ["Explorer", "explore"]
 DEFAULT_LABELS = "tessera_labels.geojson"
 
 # label files open in this process -> their store, so two apps on one file share it
-_STORES: "weakref.WeakValueDictionary[str, Any]" = weakref.WeakValueDictionary()
+_STORES: weakref.WeakValueDictionary[str, Any] = weakref.WeakValueDictionary()
 # stores opened by explore() -> number of open apps using each (the last one closes it)
-_USERS: "weakref.WeakKeyDictionary[Any, int]" = weakref.WeakKeyDictionary()
+_USERS: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
 _BOKEH_LOADED = False
 
 
@@ -80,7 +81,7 @@ class Explorer:
         """The latest class map (a DataArray of class indices), or None."""
         return self.controller.class_map()
 
-    def wait(self, timeout: float | None = 120.0) -> "Explorer":
+    def wait(self, timeout: float | None = 120.0) -> Explorer:
         """Wait until the app has finished the work queued so far."""
         self.controller.wait(timeout)
         return self

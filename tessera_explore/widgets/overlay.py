@@ -26,8 +26,9 @@ import html
 import io
 import math
 import weakref
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import xarray as xr
@@ -53,7 +54,7 @@ _PALETTE = (
     "#f7b6d2", "#c7c7c7", "#dbdb8d", "#9edae5",
 )
 
-_LEGENDS: "weakref.WeakKeyDictionary[Any, Any]" = weakref.WeakKeyDictionary()
+_LEGENDS: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
 
 
 @dataclass
@@ -279,7 +280,7 @@ def _lattice_interp(vals: np.ndarray, li: np.ndarray, lj: np.ndarray, h: int, w:
 
 #: nearest-warp indices of recent (source grid, target grid) pairs: an explorer redraws
 #: the same area again and again, and the indices cost more than the lookup itself
-_WARP_CACHE: "dict[tuple, tuple[np.ndarray, np.ndarray, np.ndarray]]" = {}
+_WARP_CACHE: dict[tuple, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 _WARP_CACHE_SIZE = 4
 
 
@@ -545,7 +546,8 @@ def overlay_image(
         info.update(vmin=vmin, vmax=vmax)
     info["downsampled"] = bool(down)
     return OverlayImage(
-        png=png if png is not None else _encode_png(rgba), rgba=rgba, bounds=_bounds_latlon(dst_transform, dst_shape), transform=dst_transform,
+        png=png if png is not None else _encode_png(rgba), rgba=rgba, bounds=_bounds_latlon(dst_transform, dst_shape),
+        transform=dst_transform,
         kind=kind, resampling=resampling, legend=legend, source_shape=source_shape, info=info,
     )
 

@@ -18,8 +18,9 @@ HoloViews and datashader are imported inside functions.  In a notebook call
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import xarray as xr

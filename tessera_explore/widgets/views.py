@@ -13,7 +13,8 @@ import functools
 import html
 import logging
 import warnings
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 

@@ -370,7 +370,7 @@ def test_window_inside_a_year(local_stac, cfg, tmp_path):
     """A window searches its own dates, caches under its own key, keeps calendar days of year."""
     cat = _cat(local_stac)
     found = S.search(local_stac.bbox, start="2022-03-01", end="2022-09-30", stac=cfg, cache=tmp_path, progress=False)
-    lo, hi = dt.datetime(2022, 3, 1, tzinfo=dt.timezone.utc), dt.datetime(2022, 10, 1, tzinfo=dt.timezone.utc)
+    lo, hi = dt.datetime(2022, 3, 1, tzinfo=dt.UTC), dt.datetime(2022, 10, 1, tzinfo=dt.UTC)
     want = sorted(i["id"] for i in cat.items_of("sentinel-2-l2a")
                   if lo <= dt.datetime.fromisoformat(i["properties"]["datetime"].replace("Z", "+00:00")) < hi)
     assert sorted(i.id for i in found["s2"]) == want and 0 < len(want) < len(cat.items_of("sentinel-2-l2a"))
