@@ -16,7 +16,7 @@ is compared with it: cosine per pixel (min, 1st percentile) and max |difference|
 A time budget (``--budget`` seconds, default 420) stops starting new configurations so the
 whole run ends inside 8 minutes; skipped ones are listed.  ``--device cpu`` runs the same
 script on a CPU (small ``--pixels``), which is how it is tested; there it also measures
-dynamic int8 quantisation of the linear layers (``--int8``).
+dynamic int8 quantisation of the transformer layers (``--int8``, ``embed_pixels(int8=True)``).
 """
 
 from __future__ import annotations
@@ -75,12 +75,8 @@ def run(a) -> dict:
                     print(f"{label:40s} skipped (time budget)", flush=True)
                     continue
                 model = load_encoder(path, device=str(dev), data_source="mpc" if gen == "v1.1" else None)
-                if int8:
-                    from torch.ao.quantization import quantize_dynamic
-
-                    model = quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
                 kw = dict(device=str(dev), amp=(amp == "bf16") and "bf16" or False, compile=comp, batch_size=bs,
-                          progress=False)
+                          progress=False, **({"int8": True} if int8 else {}))
                 if cuda:
                     torch.cuda.reset_peak_memory_stats(dev)
                 t0 = time.perf_counter()

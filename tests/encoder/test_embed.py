@@ -232,3 +232,18 @@ def test_worker_errors_propagate(tiny, make_series, monkeypatch):
     monkeypatch.setattr(model, "forward", boom)
     with pytest.raises(RuntimeError, match="forward failed"):
         embed_pixels(model, **d, num_threads=2, batch_size=4, progress=False)
+
+
+@pytest.mark.parametrize("generation", ["v1.0", "v2"])
+def test_int8_mode_agrees_and_is_opt_in(tiny, make_series, generation):
+    model = tiny(generation)
+    d = make_series(60, seed=5)
+    ref = embed_pixels(model, **d, progress=False)
+    q = embed_pixels(model, **d, int8=True, progress=False)
+    assert not np.array_equal(q, ref)  # really another computation
+    cos = (q * ref).sum(1) / (np.linalg.norm(q, axis=1) * np.linalg.norm(ref, axis=1))
+    assert np.percentile(cos, 1) >= 0.99
+    np.testing.assert_array_equal(embed_pixels(model, **d, progress=False), ref)  # the model is untouched
+    assert set(model.state_dict()) == set(tiny(generation).state_dict())
+    with pytest.raises(EncoderError, match="CPU only"):
+        embed_pixels(model, **d, int8=True, device="meta", progress=False)
