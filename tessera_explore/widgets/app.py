@@ -272,7 +272,8 @@ def explore(
         else:
             # takes the file's lock (path + ".lock"): refused while another live process
             # holds it; a stale lock is taken over, with a notice
-            store = LabelStore.open(path, dataset_version=version, year=shown, create=True)
+            store = LabelStore.open(path, dataset_version=version, year=shown, create=True,
+                                    dataset_variant=first.attrs.get("dataset_variant"))
             if store.lock_notice:
                 notes.append(store.lock_notice)
             _STORES[path] = store
