@@ -20,12 +20,13 @@ $(STAMP): requirements/base.txt requirements/test.txt pyproject.toml
 	@touch $(STAMP)
 
 lab: $(STAMP)
-	$(VENV)/bin/jupyter lab $$([ "$$(id -u)" = 0 ] && echo --allow-root) notebooks/01_quickstart.ipynb
+	MALLOC_ARENA_MAX=2 $(VENV)/bin/jupyter lab $$([ "$$(id -u)" = 0 ] && echo --allow-root) notebooks/01_quickstart.ipynb
 
 # the notebooks run from a temporary copy, so nothing they write lands in the checkout
 test: $(STAMP)
 	@bash scripts/system-deps.sh
 	@nb=$$(mktemp -d) && cp notebooks/*.ipynb $$nb/ && \
+	$(PY) -m ruff check . && \
 	$(PY) -m pytest -q -c pyproject.toml --rootdir=. --nbmake --nbmake-timeout=900 tests $$nb; rc=$$?; rm -rf $$nb; exit $$rc
 
 bench: $(STAMP)
