@@ -71,7 +71,6 @@ def prepare_area(
         resolve_stac,
         search,
     )
-
     from .window import resolve_window
 
     window = resolve_window(year, start, end)
@@ -232,10 +231,8 @@ def embed_area(
         has no valid observation, ``model_generation`` of the model.
     """
     from .._schema import make_embedding_array
-    from .embed import embed_pixels
+    from .embed import check_dims, embed_pixels
     from .weights import load_encoder
-
-    from .embed import check_dims
     from .window import resolve_window
 
     window = resolve_window(year, start, end)

@@ -299,9 +299,9 @@ def check_dims(model, dims) -> int:
     """The output depth: 128 for ``None``, else ``dims`` if it is a Matryoshka prefix of the model."""
     if dims is None:
         return OUT_DIM
-    if isinstance(dims, bool) or not isinstance(dims, (int, np.integer)):
-        raise EncoderError(f"dims={dims!r} is not a whole number; use one of {tuple(getattr(model, 'matryoshka_dims', (OUT_DIM,)))}")
     allowed = tuple(getattr(model, "matryoshka_dims", (OUT_DIM,)))
+    if isinstance(dims, bool) or not isinstance(dims, (int, np.integer)):
+        raise EncoderError(f"dims={dims!r} is not a whole number; use one of {allowed}")
     if int(dims) not in allowed:
         raise EncoderError(f"dims={dims} is not a usable prefix of this model; choose one of {allowed}")
     return int(dims)
