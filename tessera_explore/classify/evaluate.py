@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ..exceptions import ClassifierError
+from ..exceptions import ArgumentError, ClassifierError
 from .models import LabelClassifier, check_training_set
 from .samples import Samples, sample_labels
 
@@ -156,7 +156,7 @@ def evaluate(da: Any, labels: Any, *, model: Any = "knn", cv: str = "spatial", n
     from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
     if cv not in CV:
-        raise ValueError(f"cv must be one of {CV}, got {cv!r}")
+        raise ArgumentError(f"cv must be one of {CV}, got {cv!r}")
     if isinstance(model, LabelClassifier):
         model = model.model
     s = labels if isinstance(labels, Samples) else sample_labels(da, labels, kernel=kernel)

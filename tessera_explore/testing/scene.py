@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..exceptions import ArgumentError
+
 __all__ = ["CLASSES", "CLASS_COLORS", "scene_classes", "scene_embeddings", "lonlat_to_metres"]
 
 #: Land-cover classes of the synthetic scene (index -> name).
@@ -217,7 +219,7 @@ def scene_embeddings(
     cls, pi, pj = _classes_uv(u, v, year, seed)
     d = float(difficulty)
     if d < 0:
-        raise ValueError(f"difficulty must be >= 0, got {difficulty}")
+        raise ArgumentError(f"difficulty must be >= 0, got {difficulty}")
     pal = _Palette(seed, n_bands, d)
     emb = pal.centroids[cls]
     # per-parcel offset (fields and built-up) or per-region offset (forest)

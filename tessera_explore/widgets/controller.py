@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from ..exceptions import LabelError, TesseraExploreError
+from ..exceptions import ArgumentError, LabelError, TesseraExploreError
 from .state import ExplorerState
 
 
@@ -130,14 +130,14 @@ class ExplorerController:
         from ..classify.area import grid_of
 
         if not arrays:
-            raise ValueError("the explorer needs at least one embeddings array")
+            raise ArgumentError("the explorer needs at least one embeddings array")
         self.arrays = {int(y): validate(a, name=f"embeddings of {y}") for y, a in arrays.items()}
         first = next(iter(self.arrays.values()))
         self.grid = grid_of(first)
         for y, a in self.arrays.items():
             check_compatible(first, a)
             if not grid_of(a).same_as(self.grid):
-                raise ValueError(f"the embeddings of {y} are on another grid than those of {next(iter(self.arrays))}; "
+                raise ArgumentError(f"the embeddings of {y} are on another grid than those of {next(iter(self.arrays))}; "
                                  "open every year with the same bbox")
         self.state = state
         self.store = store
@@ -145,13 +145,13 @@ class ExplorerController:
         state.years = years
         if year is not None:
             if int(year) not in self.arrays:
-                raise ValueError(f"year {year} is not one of the open years {years}")
+                raise ArgumentError(f"year {year} is not one of the open years {years}")
             state.year = int(year)
         elif state.year not in self.arrays:
             state.year = next(iter(self.arrays))
         self.label_year = int(label_year) if label_year is not None else int(state.year)
         if self.label_year not in self.arrays:
-            raise ValueError(f"label_year {self.label_year} is not one of the open years {years}")
+            raise ArgumentError(f"label_year {self.label_year} is not one of the open years {years}")
         self.scatter_year = self.label_year  # the year whose points the scatter shows
         self.projection_sample = int(projection_sample)
         self.max_pixels = int(max_pixels)

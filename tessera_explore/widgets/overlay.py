@@ -33,6 +33,8 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from ..exceptions import ArgumentError, ArgumentTypeError
+
 __all__ = [
     "OverlayImage",
     "overlay_image",
@@ -89,15 +91,15 @@ class OverlayImage:
 # -- input analysis ------------------------------------------------------------------------
 def _spatial(da: xr.DataArray) -> xr.DataArray:
     if not isinstance(da, xr.DataArray):
-        raise TypeError(f"overlay needs an xarray.DataArray with x/y coordinates, got {type(da).__name__}")
+        raise ArgumentTypeError(f"overlay needs an xarray.DataArray with x/y coordinates, got {type(da).__name__}")
     if "x" not in da.dims or "y" not in da.dims:
-        raise ValueError(f"overlay needs dims 'y' and 'x', got {da.dims}")
+        raise ArgumentError(f"overlay needs dims 'y' and 'x', got {da.dims}")
     extra = [d for d in da.dims if d not in ("y", "x")]
     if len(extra) > 1:
-        raise ValueError(f"overlay takes a 2-D array or one band dim (RGB), got dims {da.dims}")
+        raise ArgumentError(f"overlay takes a 2-D array or one band dim (RGB), got dims {da.dims}")
     da = da.transpose(*extra, "y", "x")
     if da.sizes["x"] < 1 or da.sizes["y"] < 1:
-        raise ValueError("overlay got an empty array")
+        raise ArgumentError("overlay got an empty array")
     return da
 
 
@@ -106,7 +108,7 @@ def _crs_of(da: xr.DataArray):
 
     crs = da.rio.crs
     if crs is None:
-        raise ValueError("the array has no CRS; write one with da.rio.write_crs(...) so it can be placed")
+        raise ArgumentError("the array has no CRS; write one with da.rio.write_crs(...) so it can be placed")
     return crs
 
 
@@ -130,7 +132,7 @@ def _kind(da: xr.DataArray, categories) -> str:
     if da.ndim == 3:
         n = da.shape[0]
         if n not in (3, 4) or da.dtype != np.uint8:
-            raise ValueError(
+            raise ArgumentError(
                 f"a 3-D overlay must be RGB(A) uint8 with 3 or 4 bands, got {n} bands of {da.dtype}; "
                 "colour projection components with tessera_explore.to_rgb first"
             )
@@ -167,7 +169,7 @@ def _categories(da: xr.DataArray, values: np.ndarray, categories, colors):
     else:
         present = np.unique(values[values >= 0]) if values.size else np.empty(0, int)
         if present.size > 256:
-            raise ValueError(
+            raise ArgumentError(
                 f"{present.size} distinct values is too many for a class map; pass categorical=False "
                 "(or a float array) for a colour map"
             )
@@ -197,7 +199,7 @@ def _hex_to_rgb(c: str) -> tuple[int, int, int]:
         r, g, b = to_rgb(c)
         return int(round(r * 255)), int(round(g * 255)), int(round(b * 255))
     except (ImportError, ValueError):
-        raise ValueError(f"cannot read the colour {c!r}; use '#rrggbb'") from None
+        raise ArgumentError(f"cannot read the colour {c!r}; use '#rrggbb'") from None
 
 
 def _lut(cmap) -> np.ndarray:
@@ -221,7 +223,7 @@ def _lut(cmap) -> np.ndarray:
         pal = colorcet.palette[name]
         return _lut(list(pal))
     except (ImportError, KeyError):
-        raise ValueError(f"unknown colour map {name!r}; give a matplotlib/colorcet name or a list of colours") from None
+        raise ArgumentError(f"unknown colour map {name!r}; give a matplotlib/colorcet name or a list of colours") from None
 
 
 # -- reprojection ------------------------------------------------------------------------------
@@ -439,7 +441,7 @@ def overlay_image(
     src_crs = _crs_of(da)
     max_pixels = int(max_pixels)
     if max_pixels < 1:
-        raise ValueError(f"max_pixels must be positive, got {max_pixels}")
+        raise ArgumentError(f"max_pixels must be positive, got {max_pixels}")
     source_shape = (da.sizes["y"], da.sizes["x"])
     da = _prereduce(da, kind, max_pixels)
     src_transform = _grid_of(da)

@@ -25,6 +25,8 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from ..exceptions import ArgumentError
+
 __all__ = ["ScatterData", "scatter_points", "scatter_image", "scatter", "set_points"]
 
 
@@ -83,17 +85,17 @@ def scatter_points(
     the same grid (negative or NaN = no class).
     """
     if not isinstance(components, xr.DataArray) or components.ndim != 3:
-        raise ValueError("scatter needs the (component, y, x) DataArray returned by project()")
+        raise ArgumentError("scatter needs the (component, y, x) DataArray returned by project()")
     c = np.asarray(components.values)
     if c.shape[0] < 2:
-        raise ValueError("a projection scatter needs at least 2 components")
+        raise ArgumentError("a projection scatter needs at least 2 components")
     i, j = (int(d) - 1 for d in dims)
     H, W = c.shape[1:]
     ok = np.isfinite(c[i]) & np.isfinite(c[j])
     index = np.flatnonzero(ok)
     xy = np.stack([c[i].ravel()[index], c[j].ravel()[index]], axis=1).astype(np.float32)
     if len(index) == 0:
-        raise ValueError("no pixel has data to scatter")
+        raise ArgumentError("no pixel has data to scatter")
     out = ScatterData(xy=xy, index=index, shape=(H, W))
     if isinstance(color, str) and color == "rgb":
         if rgb is None:
@@ -102,12 +104,12 @@ def scatter_points(
             rgb = to_rgb(components)
         a = np.asarray(getattr(rgb, "values", rgb))
         if a.shape[1:] != (H, W):
-            raise ValueError(f"rgb is {a.shape[1:]}, the components {(H, W)}")
+            raise ArgumentError(f"rgb is {a.shape[1:]}, the components {(H, W)}")
         out.rgb = np.stack([a[k].ravel()[index] for k in range(3)], axis=1)
     elif color is not None:
         cls = np.asarray(getattr(color, "values", color))
         if cls.shape != (H, W):
-            raise ValueError(f"the class map is {cls.shape}, the components {(H, W)}")
+            raise ArgumentError(f"the class map is {cls.shape}, the components {(H, W)}")
         attrs = getattr(color, "attrs", {})
         flat = cls.ravel()[index]
         if np.issubdtype(flat.dtype, np.floating):

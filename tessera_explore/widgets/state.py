@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import traitlets as t
 
+from ..exceptions import ArgumentTypeError
+
 __all__ = ["ExplorerState", "MODES", "MODELS"]
 
 #: what the map does: ``label`` (a click adds a point label), ``draw`` (polygons and
@@ -54,7 +56,7 @@ class ExplorerState(t.HasTraits):
     def __init__(self, **kwargs):
         unknown = sorted(set(kwargs) - set(self.trait_names()))
         if unknown:
-            raise TypeError(f"ExplorerState got unknown arguments {unknown}; known: {sorted(self.trait_names())}")
+            raise ArgumentTypeError(f"ExplorerState got unknown arguments {unknown}; known: {sorted(self.trait_names())}")
         super().__init__(**kwargs)
 
     @t.validate("active_class")
