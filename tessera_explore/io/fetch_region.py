@@ -107,6 +107,7 @@ def _consolidate(path: str) -> None:
 
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Consolidated metadata")
+        warnings.filterwarnings("ignore", message=r"Object at \.tessera_fetch\.json is not recognized")
         zarr.consolidate_metadata(path)
 
 
