@@ -1,10 +1,10 @@
-"""The tutorial notebooks: committed as generated (outputs stripped), BokehJS loaded
-inline before hvplot, and the live-embedding notebook passes where the local STAC
-servers cannot run.  Running every notebook is ``pytest --nbmake notebooks``."""
+"""The tutorial notebooks: each .ipynb (outputs stripped, executed in CI by nbmake) is
+paired with a jupytext percent-format .py holding the same cells (notebooks/jupytext.toml),
+BokehJS is loaded inline before hvplot, and the live-embedding notebook passes where the
+local STAC servers cannot run.  Running every notebook is ``pytest --nbmake notebooks``."""
 
 from __future__ import annotations
 
-import importlib.util
 import pathlib
 
 import nbformat
@@ -12,54 +12,86 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
+NAMES = sorted(p.name for p in NOTEBOOKS.glob("*.ipynb"))
+
+
+def _cells(nb) -> list[tuple[str, str]]:
+    return [(c.cell_type, c.source) for c in nb.cells]
 
 
 @pytest.fixture(scope="module")
-def script():
-    spec = importlib.util.spec_from_file_location("make_notebooks", ROOT / "scripts" / "make_notebooks.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+def notebooks() -> dict[str, nbformat.NotebookNode]:
+    return {name: nbformat.read(NOTEBOOKS / name, as_version=4) for name in NAMES}
 
 
-def test_committed_notebooks_are_the_generated_ones(script):
-    assert sorted(p.name for p in NOTEBOOKS.glob("*.ipynb")) == sorted(script.NOTEBOOKS)
-    for name, cells in script.NOTEBOOKS.items():
-        on_disk = nbformat.read(NOTEBOOKS / name, as_version=4)
-        built = script.build(name, cells)
-        assert [(c.cell_type, c.id, c.source) for c in on_disk.cells] == \
-            [(c.cell_type, c.id, c.source) for c in built.cells], \
-            f"{name} differs from scripts/make_notebooks.py; run it and commit the result"
-        for cell in on_disk.cells:
+def test_every_notebook_has_its_py_pair():
+    assert NAMES == ["01_quickstart.ipynb", "02_labelling.ipynb", "03_live_embedding.ipynb"]
+    pairs = sorted(p.name for p in NOTEBOOKS.glob("*.py"))
+    assert pairs == [n.replace(".ipynb", ".py") for n in NAMES]
+    config = (NOTEBOOKS / "jupytext.toml").read_text()
+    assert 'formats = "ipynb,py:percent"' in config
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_ipynb_and_py_hold_the_same_cells(name, notebooks):
+    jupytext = pytest.importorskip("jupytext")
+    py = NOTEBOOKS / name.replace(".ipynb", ".py")
+    assert py.read_text().count("# %%") >= len(notebooks[name].cells)  # percent format, one marker a cell
+    paired = jupytext.read(py)
+    assert _cells(paired) == _cells(notebooks[name]), (
+        f"{name} and {py.name} differ; run `jupytext --sync notebooks/{py.name}` (or save the notebook "
+        "in JupyterLab with jupytext installed) and commit both")
+
+
+def test_a_pair_out_of_sync_is_caught(notebooks):
+    """The comparison above sees a one-line edit made to the .py alone."""
+    jupytext = pytest.importorskip("jupytext")
+    name = NAMES[0]
+    text = (NOTEBOOKS / name.replace(".ipynb", ".py")).read_text()
+    edited = text.replace("da = te.tutorial.open_demo()", "da = te.tutorial.open_demo(year=2023)", 1)
+    assert edited != text
+    assert _cells(jupytext.reads(text, fmt="py:percent")) == _cells(notebooks[name])
+    assert _cells(jupytext.reads(edited, fmt="py:percent")) != _cells(notebooks[name])
+
+
+def test_committed_notebooks_have_no_outputs(notebooks):
+    for name, nb in notebooks.items():
+        nbformat.validate(nb)
+        assert nb.metadata["kernelspec"]["name"] == "python3", name
+        for cell in nb.cells:
             if cell.cell_type == "code":
                 assert cell.outputs == [] and cell.execution_count is None, f"{name} {cell.id} has outputs"
 
 
-def test_notebooks_follow_the_skeleton(script):
-    for name, cells in script.NOTEBOOKS.items():
-        text = [c.source for c in cells if c.cell_type == "markdown"]
+def test_notebooks_follow_the_skeleton(notebooks):
+    for name, nb in notebooks.items():
+        text = [c.source for c in nb.cells if c.cell_type == "markdown"]
         assert text[0].startswith("# ") and "## Overview" in text[0] and "## Prerequisites" in text[0], name
         assert any(t.startswith("## Imports") for t in text), name
         assert any("## Summary" in t for t in text), name
 
 
-def test_bokeh_is_inline_before_any_hvplot_import(script):
-    for name, cells in script.NOTEBOOKS.items():
-        code = [c.source for c in cells if c.cell_type == "code"]
+def test_bokeh_is_inline_before_any_hvplot_import(notebooks):
+    checked = 0
+    for name, nb in notebooks.items():
+        code = [c.source for c in nb.cells if c.cell_type == "code"]
         uses_holoviz = any("hvplot" in s or "te.scatter" in s or "pn.ipywidget" in s for s in code)
         if not uses_holoviz:
             continue
+        checked += 1
         first = code[0]
         call = 'hv.extension("bokeh", inline=True'
         assert call in first, f"{name}: the first code cell must call {call}, ...)"
         before = first.split(call)[0]
         assert "hvplot" not in before and "panel" not in before, name
+    assert checked >= 1  # the quickstart draws a projection scatter
 
 
-def test_quickstart_opens_the_explorer(script):
-    heads = [c.source.splitlines()[0] for c in script.QUICKSTART if c.cell_type == "markdown" and c.source.strip()]
+def test_quickstart_opens_the_explorer(notebooks):
+    cells = notebooks["01_quickstart.ipynb"].cells
+    heads = [c.source.splitlines()[0] for c in cells if c.cell_type == "markdown" and c.source.strip()]
     assert "## The explorer" in heads
-    src = "\n".join(c.source for c in script.QUICKSTART if c.cell_type == "code")
+    src = "\n".join(c.source for c in cells if c.cell_type == "code")
     assert "app = te.explore(da" in src and "app.click(" in src and "# app" not in src
 
 
