@@ -123,7 +123,7 @@ def linear_classify(codes, mult, W, b, valid, softmax, out_cls, out_conf, out_pr
 
 @njit(parallel=True, cache=True)
 def knn_classify(codes, valid, T, t_inv, t_cls, n_classes, k, weighted,  # pragma: no cover
-                 out_cls, out_conf, out_prob, want_prob):
+                 out_cls, out_conf, out_prob, want_prob, out_near, want_near):
     """Cosine k-nearest-neighbour vote of every pixel against training codes ``T``.
 
     ``T`` int16 ``(m, bands)`` (the training pixels' int8 codes widened: an int16 x int16
@@ -131,6 +131,10 @@ def knn_classify(codes, valid, T, t_inv, t_cls, n_classes, k, weighted,  # pragm
     inverse norms, ``t_cls`` their class indices.  The pixel's own norm does not change
     the ranking, so it is left out.  Votes are uniform, or weighted by cosine similarity
     (clipped at 0) when ``weighted``; the confidence is the winner's share of the votes.
+
+    With ``want_near``, ``out_near[i]`` is the cosine similarity to the nearest training
+    pixel (``max_j cos``; NaN where not valid), taken from the same dot products, so the
+    novelty of :func:`trust` costs no second pass over the codes.
     """
     n = codes.shape[0]
     m = T.shape[0]
@@ -152,6 +156,8 @@ def knn_classify(codes, valid, T, t_inv, t_cls, n_classes, k, weighted,  # pragm
                 if want_prob:
                     for c in range(n_classes):
                         out_prob[c, i] = np.float32(np.nan)
+                if want_near:
+                    out_near[i] = np.float32(np.nan)
                 continue
             for d in range(nb):
                 row[d] = codes[i, d]
@@ -172,6 +178,14 @@ def knn_classify(codes, valid, T, t_inv, t_cls, n_classes, k, weighted,  # pragm
             norm_i = np.float32(np.sqrt(np.float64(acc2)))
             for j in range(m):
                 sf[j] = np.float32(sc[j]) * t_inv[j]
+            if want_near:
+                best_s = np.float32(-2.0)
+                for j in range(m):
+                    if sf[j] > best_s:
+                        best_s = sf[j]
+                # the pixel's inverse norm as inv_norms computes it
+                inv_n = np.float32(1.0 / np.sqrt(np.float64(acc2))) if acc2 > 0 else np.float32(0.0)
+                out_near[i] = best_s * inv_n
             thr = (prev_kth - np.float32(0.05)) * norm_i
             cnt = 0
             for j in range(m):
@@ -245,5 +259,5 @@ def warm() -> None:
         prob = np.empty((2, 3), np.float32)
         linear_classify(c, f, np.ones((2, 128), np.float32), np.zeros(2, np.float32), v, True, cls, o, prob, True)
         knn_classify(c, v, np.ones((2, 128), np.int16), np.ones(2, np.float32), np.zeros(2, np.int64), 2, 1, False,
-                     cls, o, prob, True)
+                     cls, o, prob, True, np.empty(3, np.float32), True)
         _WARM = True

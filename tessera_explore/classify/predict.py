@@ -18,9 +18,10 @@ __all__ = ["predict_map", "NODATA_CLASS"]
 #: Class value of pixels without data in the class map (uint8).
 NODATA_CLASS = 255
 _BATCH = 65536
+_NO_NEAR = np.empty(0, np.float32)
 
 
-def _predict_block(blk, est, fast, n_cls, want_prob):
+def _predict_block(blk, est, fast, n_cls, want_prob, near=None):
     n = len(blk.scales)
     cls = np.empty(n, np.uint8)
     conf = np.empty(n, np.float32)
@@ -28,7 +29,7 @@ def _predict_block(blk, est, fast, n_cls, want_prob):
     if fast[0] == "knn":
         _kernels.run(_kernels.knn_classify, blk.codes, blk.valid, est.codes_, est.inv_norm_,
                      est.y_.astype(np.int64), n_cls, est.n_neighbors_, est.weights == "similarity",
-                     cls, conf, prob, want_prob)
+                     cls, conf, prob, want_prob, near if near is not None else _NO_NEAR, near is not None)
     elif fast[0] == "linear":
         W, b = fast[1]
         _kernels.run(_kernels.linear_classify, blk.codes, blk.scales, W, b, blk.valid, True, cls, conf, prob,
@@ -50,7 +51,8 @@ def _predict_block(blk, est, fast, n_cls, want_prob):
     return cls, conf, prob
 
 
-def predict_map(da: Any, clf: Any, *, probabilities: bool = False, block: int = 512) -> xr.Dataset:
+def predict_map(da: Any, clf: Any, *, probabilities: bool = False, block: int = 512,
+                _nearest: np.ndarray | None = None) -> xr.Dataset:
     """Apply a fitted classifier to every pixel of an area.
 
     Parameters
@@ -67,6 +69,10 @@ def predict_map(da: Any, clf: Any, *, probabilities: bool = False, block: int = 
     ``class`` (uint8 index into ``attrs["classes"]``, 255 where there is no data) and
     ``confidence`` (float32 probability of the winning class, NaN where there is no data),
     plus provenance attrs (dataset version, year, model, settings, label file).
+
+    ``_nearest`` (internal, for :func:`trust`): a float32 ``(y, x)`` array that the kNN
+    path fills with each pixel's cosine similarity to its nearest training pixel, from the
+    same scan (only on the kNN fast path: ``attrs["fast_path"] == "knn"``).
     """
     if not hasattr(clf, "classes_") or not hasattr(clf, "predict_proba"):
         raise ClassifierError("clf must be a fitted classifier (from fit_classifier) with predict_proba")
@@ -95,9 +101,13 @@ def predict_map(da: Any, clf: Any, *, probabilities: bool = False, block: int = 
         fast = ("linear", lf) if lf is not None and lf[0].shape[1] == _n_bands(da) else ("generic",)
     h, w = grid.shape
     cls_map = conf_map = prob_map = None
+    want_near = _nearest is not None and fast[0] == "knn"
     for blk in blocks(da, block=block):
-        c, f, p = _predict_block(blk, est, fast, n_cls, probabilities)
+        near = np.empty(len(blk.scales), np.float32) if want_near else None
+        c, f, p = _predict_block(blk, est, fast, n_cls, probabilities, near)
         bh, bw = blk.shape
+        if want_near:
+            _nearest[blk.rows, blk.cols] = near.reshape(bh, bw)
         if bh == h and bw == w:
             cls_map, conf_map = c.reshape(h, w), f.reshape(h, w)
             prob_map = p.reshape(n_cls, h, w) if probabilities else None

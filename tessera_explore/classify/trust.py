@@ -109,42 +109,57 @@ def trust(area: Any, clf: Any, *, threshold: float = 0.5, max_training: int = 51
         what is familiar).
     threshold : trust below this counts as not trusted in ``reason``.
     max_training : novelty is measured against at most this many training pixels (a
-        seeded random choice within large polygon labels), which bounds the time.
+        seeded random choice within large polygon labels), which bounds the time.  With
+        a kNN classifier and no more training pixels than this, the nearest training
+        pixel comes from the kNN scan itself (one pass over the codes for both).
 
     Returns a Dataset with ``trust``, ``confidence``, ``novelty``, ``familiarity``
     (float32, NaN where there is no data, except ``trust``: 0 there), ``has_data`` and
     ``reason`` (uint8; see the module docstring and ``attrs["reasons"]``).  Every variable
     is a map on the area's grid, so :func:`export_map` writes it as a GeoTIFF.
     """
+    from .models import CosineKNN, LabelClassifier
     from .predict import predict_map
 
     area = prepare(area)
     grid = grid_of(area)
     h, w = grid.shape
-    pred = predict_map(area, clf)
+    valid = area.valid
+    samples = getattr(clf, "samples_", None)
+    have = samples is not None and len(samples) > 0
+    est = clf.estimator_ if isinstance(clf, LabelClassifier) else clf
+    # a kNN classifier scans every pixel against its training codes anyway: the nearest
+    # training pixel comes from that scan when it holds exactly the training pixels
+    # novelty is measured against (all of them, up to max_training)
+    merged = (have and isinstance(est, CosineKNN) and len(samples) <= max_training
+              and len(getattr(est, "codes_", ())) == len(samples))
+    sim = np.empty((h, w), np.float32) if merged else None
+    pred = predict_map(area, clf, _nearest=sim)
+    merged = merged and pred.attrs.get("fast_path") == "knn"
     k = len(pred.attrs["classes"])
     conf = pred["confidence"].values.ravel()
     conf_n = np.clip((conf - 1.0 / k) / (1.0 - 1.0 / k), 0.0, 1.0).astype(np.float32)
-    samples = getattr(clf, "samples_", None)
-    valid = area.valid
-    if samples is not None and len(samples):
+    if have:
         X, y = np.asarray(samples.X, np.float32), np.asarray(samples.y)
         if len(X) > max_training:
             pick = np.sort(np.random.default_rng(seed).choice(len(X), max_training, replace=False))
             X, y = X[pick], y[pick]
         d_ref = reference_distance(X, y)
-        from ..io.quant import quantize
+        if merged:
+            sim = sim.ravel()
+        else:
+            from ..io.quant import quantize
 
-        q, _ = quantize(X)
-        T = np.ascontiguousarray(q, np.int16)
-        t_inv = (1.0 / np.maximum(np.sqrt((T.astype(np.int64) ** 2).sum(axis=1)), 1)).astype(np.float32)
-        sim = np.empty(h * w, np.float32)
-        _kernels.run(_nearest_kernel(), area.codes, area.inv_norm, valid, T, t_inv, sim)
+            q, _ = quantize(X)
+            T = np.ascontiguousarray(q, np.int16)
+            t_inv = (1.0 / np.maximum(np.sqrt((T.astype(np.int64) ** 2).sum(axis=1)), 1)).astype(np.float32)
+            sim = np.empty(h * w, np.float32)
+            _kernels.run(_nearest_kernel(), area.codes, area.inv_norm, valid, T, t_inv, sim)
         novelty = (1.0 - sim).astype(np.float32)
         familiarity = np.clip(2.0 - novelty / np.float32(d_ref), 0.0, 1.0).astype(np.float32)
     else:  # a classifier without its samples: novelty unknown, nothing is unfamiliar
         d_ref = float("nan")
-        novelty = np.where(valid, np.float32(np.nan), np.float32(np.nan)).astype(np.float32)
+        novelty = np.full(h * w, np.nan, np.float32)
         familiarity = np.where(valid, 1.0, np.nan).astype(np.float32)
     tr = np.where(valid, conf_n * familiarity, 0.0).astype(np.float32)
     conf_n[~valid] = np.nan
