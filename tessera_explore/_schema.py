@@ -21,6 +21,7 @@ import numpy as np
 import xarray as xr
 
 from .exceptions import SchemaError, VersionMismatchError
+from .io.grid import Grid
 
 __all__ = [
     "N_BANDS",
@@ -40,6 +41,7 @@ __all__ = [
 NAME = "embedding"
 DIMS = ("band", "y", "x")
 N_BANDS = 128
+PIXEL_SIZE = 10.0  # metres: the pixel of a one-pixel array, whose coordinates cannot tell it
 REQUIRED_ATTRS = ("dataset_version", "dataset_variant", "model_generation", "source")
 
 #: Known dataset versions -> (default variant, model generation).  Embeddings of
@@ -91,7 +93,9 @@ def make_embedding_array(
     """Wrap ``data`` of shape (bands, len(y), len(x)) in the embeddings schema.
 
     ``data`` may be a NumPy or dask array; ``bands`` is 128, or fewer for the nested
-    depth prefixes of the v2 stores.  ``x``/``y`` are pixel-centre coordinates in ``crs``.
+    depth prefixes of the v2 stores.  ``x``/``y`` are pixel-centre coordinates in ``crs``,
+    evenly spaced (:meth:`~tessera_explore.io.grid.Grid.from_xy` gives the transform and
+    raises :class:`~tessera_explore.exceptions.ArgumentError` on irregular ones).
     """
     import rioxarray  # noqa: F401  (registers the .rio accessor)
 
@@ -116,18 +120,13 @@ def make_embedding_array(
         name=NAME,
         attrs=attrs,
     )
+    # one pixel on both axes: the TESSERA pixel size; irregular x/y raise ArgumentError
+    one_pixel = da.sizes["x"] == 1 and da.sizes["y"] == 1
+    grid = Grid.from_xy(da.x.values, da.y.values, crs, resolution=PIXEL_SIZE if one_pixel else None)
     da = da.rio.write_crs(crs)
-    da = da.rio.write_transform(_transform_from_coords(da.x.values, da.y.values))
+    da = da.rio.write_transform(grid.transform)
     da.rio.write_nodata(np.nan, encoded=False, inplace=True)
     return da
-
-
-def _transform_from_coords(x: np.ndarray, y: np.ndarray):
-    from affine import Affine
-
-    rx = float(x[1] - x[0]) if len(x) > 1 else 10.0
-    ry = float(y[1] - y[0]) if len(y) > 1 else -10.0
-    return Affine(rx, 0.0, float(x[0]) - rx / 2, 0.0, ry, float(y[0]) - ry / 2)
 
 
 def validate(da: Any, *, name: str = "embeddings") -> xr.DataArray:

@@ -30,6 +30,7 @@ import xarray as xr
 
 from .. import _schema
 from ..exceptions import SchemaError
+from ..io.grid import Grid
 from . import _kernels
 
 __all__ = ["PreparedArea", "prepare", "auto_prepared", "clear_prepared", "Block", "blocks", "grid_of", "new_map",
@@ -75,7 +76,12 @@ class Block:
 
 
 class _Grid:
-    """Geometry of an area: coordinates, CRS, transform, provenance attrs."""
+    """An area: its pixel grid (:class:`~tessera_explore.io.grid.Grid`), its coordinates
+    as the array holds them, CRS and provenance attrs.
+
+    ``x``/``y`` are kept exactly as given (maps made with :func:`new_map` align with the
+    input); the pixel maths (which pixel holds a point) is the grid's.
+    """
 
     def __init__(self, x, y, crs, transform, attrs, year):
         self.x, self.y = np.asarray(x), np.asarray(y)
@@ -83,10 +89,18 @@ class _Grid:
         self.attrs = dict(attrs)
         self.year = year
         self._to_crs = None
+        self._geo = None
 
     @property
     def shape(self) -> tuple[int, int]:
         return (len(self.y), len(self.x))
+
+    @property
+    def geo(self) -> Grid:
+        """The area's :class:`~tessera_explore.io.grid.Grid` (CRS, transform, shape)."""
+        if self._geo is None:
+            self._geo = Grid(self.crs, self.transform, self.shape)
+        return self._geo
 
     def same_as(self, other: _Grid) -> bool:
         return (self.shape == other.shape and self.crs == other.crs
@@ -103,10 +117,7 @@ class _Grid:
 
     def xy_to_rowcol(self, x, y) -> tuple[np.ndarray, np.ndarray]:
         """Row/column of the pixels that contain x/y (may lie outside the area)."""
-        t = self.transform
-        col = np.floor((np.asarray(x) - t.c) / t.a).astype(np.int64)
-        row = np.floor((np.asarray(y) - t.f) / t.e).astype(np.int64)
-        return row, col
+        return self.geo.pixel_of(x, y)
 
     def lonlat_to_rowcol(self, lon, lat) -> tuple[np.ndarray, np.ndarray]:
         return self.xy_to_rowcol(*self.lonlat_to_xy(lon, lat))
@@ -117,12 +128,18 @@ class _Grid:
 
 
 def grid_of(obj: Any) -> _Grid:
-    """The grid of a PreparedArea or an embeddings DataArray."""
+    """The grid of a PreparedArea or an embeddings DataArray.
+
+    The transform comes from the array's pixel-centre coordinates
+    (:meth:`Grid.from_coords <tessera_explore.io.grid.Grid.from_coords>`); coordinates that
+    are not evenly spaced raise :class:`~tessera_explore.exceptions.ArgumentError`.
+    """
     if isinstance(obj, PreparedArea):
         return obj.grid
     da = _schema.validate(obj)
-    g = _Grid(da.x.values, da.y.values, da.rio.crs, da.rio.transform(recalc=True), da.attrs,
-              int(da.coords["year"].values))
+    geo = Grid.from_coords(da)
+    g = _Grid(da.x.values, da.y.values, da.rio.crs, geo.transform, da.attrs, int(da.coords["year"].values))
+    g._geo = geo
     return g
 
 

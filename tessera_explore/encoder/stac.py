@@ -38,7 +38,8 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-from ..exceptions import AreaTooLargeError, StacError
+from ..exceptions import AreaTooLargeError, ArgumentError, StacError
+from ..io.grid import Grid, utm_epsg
 from .prepare import S1_BANDS, S2_BANDS, S2_RESAMPLING
 
 __all__ = [
@@ -277,45 +278,9 @@ def resolve_stac(stac: Any) -> StacConfig:
 # --- the output grid ---------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Grid:
-    """The 10 m output grid: ``crs`` (EPSG code), ``transform`` (affine) and ``shape`` (H, W)."""
-
-    epsg: int
-    transform: Any
-    shape: tuple[int, int]
-
-    @property
-    def n_pixels(self) -> int:
-        return int(self.shape[0] * self.shape[1])
-
-    @property
-    def crs(self) -> str:
-        return f"EPSG:{self.epsg}"
-
-    def geobox(self):
-        from odc.geo.geobox import GeoBox
-
-        return GeoBox(self.shape, self.transform, self.crs)
-
-    def lonlat_bounds(self) -> tuple[float, float, float, float]:
-        from pyproj import Transformer
-
-        t = self.transform
-        h, w = self.shape
-        x0, y1 = t.c, t.f
-        x1, y0 = t.c + t.a * w, t.f + t.e * h
-        tr = Transformer.from_crs(self.epsg, 4326, always_xy=True)
-        return tuple(float(v) for v in tr.transform_bounds(x0, y0, x1, y1, densify_pts=21))
-
-    def key(self) -> str:
-        t = self.transform
-        return f"{self.epsg}_{t.a:g}_{t.e:g}_{t.c:.2f}_{t.f:.2f}_{self.shape[0]}x{self.shape[1]}"
-
-
-def _utm_epsg(lon: float, lat: float) -> int:
-    zone = int(np.floor((lon + 180.0) / 6.0)) % 60 + 1
-    return (32600 if lat >= 0 else 32700) + zone
+# The output grid is the package's one grid type, tessera_explore.io.grid.Grid (re-exported
+# here as ``Grid``): ``Grid(epsg, transform, (height, width))`` builds it, ``crs`` reads
+# ``"EPSG:n"`` and ``geobox()`` hands it to odc-stac.
 
 
 def area_grid(bbox: Sequence[float] | None, *, like: Any = None, epsg: int | None = None,
@@ -328,7 +293,6 @@ def area_grid(bbox: Sequence[float] | None, *, like: Any = None, epsg: int | Non
     ``.rio`` CRS and transform, e.g. precomputed embeddings) gives its grid instead, cut to
     ``bbox`` when one is given.
     """
-    from affine import Affine
     from pyproj import Transformer
 
     if like is not None:
@@ -337,33 +301,26 @@ def area_grid(bbox: Sequence[float] | None, *, like: Any = None, epsg: int | Non
         crs = like.rio.crs
         if crs is None or crs.to_epsg() is None:
             raise StacError("like= has no EPSG CRS")
-        t = like.rio.transform()
-        h, w = like.rio.height, like.rio.width
-        grid = Grid(int(crs.to_epsg()), t, (int(h), int(w)))
+        try:
+            grid = Grid.from_coords(like, crs=int(crs.to_epsg()))
+        except ArgumentError as err:
+            raise StacError(f"like= does not hold a regular grid: {err}") from err
         if bbox is None:
             return grid
         tr = Transformer.from_crs(4326, grid.epsg, always_xy=True)
-        x0, y0, x1, y1 = tr.transform_bounds(*bbox, densify_pts=21)
-        c0 = int(np.clip(np.floor((x0 - t.c) / t.a), 0, w))
-        c1 = int(np.clip(np.ceil((x1 - t.c) / t.a), 0, w))
-        r0 = int(np.clip(np.floor((y1 - t.f) / t.e), 0, h))
-        r1 = int(np.clip(np.ceil((y0 - t.f) / t.e), 0, h))
-        if c1 <= c0 or r1 <= r0:
+        rows, cols = grid.window_of_bounds(tr.transform_bounds(*bbox, densify_pts=21))
+        if rows.stop <= rows.start or cols.stop <= cols.start:
             raise StacError(f"bbox {tuple(bbox)} does not overlap the grid of like=")
-        return Grid(grid.epsg, t @ Affine.translation(c0, r0), (r1 - r0, c1 - c0))
+        return grid.window(rows, cols)
     if bbox is None or len(bbox) != 4:
         raise StacError("bbox must be (min_lon, min_lat, max_lon, max_lat)")
     lon0, lat0, lon1, lat1 = (float(v) for v in bbox)
     if not (-180 <= lon0 < lon1 <= 180 and -90 <= lat0 < lat1 <= 90):
         raise StacError(f"bbox {tuple(bbox)} is not (min_lon, min_lat, max_lon, max_lat) in degrees")
-    epsg = epsg or _utm_epsg((lon0 + lon1) / 2, (lat0 + lat1) / 2)
+    epsg = epsg or utm_epsg((lon0 + lon1) / 2, (lat0 + lat1) / 2)
     tr = Transformer.from_crs(4326, epsg, always_xy=True)
-    x0, y0, x1, y1 = tr.transform_bounds(lon0, lat0, lon1, lat1, densify_pts=21)
-    r = float(resolution)
-    x0, y0 = np.floor(x0 / r) * r, np.floor(y0 / r) * r
-    x1, y1 = np.ceil(x1 / r) * r, np.ceil(y1 / r) * r
-    shape = (int(round((y1 - y0) / r)), int(round((x1 - x0) / r)))
-    return Grid(int(epsg), Affine(r, 0.0, float(x0), 0.0, -r, float(y1)), shape)
+    bounds = tr.transform_bounds(lon0, lat0, lon1, lat1, densify_pts=21)
+    return Grid.covering(bounds, int(epsg), float(resolution))
 
 
 def check_size(grid: Grid, *, max_pixels: int | None, max_area_km2: float | None) -> None:

@@ -10,7 +10,6 @@ a chunk is computed (see :mod:`tessera_explore.io.codes`).
 from __future__ import annotations
 
 import json
-import math
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -212,8 +211,7 @@ def _tiles_from_path(path: str, year, landmask):
 
 
 def _output_grid(tiles, bbox, crs, res):
-    """(crs, transform, shape) of the output: bbox (or the tiles' union) on the res grid."""
-    from affine import Affine
+    """``(crs, Grid)`` of the output: bbox (or the tiles' union) on the res grid."""
     from rasterio.crs import CRS
     from rasterio.warp import transform_bounds
 
@@ -233,19 +231,13 @@ def _output_grid(tiles, bbox, crs, res):
         crs = check_output_crs(crs)
     # grid origin aligned with the first tile already in this CRS (exact mosaics)
     ref = next((t for t in tiles if t.crs == crs), None)
-    ox, oy = (ref.transform.c, ref.transform.f) if ref is not None else (0.0, 0.0)
+    origin = (ref.transform.c, ref.transform.f) if ref is not None else (0.0, 0.0)
     if bbox is not None:
-        x0, y0, x1, y1 = transform_bounds("EPSG:4326", crs, *bbox, densify_pts=41)
+        bounds = transform_bounds("EPSG:4326", crs, *bbox, densify_pts=41)
     else:
         bs = [transform_bounds(t.crs, crs, *t.bounds, densify_pts=21) if t.crs != crs else t.bounds for t in tiles]
-        x0, y0 = min(b[0] for b in bs), min(b[1] for b in bs)
-        x1, y1 = max(b[2] for b in bs), max(b[3] for b in bs)
-    left = ox + math.floor(round((x0 - ox) / res, 6)) * res
-    right = ox + math.ceil(round((x1 - ox) / res, 6)) * res
-    top = oy + math.ceil(round((y1 - oy) / res, 6)) * res
-    bottom = oy + math.floor(round((y0 - oy) / res, 6)) * res
-    width, height = int(round((right - left) / res)), int(round((top - bottom) / res))
-    return crs, Affine(res, 0.0, left, 0.0, -res, top), (height, width)
+        bounds = (min(b[0] for b in bs), min(b[1] for b in bs), max(b[2] for b in bs), max(b[3] for b in bs))
+    return crs, grid.Grid.covering(bounds, crs, res, origin=origin)
 
 
 def open_embeddings(
@@ -367,9 +359,10 @@ def open_embeddings(
     if crs is None and stores:
         from rasterio.crs import CRS
 
-        cx = (bbox[0] + bbox[2]) / 2
-        crs = CRS.from_epsg(32600 + int(math.floor((cx + 180.0) / 6.0)) % 60 + 1)
-    out_crs, transform, shape = _output_grid(tiles, bbox, crs, res)
+        # the stores keep 326NN south of the equator too (negative northings)
+        crs = CRS.from_epsg(grid.utm_epsg((bbox[0] + bbox[2]) / 2, 0.0))
+    out_crs, out_grid = _output_grid(tiles, bbox, crs, res)
+    transform, shape = out_grid.transform, out_grid.shape
     if shape[0] <= 0 or shape[1] <= 0:
         raise NoTilesInAreaError(f"bbox {bbox} gives an empty area")
     mosaic = Mosaic(tiles, crs=out_crs, transform=transform, shape=shape, resampling=resampling)
@@ -377,8 +370,8 @@ def open_embeddings(
         raise NoTilesInAreaError(f"bbox {bbox} lies outside every tile of the source")
     token = register(mosaic)
     data = _lazy_data(mosaic, chunks, token, tiles, out_crs, transform)
-    x = transform.c + (np.arange(shape[1]) + 0.5) * transform.a
-    y = transform.f + (np.arange(shape[0]) + 0.5) * transform.e
+    centres = out_grid.coords()
+    x, y = centres["x"], centres["y"]
     extra = {_MOSAIC_ATTR: token, "resampling": resampling, "n_tiles": len(tiles),
              **({"bbox": [float(v) for v in bbox]} if bbox is not None else {})}
     if stores:
