@@ -53,6 +53,12 @@ _LAZY: dict[str, str] = {
     "area_estimate": "tessera_explore.classify:area_estimate",
     "suggest": "tessera_explore.classify:suggest",
     "trust": "tessera_explore.classify:trust",
+    # regions on dask.distributed
+    "region": "tessera_explore.region:",
+    "run_region": "tessera_explore.region:run_region",
+    "estimate_region": "tessera_explore.region:estimate_region",
+    "open_region": "tessera_explore.region:open_region",
+    "region_to_cog": "tessera_explore.region:region_to_cog",
     # live encoder (torch loads only when it is used)
     "encoder": "tessera_explore.encoder:",
     "embed_area": "tessera_explore.encoder.area:embed_area",

@@ -148,7 +148,8 @@ class Mosaic:
         c0, c1 = int(ci[inside].min()), int(ci[inside].max()) + 2
         r1, c1 = min(r1, th), min(c1, tw)
         valid_win = t.valid(slice(r0, r1), slice(c0, c1))
-        valid = inside & valid_win[ri - r0, ci - c0]
+        # pixels outside the tile may clip to rows/cols beyond the window: index within it
+        valid = inside & valid_win[np.clip(ri - r0, 0, r1 - r0 - 1), np.clip(ci - c0, 0, c1 - c0 - 1)]
         full = (slice(0, rows.stop - rows.start), slice(0, cols.stop - cols.start))
         if self.resampling == "nearest":
             return full[0], full[1], ("index", ri, ci, inside, (r0, r1, c0, c1)), valid
