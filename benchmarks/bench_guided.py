@@ -6,14 +6,15 @@ Figures:
   imperfect map (kNN, difficulty 1, 75-90 % accurate) and once a nearly perfect one (kNN,
   difficulty 0); coverage of the 95 % interval (share of replicates x classes whose
   interval holds the true area; target 92-98 %) and mean width, for the MOVER-Wilson
-  (default), adjusted (Agresti-Coull) and Wald intervals;
+  (default), MOVER-Jeffreys, adjusted (Agresti-Coull) and Wald intervals;
 - speed: suggest, trust and validation_sample on a full tile after prepare (target < 0.5 s);
 - labels saved: a simulated user starts from 2 labels per class and adds 10 labels a
   round, either suggest(strategy="mixed") or uniformly random pixels, labelled with the
   true class, until the full-tile accuracy reaches 90 % (difficulty 1, mean over 5 seeds;
   target <= 0.6x the random count).
 
-Run: ``.venv/bin/python benchmarks/bench_guided.py [intervals] [speed] [labels]``
+Run: ``.venv/bin/python benchmarks/bench_guided.py [intervals] [speed] [labels] [REPLICATES]``
+(``REPLICATES``: interval replicates, 200 by default).
 """
 
 from __future__ import annotations
@@ -75,35 +76,53 @@ def accuracy(area, clf, truth):
     return float((names[c] == np.array(CLASSES)[truth.ravel()[area.valid]]).mean()), pred
 
 
-def intervals() -> None:
+def intervals(reps: int = 200) -> None:
     import tessera_explore as te
     from tessera_explore.testing import CLASSES
 
+    kinds = ("wilson", "jeffreys", "adjusted", "wald")
     for name, diff, per_class in (("imperfect", 1.0, 4), ("nearly perfect", 0.0, 8)):
         area, lon, lat, truth = tile(diff)
         clf = te.fit_classifier(area, start_labels(area, lon, lat, truth, per_class, seed=1))
         acc, pred = accuracy(area, clf, truth)
         classes = pred["class"].attrs["classes"]
         v = area.valid
-        true_ha = np.array([(truth.ravel()[v] == CLASSES.index(c)).sum() for c in classes]) * 100.0 / 1e4
+        cm = pred["class"].values.ravel()[v]
+        tc = np.array([classes.index(c) for c in np.array(CLASSES)[truth.ravel()[v]]])
+        k = len(classes)
+        conf = np.bincount(cm * k + tc, minlength=k * k).reshape(k, k)
+        true_ha = conf.sum(axis=0) * 100.0 / 1e4
+        ua, pa = np.diag(conf) / conf.sum(axis=1), np.diag(conf) / conf.sum(axis=0)
+        wrong = (ua < 0.99) | (pa < 0.99)  # classes the map gets wrong by more than 1 %
         print(f"\n{name} map (difficulty {diff:g}): accuracy {acc:.3f}; true areas (ha) "
               + ", ".join(f"{c} {a:.0f}" for c, a in zip(classes, true_ha, strict=True)))
-        res = {k: [] for k in ("wilson", "adjusted", "wald")}
+        print("  mapped - true (ha): " + ", ".join(f"{c} {(conf.sum(axis=1)[i] - conf.sum(axis=0)[i]) / 100:+.1f}"
+                                                 for i, c in enumerate(classes))
+              + "; user's " + " ".join(f"{a:.3f}" for a in ua) + "; producer's " + " ".join(f"{a:.3f}" for a in pa))
+        res = {kind: [] for kind in kinds}
+        clean = 0
         t0 = time.perf_counter()
-        for rep in range(200):
+        for rep in range(reps):
             s = te.validation_sample(pred, 300, seed=rep)
             s["reference"] = np.array(CLASSES)[truth[s["row"].to_numpy(), s["col"].to_numpy()]]
-            for kind in res:
+            clean += int((s["reference"] == s["map_class"]).all())
+            for kind in kinds:
                 tab = te.area_estimate(pred, s, interval=kind).table.loc[classes]
                 lo, hi = tab["area_ci_low_ha"].to_numpy(), tab["area_ci_high_ha"].to_numpy()
-                res[kind].append(((lo <= true_ha) & (true_ha <= hi), hi - lo, tab["area_ha"].to_numpy()))
-        print(f"  200 replicates x 3 intervals in {time.perf_counter() - t0:.1f} s")
+                res[kind].append((lo <= true_ha, true_ha <= hi, hi - lo, tab["area_ha"].to_numpy()))
+        print(f"  {reps} replicates x {len(kinds)} intervals in {time.perf_counter() - t0:.1f} s; "
+              f"{clean / reps:.0%} of the samples hold no error at all")
         for kind, rows in res.items():
-            cov = np.array([r[0] for r in rows])
-            width = np.array([r[1] for r in rows])
-            est = np.array([r[2] for r in rows])
+            above_lo = np.array([r[0] for r in rows])
+            below_hi = np.array([r[1] for r in rows])
+            cov = above_lo & below_hi
+            width = np.array([r[2] for r in rows])
+            est = np.array([r[3] for r in rows])
+            split = (f"; classes with errors {cov[:, wrong].mean():.3f}, without {cov[:, ~wrong].mean():.3f}"
+                     if wrong.any() and (~wrong).any() else "")
             print(f"  {kind:9s} coverage {cov.mean():.3f} (per class "
-                  + " ".join(f"{c.mean():.2f}" for c in cov.T) + f"), mean width {width.mean():.1f} ha "
+                  + " ".join(f"{c.mean():.3f}" for c in cov.T) + f"{split}; truth below {(~above_lo).mean():.3f}, "
+                  f"above {(~below_hi).mean():.3f}), mean width {width.mean():.1f} ha "
                   f"({(width / true_ha).mean():.1%} of the area); mean estimate error "
                   f"{np.abs(est.mean(axis=0) - true_ha).max():.1f} ha")
 
@@ -163,9 +182,11 @@ def labels(seeds=5, step=10, limit=600) -> None:
 
 def main() -> int:
     warnings.simplefilter("ignore")
-    which = sys.argv[1:] or ["intervals", "speed", "labels"]
+    args = sys.argv[1:]
+    reps = next((int(a) for a in args if a.isdigit()), 200)
+    which = [a for a in args if not a.isdigit()] or ["intervals", "speed", "labels"]
     for w in which:
-        {"intervals": intervals, "speed": speed, "labels": labels}[w]()
+        {"intervals": lambda: intervals(reps), "speed": speed, "labels": labels}[w]()
     return 0
 
 

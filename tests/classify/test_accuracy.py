@@ -79,7 +79,7 @@ def test_olofsson_worked_example():
     assert est.error_matrix.to_numpy().tolist() == OLOF_COUNTS.tolist()
     # the other intervals contain the estimate and are at least as wide as the Wald one
     # (zero cells such as map gain / reference deforestation still count)
-    for kind in ("wilson", "adjusted"):
+    for kind in ("wilson", "jeffreys", "adjusted"):
         other = te.area_estimate(pred, refs, interval=kind).table
         for c in OLOFSSON:
             lo, hi = other.loc[c, "area_ci_low_ha"], other.loc[c, "area_ci_high_ha"]
@@ -101,7 +101,7 @@ def test_interval_keeps_width_without_errors():
     sample = te.validation_sample(pred, 60, seed=1)
     sample["reference"] = sample["map_class"]  # a perfect sample: no errors anywhere
     wald = te.area_estimate(pred, sample, interval="wald").table
-    for kind in ("wilson", "adjusted"):
+    for kind in ("wilson", "jeffreys", "adjusted"):
         check_nonzero_width(te.area_estimate(pred, sample, interval=kind).table)
     assert (wald["area_se_m2"] == 0).all()
     assert (wald["area_ci_high_m2"] == wald["area_ci_low_m2"]).all()  # the collapsed interval
@@ -109,6 +109,23 @@ def test_interval_keeps_width_without_errors():
     # 10 m pixels: 100 m² each
     assert wil.loc["a", "mapped_m2"] == 2000 * 100.0
     assert wil.loc["a", "mapped_ha"] == 20.0
+
+
+def test_jeffreys_and_wilson_stratum_intervals():
+    """Per-stratum bounds the MOVER intervals combine: Jeffreys (Beta(x + 1/2, n - x + 1/2)
+    quantiles, 0 / 1 at the ends) is narrower than Wilson at the ends; Wilson's bound at
+    0 of n is z^2 / (n + z^2)."""
+    from tessera_explore.classify.accuracy import _jeffreys, _wilson
+
+    x, n = np.array([0.0, 5.0, 20.0]), np.array([20.0, 20.0, 20.0])
+    jl, jh = _jeffreys(x, n, 0.95)
+    wl, wh = _wilson(x, n, 1.959964)
+    assert jl[0] == 0 and jh[2] == 1 and wl[0] == 0 and wh[2] == 1
+    assert jl[1] == pytest.approx(0.1024, abs=1e-3) and jh[1] == pytest.approx(0.4642, abs=1e-3)
+    assert jh[0] == pytest.approx(0.1166, abs=1e-3) and wh[0] == pytest.approx(1.959964 ** 2 / (20 + 1.959964 ** 2))
+    assert jh[0] < wh[0] and jl[2] > wl[2]
+    with pytest.raises(ArgumentError, match="interval"):
+        te.area_estimate(class_map(np.zeros((4, 4), np.uint8), ("a",), res=10.0), [], interval="exact")
 
 
 def test_validation_sample_designs():
