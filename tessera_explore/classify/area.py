@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -34,9 +34,12 @@ from ..io.grid import Grid
 from . import _kernels
 
 __all__ = ["PreparedArea", "prepare", "auto_prepared", "clear_prepared", "Block", "blocks", "grid_of", "new_map",
-           "AUTO_PREPARE_BYTES"]
+           "stitch", "AUTO_PREPARE_BYTES"]
 
-#: Block side (pixels) when walking a DataArray: 512 x 512 x 128 int8 is 32 MiB.
+#: Default block side (pixels) of :func:`blocks` when it walks a DataArray that is not
+#: prepared in memory: 512 x 512 pixels x 128 int8 bands is 32 MiB of codes a block.
+#: (The verbs pass their own ``block=``, 512 by default too; :func:`prepare` reads in
+#: 256 px blocks.)
 BLOCK = 512
 #: Memory for areas prepared automatically (codes + scales + norms): two full tiles.
 #: 0 turns automatic preparation off.
@@ -286,6 +289,37 @@ def blocks(obj: Any, *, block: int = BLOCK) -> Iterator[Block]:
             raise SchemaError("per-band scales are not supported here; open the area as float")
         n = q.shape[0] * q.shape[1]
         yield Block(rows, cols, np.ascontiguousarray(q.reshape(n, q.shape[-1])), np.ascontiguousarray(s.reshape(n)))
+
+
+def stitch(grid: _Grid, pieces: Iterable[Any], fn: Callable[[Any], Sequence[np.ndarray]],
+           fills: Sequence[Any]) -> tuple[np.ndarray, ...]:
+    """Place per-block results on the area's grid: the loop every map-making verb shares.
+
+    ``pieces`` are :class:`Block` s (from :func:`blocks`) or tuples of aligned blocks (the
+    first one says where they lie, as :func:`~tessera_explore.classify.change.change`
+    walks two years).  ``fn(piece)`` returns one pixel-major array per output: ``(n,)``
+    becomes ``(h, w)``, ``(k, n)`` becomes ``(k, h, w)``.  ``fills`` holds one value per
+    output for pixels no block covers (the array's dtype is the block result's).
+
+    A single block covering the whole area (a :class:`PreparedArea`) is reshaped, not
+    copied.
+    """
+    h, w = grid.shape
+    outs: list[np.ndarray] | None = None
+    for piece in pieces:
+        where = piece[0] if isinstance(piece, tuple) else piece
+        results = fn(piece)
+        bh, bw = where.shape
+        if bh == h and bw == w:
+            outs = [r.reshape(r.shape[:-1] + (h, w)) for r in results]
+            continue
+        if outs is None:
+            outs = [np.full(r.shape[:-1] + (h, w), fill, r.dtype) for r, fill in zip(results, fills)]
+        for out, r in zip(outs, results):
+            out[..., where.rows, where.cols] = r.reshape(r.shape[:-1] + (bh, bw))
+    if outs is None:  # an area without blocks (no pixels): nothing to place
+        raise SchemaError("the area has no pixels")
+    return tuple(outs)
 
 
 def _spatial_ref(grid: _Grid) -> xr.Variable:

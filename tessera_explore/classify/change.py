@@ -9,11 +9,15 @@ import xarray as xr
 
 from .. import _schema
 from ..exceptions import ArgumentError, SchemaError, VersionMismatchError
-from .area import PreparedArea, blocks, grid_of, new_map, provenance
+from .area import PreparedArea, blocks, grid_of, new_map, provenance, stitch
 
-__all__ = ["change", "CHANGE_CLASSES", "DEFAULT_BREAKS"]
+__all__ = ["change", "CHANGE_CLASSES", "CHANGE_COLORS", "DEFAULT_BREAKS"]
 
+#: The change classes, in the order of ``change_class`` values 0..3: the one place
+#: their names are spelled (a change map carries them in ``attrs["classes"]``).
 CHANGE_CLASSES = ("stable", "minor", "moderate", "major")
+#: A colour per change class, written to ``attrs["colors"]`` of ``change_class``.
+CHANGE_COLORS = ("#f0f0f0", "#fdd49e", "#fc8d59", "#b30000")
 #: Cosine-distance breaks between the classes.  Calibrated on the synthetic scene
 #: (``tessera_explore.testing``): a pixel of unchanged land cover a year apart has a
 #: median distance of about 0.11 and a 95th percentile of about 0.24; a pixel whose class
@@ -85,18 +89,8 @@ def change(da_year_a: Any, da_year_b: Any, *, metric: str = "cosine", breaks: tu
             f"the two years are not on the same grid ({ga.shape} vs {gb.shape} pixels, CRS {ga.crs} vs {gb.crs}); "
             "open both with the same bbox, or align one with .rio.reproject_match"
         )
-    h, w = ga.shape
-    dist = None
     fn = _cos_dist if metric == "cosine" else _euc_dist
-    for ba, bb in _pairs(da_year_a, da_year_b, block):
-        d = fn(ba, bb)
-        bh, bw = ba.shape
-        if bh == h and bw == w:
-            dist = d.reshape(h, w)
-            continue
-        if dist is None:
-            dist = np.full((h, w), np.nan, np.float32)
-        dist[ba.rows, ba.cols] = d.reshape(bh, bw)
+    (dist,) = stitch(ga, _pairs(da_year_a, da_year_b, block), lambda pair: (fn(*pair),), (np.nan,))
     dist = dist.astype(np.float32, copy=False)
     cls = np.digitize(np.nan_to_num(dist, nan=0.0), br).astype(np.uint8)
     cls[np.isnan(dist)] = 255
@@ -107,8 +101,8 @@ def change(da_year_a: Any, da_year_b: Any, *, metric: str = "cosine", breaks: tu
                    attrs={"long_name": f"{metric} distance between {ga.year} and {gb.year}"})
     c_da = new_map(ga, cls, name="change_class", nodata=255,
                    attrs={"long_name": "change class", "classes": list(CHANGE_CLASSES),
-                          "colors": ["#f0f0f0", "#fdd49e", "#fc8d59", "#b30000"],
-                          "flag_values": [0, 1, 2, 3], "flag_meanings": " ".join(CHANGE_CLASSES),
+                          "colors": list(CHANGE_COLORS),
+                          "flag_values": list(range(len(CHANGE_CLASSES))), "flag_meanings": " ".join(CHANGE_CLASSES),
                           "breaks": list(br)})
     ds = xr.Dataset({"distance": d_da, "change_class": c_da}, attrs=attrs)
     return ds.drop_vars("year", errors="ignore").assign_coords(year_a=int(ga.year), year_b=int(gb.year))

@@ -9,7 +9,7 @@ import xarray as xr
 
 from ..exceptions import ClassifierError
 from . import _kernels
-from .area import PreparedArea, blocks, grid_of, new_map, provenance
+from .area import PreparedArea, blocks, grid_of, new_map, provenance, stitch
 
 __all__ = ["cluster"]
 
@@ -57,21 +57,16 @@ def cluster(da: Any, k: int, *, sample: int = 50_000, seed: int = 0, block: int 
     C = km.cluster_centers_.astype(np.float32)
     # nearest centre of a unit vector x: argmax x.c - |c|^2 / 2
     bias = (-0.5 * (C * C).sum(axis=1)).astype(np.float32)
-    h, w = grid.shape
-    out = None
-    for blk in blocks(da, block=block):
+
+    def assign(blk):
         n = len(blk.scales)
         lab = np.empty(n, np.uint8)
         score = np.empty(n, np.float32)
         _kernels.run(_kernels.linear_classify, blk.codes, blk.inv_norm, C, bias, blk.valid, False, lab, score,
                      np.empty((k, 0), np.float32), False)
-        bh, bw = blk.shape
-        if bh == h and bw == w:
-            out = lab.reshape(h, w)
-            continue
-        if out is None:
-            out = np.full((h, w), 255, np.uint8)
-        out[blk.rows, blk.cols] = lab.reshape(bh, bw)
+        return (lab,)
+
+    (out,) = stitch(grid, blocks(da, block=block), assign, (255,))
     attrs = {**provenance(grid), "product": "cluster", "model": "MiniBatchKMeans",
              "settings": f'{{"k": {k}, "sample": {int(sample)}, "seed": {int(seed)}, "space": "unit-normalised"}}',
              "k": k, "inertia": float(km.inertia_), "long_name": "cluster"}

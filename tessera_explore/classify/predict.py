@@ -10,7 +10,7 @@ import xarray as xr
 from .. import _schema
 from ..exceptions import ClassifierError, VersionMismatchError
 from . import _kernels
-from .area import blocks, grid_of, new_map, provenance
+from .area import blocks, grid_of, new_map, provenance, stitch
 from .models import CosineKNN, LabelClassifier, linear_form
 
 __all__ = ["predict_map", "NODATA_CLASS"]
@@ -99,27 +99,18 @@ def predict_map(da: Any, clf: Any, *, probabilities: bool = False, block: int = 
         from .samples import _n_bands
 
         fast = ("linear", lf) if lf is not None and lf[0].shape[1] == _n_bands(da) else ("generic",)
-    h, w = grid.shape
-    cls_map = conf_map = prob_map = None
     want_near = _nearest is not None and fast[0] == "knn"
-    for blk in blocks(da, block=block):
+
+    def run(blk):
         near = np.empty(len(blk.scales), np.float32) if want_near else None
         c, f, p = _predict_block(blk, est, fast, n_cls, probabilities, near)
-        bh, bw = blk.shape
         if want_near:
-            _nearest[blk.rows, blk.cols] = near.reshape(bh, bw)
-        if bh == h and bw == w:
-            cls_map, conf_map = c.reshape(h, w), f.reshape(h, w)
-            prob_map = p.reshape(n_cls, h, w) if probabilities else None
-            continue
-        if cls_map is None:
-            cls_map = np.full((h, w), NODATA_CLASS, np.uint8)
-            conf_map = np.full((h, w), np.nan, np.float32)
-            prob_map = np.full((n_cls, h, w), np.nan, np.float32) if probabilities else None
-        cls_map[blk.rows, blk.cols] = c.reshape(bh, bw)
-        conf_map[blk.rows, blk.cols] = f.reshape(bh, bw)
-        if probabilities:
-            prob_map[:, blk.rows, blk.cols] = p.reshape(n_cls, bh, bw)
+            _nearest[blk.rows, blk.cols] = near.reshape(blk.shape)
+        return (c, f, p) if probabilities else (c, f)
+
+    maps = stitch(grid, blocks(da, block=block), run, (NODATA_CLASS, np.nan, np.nan))
+    cls_map, conf_map = maps[:2]
+    prob_map = maps[2] if probabilities else None
     colors = getattr(clf, "colors_", {}) or {}
     base = provenance(grid)
     base.update({k: v for k, v in prov.items() if k not in base})

@@ -14,7 +14,7 @@ import xarray as xr
 
 from ..exceptions import ArgumentError, LabelError
 from . import _kernels
-from .area import blocks, grid_of, new_map, provenance
+from .area import blocks, grid_of, new_map, provenance, stitch
 
 __all__ = ["similarity", "query_vectors"]
 
@@ -147,10 +147,8 @@ def similarity(da: Any, query: Any, *, negatives: Any = None, reduce: str = "mea
     if metric == "cosine":
         pos = _unit(pos)
         neg = None if neg is None else _unit(neg)
-    h, w = grid.shape
-    result = None
-    for blk in blocks(da, block=block):
-        bh, bw = blk.shape
+
+    def score(blk):
         if metric == "cosine":
             out = np.empty(len(blk.scales), np.float32)
             _cosine(blk, pos, neg, reduce, out)
@@ -158,12 +156,9 @@ def similarity(da: Any, query: Any, *, negatives: Any = None, reduce: str = "mea
             out = _distance(blk, pos, reduce)
             if neg is not None:
                 out = out - _distance(blk, neg, reduce)
-        if bh == h and bw == w:
-            result = out.reshape(h, w)
-            continue
-        if result is None:
-            result = np.full((h, w), np.nan, np.float32)
-        result[blk.rows, blk.cols] = out.reshape(bh, bw)
+        return (out,)
+
+    (result,) = stitch(grid, blocks(da, block=block), score, (np.nan,))
     name = "similarity" if metric == "cosine" else "distance"
     attrs = {**provenance(grid), "product": name, "metric": metric, "reduce": reduce,
              "query": json.dumps(pos_ll) if pos_ll else f"{len(pos)} vectors",
