@@ -69,7 +69,7 @@ __all__ = ["ExplorerController", "LAYERS"]
 log = logging.getLogger(__name__)
 
 #: map layers the controller produces, bottom to top
-LAYERS = ("false_colour", "live", "change", "classes", "confidence", "similarity", "selection")
+LAYERS = ("false_colour", "live", "change", "classes", "confidence", "trust", "similarity", "selection")
 
 #: how a change map's classes are coloured (stable, minor, moderate, major)
 CHANGE_COLORS = ("#f7f7f7", "#fdcc8a", "#fc8d59", "#d7301f")
@@ -187,12 +187,27 @@ class ExplorerController:
         store.observe(self._store_cb)
         self._sync_labels()
         state.observe(self._on_choice, names=list(_CHOICES))
+        #: what a map click does, by mode
+        self._click_handlers: dict[str, Callable[[float, float, tuple, str], str]] = {
+            "label": self._click_label, "similarity": self._click_similarity, "draw": self._click_draw,
+            "live": self._click_live, "change": self._click_change}
+        # guided labelling, validation, trust, learning curve and UMAP live in their own
+        # modules; the controller only delegates to them
+        from .guided import Guide
+        from .projection import ProjectionSwitch
+        from .quality import Quality
+
+        self.guide = Guide(self)
+        self.quality = Quality(self)
+        self.umap = ProjectionSwitch(self)
 
     # ------------------------------------------------------------------ events
     def on(self, event: str, callback: Callable) -> None:
         """Call ``callback(*args)`` on ``event``: ``"layer"`` (name, OverlayImage or None),
-        ``"marker"`` (x, y in the scatter, or None), ``"labels"`` (the store).  Callbacks may
-        run on the worker thread."""
+        ``"marker"`` (x, y in the scatter, or None), ``"labels"`` (the store), ``"trained"``
+        (the new classifier, or None when it was dropped), ``"walk"`` (the guided walk, or
+        None), ``"scatter"`` (year, components to show in the scatter).  Callbacks may run on
+        the worker thread."""
         self._listeners.setdefault(event, []).append(callback)
 
     def _emit(self, event: str, *args) -> None:
@@ -287,6 +302,7 @@ class ExplorerController:
             return
         self._closed = True
         self.state.unobserve(self._on_choice, names=list(_CHOICES))
+        self.umap.close()
         try:
             self.store.unobserve(self._store_cb)
         except ValueError:
@@ -413,37 +429,55 @@ class ExplorerController:
         self._mark(*px)
         if not self.has_data(*px):
             return self._say(f"no data at {where} (water or outside the tiles); nothing done")
-        if st.mode == "label":
-            if not st.classes:
-                return self._say("add a class first (type a name and press 'add class'), then click to label")
-            cls = st.active_class or ""
-            if cls not in st.classes:
-                return self._say("pick the class to label with, then click again")
-            same = self._label_on_pixel(*px)
-            if same is not None:
-                return self._say(f"pixel {where} is labelled already ({same.cls!r}, label {same.id}); "
-                                 "undo it or click another pixel")
-            try:
-                self.store.add_point(float(lon), float(lat), cls)
-            except LabelError as err:
-                return self._say(f"label not added: {err}")
-            msg = f"labelled {where} as {cls!r} ({_n(len(self.store), 'label')})"
-            if self._trainable():
-                self.retrain()
-            else:
-                msg += "; label at least two classes to train a classifier"
-            return self._say(msg)
-        if st.mode == "similarity":
-            self.similarity_query = (float(lon), float(lat))
-            self.submit("similarity", lambda: self._similarity(float(lon), float(lat)),
-                        f"finding pixels similar to {where}")
-            return self._say(f"finding pixels similar to {where}")
-        if st.mode == "draw":
-            return self._say("draw mode: draw a polygon or rectangle with the map's toolbar to label every pixel "
-                             "inside it (switch to 'click' mode to label single pixels)")
-        if st.mode == "live":
-            return self._say("live mode: draw a rectangle with the map's toolbar to embed it live")
-        # change mode: report the value under the click
+        return self._click_handlers[st.mode](float(lon), float(lat), px, where)
+
+    def _click_label(self, lon: float, lat: float, px: tuple, where: str) -> str:
+        st = self.state
+        if not st.classes:
+            return self._say("add a class first (type a name and press 'add class'), then click to label")
+        cls = st.active_class or ""
+        if cls not in st.classes:
+            return self._say("pick the class to label with, then click again")
+        return self.label_at(lon, lat, cls, px=px)[1]
+
+    def label_at(self, lon: float, lat: float, cls: str, *, px: tuple | None = None) -> tuple[bool, str]:
+        """Add a point label of ``cls`` at lon/lat (the click path); (added, message)."""
+        self._check_open()
+        where = _where(lon, lat)
+        px = px if px is not None else self.pixel_at(lon, lat)
+        if px is None:
+            return False, self._say(f"{where} is outside the embeddings; nothing done")
+        if not self.has_data(*px):
+            return False, self._say(f"no data at {where} (water or outside the tiles); nothing done")
+        same = self._label_on_pixel(*px)
+        if same is not None:
+            return False, self._say(f"pixel {where} is labelled already ({same.cls!r}, label {same.id}); "
+                                    "undo it or click another pixel")
+        try:
+            self.store.add_point(float(lon), float(lat), cls)
+        except LabelError as err:
+            return False, self._say(f"label not added: {err}")
+        msg = f"labelled {where} as {cls!r} ({_n(len(self.store), 'label')})"
+        if self._trainable():
+            self.retrain()
+        else:
+            msg += "; label at least two classes to train a classifier"
+        return True, self._say(msg)
+
+    def _click_similarity(self, lon: float, lat: float, px: tuple, where: str) -> str:
+        self.similarity_query = (lon, lat)
+        self.submit("similarity", lambda: self._similarity(lon, lat), f"finding pixels similar to {where}")
+        return self._say(f"finding pixels similar to {where}")
+
+    def _click_draw(self, lon: float, lat: float, px: tuple, where: str) -> str:
+        return self._say("draw mode: draw a polygon or rectangle with the map's toolbar to label every pixel "
+                         "inside it (switch to 'click' mode to label single pixels)")
+
+    def _click_live(self, lon: float, lat: float, px: tuple, where: str) -> str:
+        return self._say("live mode: draw a rectangle with the map's toolbar to embed it live")
+
+    def _click_change(self, lon: float, lat: float, px: tuple, where: str) -> str:
+        """Change mode: the value under the click."""
         if self.change_map is not None:
             d = float(self.change_map["distance"].values[px])
             cls = self.change_map.attrs.get("classes", ("stable", "minor", "moderate", "major"))
@@ -484,7 +518,7 @@ class ExplorerController:
         return msg
 
     def _mark(self, row: int, col: int) -> None:
-        comps = self.components.get(self.scatter_year)
+        comps = self.umap.scatter_components(self.scatter_year)
         if comps is None:
             return
         x, y = (float(v) for v in comps.values[:2, row, col])
@@ -575,6 +609,7 @@ class ExplorerController:
     def _drop_classes(self) -> None:
         self._emit("layer", "classes", None)
         self._emit("layer", "confidence", None)
+        self._emit("trained", None)
         self.state.accuracy = ""
         self.state.status = "label at least two classes to train a classifier"
 
@@ -605,6 +640,7 @@ class ExplorerController:
             msg += f"; {_n(len(skipped), 'label')} left out (outside the area or no data)"
         self.state.status = msg
         self.submit("evaluate", self._evaluate, "scoring the classifier on held-out labels", quiet=True)
+        self._emit("trained", clf)  # trust layer and learning curve queue their quiet jobs
 
     def _evaluate(self) -> None:
         """Spatially blocked cross-validation of the current recipe on the labels (run after
@@ -783,6 +819,36 @@ class ExplorerController:
         self._emit("layer", "selection", img)
         self.state.status = f"{how}: {int(self.selection.sum()):,} pixels highlighted on the map"
 
+    # ------------------------------------------------------------------ guided labelling (widgets/guided.py)
+    def suggest(self, n: int = 10, *, strategy: str = "mixed") -> Future | None:
+        """Queue ``n`` suggestions (:func:`~tessera_explore.suggest`) and step to the first."""
+        return self.guide.suggest(n, strategy=strategy)
+
+    def suggest_next(self) -> Future | None:
+        """The current suggestion (a future): the open one, or a fresh batch when none is left."""
+        return self.guide.suggest_next()
+
+    def label_suggestion(self, cls: str) -> str:
+        """Label the current suggestion as ``cls`` (the click path) and step to the next."""
+        return self.guide.label(cls)
+
+    def skip_suggestion(self) -> str:
+        return self.guide.skip()
+
+    def validate(self, n: int = 30, *, allocation: Any = "proportional", seed: int = 0) -> Future | None:
+        """Queue a validation sample of the class map (:func:`~tessera_explore.validation_sample`)."""
+        return self.guide.validate(n, allocation=allocation, seed=seed)
+
+    def record_reference(self, cls: str) -> str:
+        """The reference class of the current validation point (never a training label)."""
+        return self.guide.record(cls)
+
+    def skip_reference(self) -> str:
+        return self.guide.skip()
+
+    def stop_walk(self) -> str:
+        return self.guide.stop()
+
     # ------------------------------------------------------------------ export
     def save(self) -> str:
         self._check_open()
@@ -815,6 +881,8 @@ class ExplorerController:
         if self.change_map is not None:
             a, b = self.change_years
             written.append(export_map(self.change_map, os.path.join(folder, f"change_{a}_{b}.tif")))
+        written += self.quality.export(folder)
+        written += self.guide.export(folder)
         written.append(self.store.export(os.path.join(folder, "labels.geojson")))
         written = [os.fspath(p) for item in written for p in (item if isinstance(item, (list, tuple)) else [item])]
         self.state.status = f"exported {len(written)} files to {folder}"

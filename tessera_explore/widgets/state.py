@@ -10,13 +10,17 @@ import traitlets as t
 
 from ..exceptions import ArgumentTypeError
 
-__all__ = ["ExplorerState", "MODES", "MODELS"]
+__all__ = ["ExplorerState", "MODES", "MODELS", "PROJECTIONS", "WALKS"]
 
 #: what the map does: ``label`` (a click adds a point label), ``draw`` (polygons and
 #: rectangles drawn with the map's toolbar become labels), ``similarity``, ``change`` and
 #: ``live`` (a drawn rectangle is embedded live)
 MODES = ("label", "draw", "similarity", "change", "live")
 MODELS = ("knn", "logreg", "rf")
+#: the scatter's projection: PCA (ready at start) or UMAP (fitted in the background)
+PROJECTIONS = ("pca", "umap")
+#: what a guided walk steps through: suggestions to label, or a validation sample
+WALKS = ("", "suggest", "validate")
 
 
 class ExplorerState(t.HasTraits):
@@ -38,6 +42,8 @@ class ExplorerState(t.HasTraits):
     show_classes = t.Bool(True)
     show_confidence = t.Bool(False, help="show the classifier's confidence instead of the classes")
     show_false_colour = t.Bool(True)
+    show_trust = t.Bool(False, help="grey, hatched pixels where the class map is not to be trusted")
+    projection = t.Enum(PROJECTIONS, default_value="pca", help="projection the scatter shows")
 
     # what the controller reports
     classes = t.List(t.Unicode(), help="class names, in order")
@@ -51,6 +57,12 @@ class ExplorerState(t.HasTraits):
     error = t.Unicode("", help="last error, shown next to the app; empty when none")
     accuracy = t.Unicode("", help="summary of the classifier's cross-validated quality")
     selection_size = t.Int(0, help="pixels selected in the projection scatter")
+    walk = t.Enum(WALKS, default_value="", help="what the guided walk steps through ('' when none)")
+    guide = t.Unicode("", help="where the guided walk stands, in words")
+    area_table = t.Unicode("", help="HTML table of the error-adjusted areas and accuracies")
+    learning_curve = t.List(t.Dict(), help="[{n, accuracy, low, high}]: spatially cross-validated accuracy "
+                                          "of the first n labels")
+    projection_status = t.Unicode("", help="where the UMAP fit stands")
     last_click = t.Tuple(t.Float(), t.Float(), default_value=(float("nan"), float("nan")), help="(lon, lat)")
 
     def __init__(self, **kwargs):

@@ -35,6 +35,7 @@ LAYER_TITLES = {
     "change": "change between years",
     "classes": "classes",
     "confidence": "confidence",
+    "trust": "low trust (hatched)",
     "similarity": "similarity",
     "selection": "scatter selection",
 }
@@ -104,8 +105,13 @@ class MapView:
         m.on_interaction(self._on_interaction)
         controller.on("layer", self._on_layer)
         controller.on("labels", lambda store: self.draw_labels())
+        # the guided walk: numbered markers (made once per walk) and a ring on the current one
+        self.walk_markers = None
+        self.walk_ring = None
+        self._walk = None
+        controller.on("walk", self._on_walk)
         state.observe(lambda ch: self._visibility(), names=["mode", "show_classes", "show_false_colour",
-                                                            "show_confidence"])
+                                                            "show_confidence", "show_trust"])
         state.observe(self._opacity, names=["class_opacity"])
         # a draw control only in the modes that draw (so that clicks made while drawing are
         # never taken for point labels): polygons and rectangles in draw mode, rectangles in
@@ -200,7 +206,8 @@ class MapView:
     def _opacity_of(self, name: str) -> float:
         if name in ("classes", "confidence"):
             return float(self.state.class_opacity)
-        return {"false_colour": 1.0, "selection": 0.8, "similarity": 0.85, "change": 0.7, "live": 1.0}.get(name, 1.0)
+        return {"false_colour": 1.0, "selection": 0.8, "similarity": 0.85, "change": 0.7, "live": 1.0,
+                "trust": 0.85}.get(name, 1.0)
 
     def _opacity(self, change) -> None:
         for name in ("classes", "confidence"):
@@ -228,6 +235,7 @@ class MapView:
             "confidence": st.show_classes and st.mode in ("label", "draw") and st.show_confidence,
             "similarity": st.mode == "similarity",
             "change": st.mode == "change",
+            "trust": st.show_trust,
         }
         for name, layer in self.layers.items():
             if name in want:
@@ -250,6 +258,49 @@ class MapView:
         elif self._legend is not None and self._legend in self.map.controls:
             _map_remove(self.map, self._legend)
             self._legend = None
+
+    def _on_walk(self, walk) -> None:
+        """Numbered markers of the walk's points, the current one ringed and centred."""
+        import ipyleaflet
+
+        if walk is not self._walk:  # a new walk (or none): replace the markers
+            self._clear_walk()
+            self._walk = walk
+            if walk is None:
+                return
+            color = "#1565c0" if walk.kind == "suggest" else "#6a1b9a"
+            markers = []
+            for stop in walk.stops:
+                icon = ipyleaflet.DivIcon(html=f"<div class='te-walk-number' style='background:{color}'>{stop.number}</div>",
+                                          icon_size=[22, 22], icon_anchor=[11, 11])
+                markers.append(ipyleaflet.Marker(location=(stop.lat, stop.lon), icon=icon, draggable=False,
+                                                 keyboard=False, title=f"{walk.kind} point {stop.number}"))
+            self.walk_markers = ipyleaflet.LayerGroup(layers=markers, name="guided points")
+            self.walk_ring = ipyleaflet.CircleMarker(location=(walk.stops[0].lat, walk.stops[0].lon), radius=16,
+                                                     color="#ff00ff", weight=3, fill=False, name="current point")
+            _map_add(self.map, self.walk_markers)
+            _map_add(self.map, self.walk_ring)
+        if walk is None:
+            return
+        for stop, marker in zip(walk.stops, self.walk_markers.layers):
+            marker.opacity = 1.0 if stop.open else 0.45
+        cur = walk.current
+        self.walk_ring.visible = cur is not None
+        if cur is not None:
+            self.walk_ring.location = (cur.lat, cur.lon)
+            self.map.center = (cur.lat, cur.lon)
+
+    def _clear_walk(self) -> None:
+        if self.walk_markers is not None:
+            markers = list(self.walk_markers.layers)
+            _map_remove(self.map, self.walk_markers)
+            for m in markers:
+                icon = m.icon
+                m.close()
+                if icon is not None:
+                    icon.close()
+            _map_remove(self.map, self.walk_ring)
+        self.walk_markers = self.walk_ring = None
 
     def draw_labels(self) -> None:
         """Show the store's labels: one GeoJSON layer whose data is replaced in place, so a
@@ -412,6 +463,9 @@ class PanelView:
         self.export_btn = W.Button(description="export maps", layout=W.Layout(width="110px"))
         self.export_btn.add_class("te-export")
 
+        from .guided_panel import GuidedPanel
+
+        self.guided = GuidedPanel(state, controller)
         self.status = _html("", "te-status")
         self.accuracy = _html("", "te-accuracy")
         self.notice = _html("", "te-notice")
@@ -452,6 +506,7 @@ class PanelView:
             self.model, row([self.undo_btn, self.redo_btn, self.clear_btn, self.save_btn]), self.export_btn,
             _html("<b>view</b>", "te-h"), self.year, self.change_from, row([self.show_classes, self.show_conf]), self.show_colour,
             self.opacity, self.confidence, self.sim_thr,
+            self.guided.widget,
             self.progress, self.status, self.accuracy, row([self.error, self.dismiss]), self.notice,
         ], layout=W.Layout(width="320px"))
         self.widget.add_class("te-panel")
@@ -529,6 +584,7 @@ class ScatterView:
         hv.streams.BoundsXY(source=self.plot).add_subscriber(guarded(state, "the box selection")(self._on_box))
         hv.streams.Lasso(source=self.plot).add_subscriber(guarded(state, "the lasso selection")(self._on_lasso))
         controller.on("marker", self._on_marker)
+        controller.on("scatter", guarded(state, "switching the scatter's projection")(self._on_scatter))
         state.observe(guarded(state, "showing the year in the scatter")(self._on_year), names="year")
         self.widget = pn.ipywidget(self.plot * marker)
         self.widget.add_class("te-scatter")
@@ -539,11 +595,23 @@ class ScatterView:
 
         year = int(change["new"])
         ctl = self.controller
-        comps = ctl.components_for(year)
+        comps = ctl.umap.components_for(year)
         pts = scatter_points(comps, rgb=ctl.rgb[year])
         self.points, self.xy = pts, pts.xy
         ctl.scatter_year = year
         set_points(self.plot, pts)
+        self.pipe.send({"x": [], "y": []})
+
+    def _on_scatter(self, year, comps) -> None:
+        """Show other components of the shown year (UMAP ready, or back to PCA)."""
+        from .scatter import scatter_points, set_points
+
+        ctl = self.controller
+        if int(year) != int(ctl.scatter_year):
+            return
+        pts = scatter_points(comps, rgb=ctl.rgb[year])
+        self.points, self.xy = pts, pts.xy
+        set_points(self.plot, pts, keep_view=False)
         self.pipe.send({"x": [], "y": []})
 
     def _on_box(self, bounds=None) -> None:

@@ -1,0 +1,368 @@
+"""Guided walks in the explorer: suggestions to label, and a validation sample to check
+the class map against.
+
+Both are a *walk*: numbered points on the map, one of them current (the map centres on
+it); the user answers with a class or skips, and the walk steps to the next open point.
+
+* **suggest**: :func:`~tessera_explore.suggest` on the labelling year with the latest
+  classifier, keeping away from every label and from the validation points.  An answer
+  goes through the controller's click path (:meth:`ExplorerController.label_at`): a
+  training label like any other, saved and retrained on.
+* **validate**: :func:`~tessera_explore.validation_sample` of the whole class map as it
+  is when the sample is drawn (kept, so a retrain does not move the strata).  An answer
+  is the point's *reference* class: it is kept here and in ``<labels>_reference.geojson``
+  beside the label file, never in the :class:`~tessera_explore.LabelStore` (the
+  classifier must not see its own test).  Once every stratum holds two answered points
+  (or all of its points), :func:`~tessera_explore.area_estimate` runs and its table goes
+  to ``state.area_table``.
+
+Nothing here imports ipywidgets or ipyleaflet: the views draw the walk from the
+controller's ``"walk"`` event.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..exceptions import ArgumentError, TesseraExploreError
+
+__all__ = ["Guide", "Stop", "Walk", "area_table_html"]
+
+#: answered points a stratum needs before the area table is computed (its variance
+#: needs two; a stratum of one point counts when that point is answered)
+MIN_PER_STRATUM = 2
+
+
+@dataclass
+class Stop:
+    """One point of a walk: ``number`` (1-based, as on the map), lon/lat, the pixel, what
+    the map says there (``info``) and the answer (None while open; ``"skipped"``, or the
+    class)."""
+
+    number: int
+    lon: float
+    lat: float
+    row: int
+    col: int
+    info: dict = field(default_factory=dict)
+    answer: str | None = None
+    skipped: bool = False
+
+    @property
+    def open(self) -> bool:
+        return self.answer is None and not self.skipped
+
+
+@dataclass
+class Walk:
+    """Numbered points and the current one (``index``; ``len(stops)`` when none is open)."""
+
+    kind: str  # "suggest" | "validate"
+    stops: list
+    index: int = 0
+
+    @property
+    def current(self) -> Stop | None:
+        return self.stops[self.index] if 0 <= self.index < len(self.stops) else None
+
+    def advance(self) -> Stop | None:
+        """Step to the next open point after the current one (then from the start)."""
+        n = len(self.stops)
+        for k in list(range(self.index + 1, n)) + list(range(0, self.index + 1)):
+            if self.stops[k].open:
+                self.index = k
+                return self.stops[k]
+        self.index = n
+        return None
+
+    @property
+    def answered(self) -> int:
+        return sum(1 for s in self.stops if s.answer is not None)
+
+    @property
+    def skipped(self) -> int:
+        return sum(1 for s in self.stops if s.skipped)
+
+    def describe(self) -> str:
+        noun = "suggestion" if self.kind == "suggest" else "validation point"
+        done = "labelled" if self.kind == "suggest" else "answered"
+        tally = f"{self.answered} {done}, {self.skipped} skipped"
+        cur = self.current
+        if cur is None:
+            return f"all {len(self.stops)} {noun}s seen ({tally})"
+        what = (f"the map says {cur.info.get('predicted')!r}" if self.kind == "suggest"
+                else "what class is it? (the map's answer is hidden)")
+        return f"{noun} {cur.number} of {len(self.stops)} at ({cur.lon:.5f}, {cur.lat:.5f}): {what} ({tally})"
+
+
+def _stops(gdf, info_cols) -> list:
+    return [Stop(i + 1, float(r.lon), float(r.lat), int(r.row), int(r.col),
+                 {c: (v.item() if hasattr(v, "item") else v) for c in info_cols for v in [getattr(r, c)]})
+            for i, r in enumerate(gdf.itertuples(index=False))]
+
+
+def area_table_html(est) -> str:
+    """An :class:`~tessera_explore.classify.AreaEstimate` as a small HTML table (ha)."""
+    t = est.table
+    rows = []
+    for name, r in t.iterrows():
+        def pct(v):
+            return "-" if not np.isfinite(v) else f"{v:.2f}"
+
+        rows.append(f"<tr><td>{html.escape(str(name))}</td><td>{r.mapped_ha:,.1f}</td>"
+                    f"<td>{r.area_ha:,.1f}</td><td>{r.area_ci_low_ha:,.1f}-{r.area_ci_high_ha:,.1f}</td>"
+                    f"<td>{pct(r.users_accuracy)}</td><td>{pct(r.producers_accuracy)}</td></tr>")
+    lo, hi = est.overall_ci
+    n = int(est.error_matrix.to_numpy().sum())
+    return ("<table class='te-area' style='border-collapse:collapse;font-size:90%'>"
+            "<tr><th>class</th><th>mapped ha</th><th>adjusted ha</th><th>95 % CI ha</th><th>UA</th><th>PA</th></tr>"
+            + "".join(rows) + "</table>"
+            f"<div>overall accuracy {est.overall_accuracy:.2f} (95 % CI {lo:.2f}-{hi:.2f}) on {n} reference points"
+            + (f"; {html.escape('; '.join(est.notes))}" if est.notes else "") + "</div>")
+
+
+class Guide:
+    """The guided walks of one controller (see the module docstring)."""
+
+    def __init__(self, controller):
+        self.ctl = controller
+        self.state = controller.state
+        self.walk: Walk | None = None
+        self.suggestions = None  # GeoDataFrame of the latest batch
+        self._seed = 0
+        # validation
+        self.sample = None  # validation_sample's GeoDataFrame, reference filled in as answered
+        self.validation_map = None  # the prediction (Dataset) the sample was drawn from
+        self.validation_year: int | None = None
+        self.estimate = None  # the latest AreaEstimate
+        self._validation_walk: Walk | None = None
+
+    # ------------------------------------------------------------------ common
+    def _emit(self) -> None:
+        st = self.state
+        w = self.walk
+        with st.hold_trait_notifications():
+            st.walk = w.kind if w is not None else ""
+            st.guide = w.describe() if w is not None else ""
+        self.ctl._emit("walk", w)
+
+    def _need_classifier(self, what: str) -> str | None:
+        if self.ctl.classifier is None and not self.ctl._trainable():
+            return self.ctl._say(f"{what} needs a classifier: label at least two classes first")
+        return None
+
+    def skip(self) -> str:
+        """Skip the current point (it stays unanswered) and step to the next."""
+        self.ctl._check_open()
+        w = self.walk
+        cur = w.current if w is not None else None
+        if cur is None:
+            return self.ctl._say("no point to skip: press 'suggest' or 'validate' first")
+        cur.skipped = True
+        w.advance()
+        self._emit()
+        return self.ctl._say(f"skipped point {cur.number}; {self.state.guide}")
+
+    def stop(self) -> str:
+        if self.walk is None:
+            return self.ctl._say("no walk to stop")
+        kind = self.walk.kind
+        self.walk = None
+        self._emit()
+        return self.ctl._say(f"{'suggestions' if kind == 'suggest' else 'validation'} put aside"
+                             + (" (the reference answers are kept)" if kind == "validate" else ""))
+
+    def answer(self, cls: str) -> str:
+        """The class buttons of the walk: a label (suggest) or a reference class (validate)."""
+        if self.walk is not None and self.walk.kind == "validate":
+            return self.record(cls)
+        return self.label(cls)
+
+    # ------------------------------------------------------------------ suggestions
+    def suggest(self, n: int = 10, *, strategy: str = "mixed") -> Future | None:
+        self.ctl._check_open()
+        n = int(n)
+        if n < 1:
+            raise ArgumentError(f"n must be at least 1, got {n}")
+        why = self._need_classifier("suggesting pixels")
+        if why:
+            return None
+        return self.ctl.submit("suggest", lambda: self._suggest(n, strategy),
+                               f"finding {n} pixels worth labelling")
+
+    def _exclude(self) -> list | None:
+        """Point labels not yet trained on and validation points: suggestions keep away."""
+        pts = [(lab.lon, lab.lat, lab.cls) for lab in self.ctl.store.labels if lab.kind == "point"]
+        if self.sample is not None:
+            pts += [(float(lo), float(la), "validation") for lo, la in zip(self.sample.lon, self.sample.lat)]
+        return pts or None
+
+    def _suggest(self, n: int, strategy: str) -> Stop | None:
+        from ..classify import suggest
+
+        clf = self.ctl.classifier
+        if clf is None:
+            self.ctl._say("suggesting pixels needs a classifier: label at least two classes first")
+            return None
+        area = self.ctl._prepare(self.ctl.label_year)
+        gdf = suggest(area, clf, n, strategy=strategy, exclude=self._exclude(), seed=self._seed)
+        self._seed += 1
+        self.suggestions = gdf
+        self.walk = Walk("suggest", _stops(gdf, ("predicted", "confidence", "score")))
+        self._emit()
+        self.state.status = (f"{len(gdf)} pixels worth labelling ({strategy}); the map is at the first: pick its "
+                             "class or skip")
+        return self.walk.current
+
+    def suggest_next(self) -> Future | None:
+        w = self.walk
+        if w is not None and w.kind == "suggest" and w.current is not None:
+            fut: Future = Future()
+            fut.set_result(w.current)
+            self._emit()  # centres the map on it again
+            return fut
+        return self.suggest()
+
+    def label(self, cls: str) -> str:
+        """Label the current suggestion as ``cls`` through the click path, step on."""
+        self.ctl._check_open()
+        w = self.walk
+        cur = w.current if w is not None and w.kind == "suggest" else None
+        if cur is None:
+            return self.ctl._say("no suggestion to label: press 'suggest' first")
+        if cls not in self.state.classes:
+            return self.ctl._say(f"unknown class {cls!r}; classes are {list(self.state.classes)}")
+        self.state.active_class = cls
+        added, msg = self.ctl.label_at(cur.lon, cur.lat, cls)
+        if added:
+            cur.answer = cls
+        else:
+            cur.skipped = True
+        nxt = w.advance()
+        self._emit()
+        tail = (f"; next: suggestion {nxt.number}" if nxt is not None
+                else "; batch done: press 'suggest' for more (they use the retrained classifier)")
+        return self.ctl._say(msg + tail)
+
+    # ------------------------------------------------------------------ validation
+    def validate(self, n: int = 30, *, allocation: Any = "proportional", seed: int = 0) -> Future | None:
+        self.ctl._check_open()
+        if self._need_classifier("a validation sample"):
+            return None
+        return self.ctl.submit("validate", lambda: self._validate(int(n), allocation, int(seed)),
+                               f"drawing {n} validation points from the class map")
+
+    def _validate(self, n: int, allocation: Any, seed: int) -> Stop | None:
+        from ..classify import validation_sample
+
+        pred = self.ctl._complete_prediction()
+        if pred is None:
+            self.ctl._say("a validation sample needs a class map: label at least two classes first")
+            return None
+        gdf = validation_sample(pred, n, allocation=allocation, seed=seed)
+        self.validation_map, self.validation_year = pred, self.ctl.prediction_year
+        self.sample = gdf
+        self.estimate = None
+        self.state.area_table = ""
+        self.walk = self._validation_walk = Walk("validate", _stops(gdf, ("map_class",)))
+        self._emit()
+        self._save_reference()
+        self.state.status = (f"{len(gdf)} validation points drawn from the {self.validation_year} class map "
+                             "(kept apart from the training labels); pick the class you see at each")
+        return self.walk.current
+
+    def record(self, cls: str) -> str:
+        """Record the reference class of the current validation point and step on."""
+        self.ctl._check_open()
+        w = self.walk
+        cur = w.current if w is not None and w.kind == "validate" else None
+        if cur is None:
+            return self.ctl._say("no validation point to answer: press 'validate' first")
+        cls = str(cls).strip()
+        if not cls:
+            raise ArgumentError("the reference class must be a non-empty name")
+        cur.answer = cls
+        self.sample.loc[self.sample.index[cur.number - 1], "reference"] = cls
+        self._save_reference()
+        w.advance()
+        msg = f"reference of point {cur.number}: {cls!r}"
+        est = self.update_estimate()
+        self._emit()
+        if est is not None:
+            msg += f"; overall accuracy {est.overall_accuracy:.2f} on {w.answered} points"
+        else:
+            msg += f"; {self._missing()}"
+        return self.ctl._say(msg)
+
+    def _strata_ready(self) -> bool:
+        s = self.sample
+        answered = s["reference"].notna()
+        for _cls, grp in s.groupby("map_class"):
+            need = min(MIN_PER_STRATUM, len(grp))
+            if int(answered[grp.index].sum()) < need:
+                return False
+        return True
+
+    def _missing(self) -> str:
+        s = self.sample
+        answered = s["reference"].notna()
+        short = {str(c): min(MIN_PER_STRATUM, len(g)) - int(answered[g.index].sum())
+                 for c, g in s.groupby("map_class")}
+        short = {c: k for c, k in short.items() if k > 0}
+        return "the area table needs " + ", ".join(f"{k} more of map class {c!r}" for c, k in short.items())
+
+    def update_estimate(self):
+        """:func:`~tessera_explore.area_estimate` of the answered points, once every stratum
+        holds enough of them; also shown in ``state.area_table``."""
+        from ..classify import area_estimate
+
+        if self.sample is None or not self._strata_ready():
+            return None
+        done = self.sample[self.sample["reference"].notna()]
+        done.attrs.update(self.sample.attrs)
+        try:
+            est = area_estimate(self.validation_map, done)
+        except TesseraExploreError as err:
+            self.state.area_table = f"<i>no area table yet: {html.escape(str(err))}</i>"
+            return None
+        self.estimate = est
+        self.state.area_table = area_table_html(est)
+        return est
+
+    @property
+    def reference_path(self) -> str | None:
+        """``<labels>_reference.geojson`` beside the label file (None for labels in memory)."""
+        base = self.ctl.store.path
+        return None if base is None else os.path.splitext(base)[0] + "_reference.geojson"
+
+    def _reference_doc(self) -> dict:
+        s = self.sample
+        feats = []
+        for r in s.itertuples(index=False):
+            feats.append({"type": "Feature", "geometry": {"type": "Point", "coordinates": [float(r.lon), float(r.lat)]},
+                          "properties": {"map_class": r.map_class, "reference": r.reference,
+                                         "row": int(r.row), "col": int(r.col)}})
+        return {"type": "FeatureCollection", "features": feats,
+                "tessera_validation": {**s.attrs.get("tessera_validation", {}), "year": self.validation_year,
+                                       "note": "reference classes of a stratified random sample of the class map; "
+                                               "not training labels"}}
+
+    def _save_reference(self, path: str | None = None) -> str | None:
+        from .._atomic import write_json
+
+        path = path or self.reference_path
+        if path is None or self.sample is None:
+            return None
+        return write_json(path, self._reference_doc(), indent=None, fsync=False)
+
+    def export(self, folder: str) -> list:
+        """The reference points (when a validation sample was drawn) for the export."""
+        if self.sample is None:
+            return []
+        return [self._save_reference(os.path.join(folder, "reference.geojson"))]

@@ -1,0 +1,213 @@
+"""How far to trust the explorer's class map: the trust layer and the learning curve.
+
+* **Trust layer** (``state.show_trust``): :func:`~tessera_explore.trust` of the shown
+  year with the latest classifier, computed on the worker after each retrain (a quiet
+  job, only while the layer is on) and drawn as diagonal grey hatching over the pixels
+  that are not trusted, darker by reason (uncertain, unfamiliar, both), so the class
+  colours still show between the stripes.  The export writes its ``trust`` and
+  ``reason`` maps (computed then if the layer was never shown).
+* **Learning curve** (``state.learning_curve``): spatially blocked cross-validated
+  accuracy (:func:`~tessera_explore.classify.evaluate.evaluate`, ``cv="spatial"``) of
+  the first ``n`` labels in the order they were made, for up to :data:`CURVE_POINTS`
+  values of ``n`` from the first that can be scored to all of them; recomputed after
+  each retrain as a quiet job, with the points already scored kept (keyed by the labels
+  they rest on and the classifier recipe).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import numpy as np
+
+from ..exceptions import TesseraExploreError
+
+__all__ = ["Quality", "hatch", "curve_html", "TRUST_COLORS", "CURVE_POINTS"]
+
+#: reasons a pixel is not trusted (``trust``'s ``reason`` 1-3) and their hatch colours
+TRUST_COLORS = {1: ("uncertain", "#9e9e9e"), 2: ("unfamiliar", "#616161"), 3: ("uncertain and unfamiliar", "#262626")}
+#: points of the learning curve
+CURVE_POINTS = 6
+#: hatch period and stripe width, in image pixels (about screen pixels)
+HATCH_PERIOD, HATCH_WIDTH = 6, 3
+
+
+def hatch(img, period: int = HATCH_PERIOD, width: int = HATCH_WIDTH):
+    """The overlay image with diagonal stripes: pixels off the stripes become transparent."""
+    from .overlay import _encode_png
+
+    rgba = img.rgba.copy()
+    h, w = rgba.shape[:2]
+    i, j = np.ogrid[:h, :w]
+    off = ((i + j) % period) >= width
+    rgba[off, 3] = 0
+    return dataclasses.replace(img, rgba=rgba, png=_encode_png(rgba))
+
+
+def curve_html(points: list) -> str:
+    """The learning curve as a small inline SVG and a table (no plotting library)."""
+    if not points:
+        return ""
+    W, H, pad = 260, 90, 22
+    ns = [p["n"] for p in points]
+    n0, n1 = min(ns), max(max(ns), min(ns) + 1)
+
+    def sx(n):
+        return pad + (W - 2 * pad) * (n - n0) / (n1 - n0)
+
+    def sy(a):
+        return H - 14 - (H - 24) * a
+
+    band = " ".join(f"{sx(p['n']):.1f},{sy(p['high']):.1f}" for p in points) + " " + " ".join(
+        f"{sx(p['n']):.1f},{sy(p['low']):.1f}" for p in reversed(points))
+    line = " ".join(f"{sx(p['n']):.1f},{sy(p['accuracy']):.1f}" for p in points)
+    dots = "".join(f"<circle cx='{sx(p['n']):.1f}' cy='{sy(p['accuracy']):.1f}' r='2.5' fill='#1565c0'/>"
+                   for p in points)
+    svg = (f"<svg width='{W}' height='{H}' style='background:#fafafa'>"
+           f"<polygon points='{band}' fill='#90caf9' fill-opacity='0.5'/>"
+           f"<polyline points='{line}' fill='none' stroke='#1565c0' stroke-width='1.5'/>{dots}"
+           f"<text x='2' y='{sy(1.0) + 4:.0f}' font-size='9'>1.0</text><text x='2' y='{sy(0.5) + 4:.0f}' "
+           f"font-size='9'>0.5</text><text x='{pad}' y='{H - 2}' font-size='9'>{n0} labels</text>"
+           f"<text x='{W - pad - 40}' y='{H - 2}' font-size='9'>{n1}</text></svg>")
+    rows = "".join(f"<tr><td>{p['n']}</td><td>{p['accuracy']:.2f}</td><td>{p['low']:.2f}-{p['high']:.2f}</td></tr>"
+                   for p in points)
+    return (f"<div><b>learning curve</b> (spatial CV)</div>{svg}<table style='font-size:85%'>"
+            f"<tr><th>labels</th><th>accuracy</th><th>95 % interval</th></tr>{rows}</table>")
+
+
+class Quality:
+    """Trust layer and learning curve of one controller (module docstring)."""
+
+    def __init__(self, controller):
+        self.ctl = controller
+        self.state = controller.state
+        self.trust_map = None  # the latest trust Dataset
+        self._trust_key: tuple | None = None  # (classifier id, year) it was computed for
+        self._curve_cache: dict = {}
+        controller.on("trained", self._on_trained)
+        self.state.observe(self._on_toggle, names=["show_trust"])
+        self.state.observe(self._on_year, names=["year"])
+
+    # ------------------------------------------------------------------ events
+    def _on_trained(self, clf) -> None:
+        if clf is None:
+            self.trust_map, self._trust_key = None, None
+            self.ctl._emit("layer", "trust", None)
+            self.state.learning_curve = []
+            return
+        if self.state.show_trust:
+            self.ctl.submit("trust", self._show_trust, "computing where to trust the map", quiet=True)
+        self.ctl.submit("learning-curve", self._learning_curve, "scoring the learning curve", quiet=True)
+
+    def _on_toggle(self, change) -> None:
+        if change["new"]:
+            self.show()
+        else:
+            self.ctl._emit("layer", "trust", None)
+
+    def _on_year(self, change) -> None:
+        if self.state.show_trust and self.ctl.classifier is not None:
+            self.ctl.submit("trust", self._show_trust, "computing where to trust the map", quiet=True)
+
+    # ------------------------------------------------------------------ trust
+    def show(self):
+        """Compute (if needed) and draw the trust layer; None without a classifier."""
+        if self.ctl.classifier is None and not self.ctl._trainable():
+            self.ctl._say("the trust layer needs a classifier: label at least two classes first")
+            return None
+        return self.ctl.submit("trust", self._show_trust, "computing where to trust the map")
+
+    def compute(self):
+        """The trust Dataset of the shown year and the latest classifier (cached)."""
+        from ..classify import trust
+
+        clf = self.ctl.classifier
+        if clf is None:
+            return None
+        year = int(self.state.year)
+        key = (id(clf), year)
+        if self._trust_key != key or self.trust_map is None:
+            self.trust_map = trust(self.ctl._prepare(year), clf)
+            self._trust_key = key
+        return self.trust_map
+
+    def _show_trust(self) -> None:
+        from .overlay import overlay_image
+
+        ds = self.compute()
+        if ds is None or not self.state.show_trust:
+            return
+        reason = ds["reason"]
+        shown = reason.where((reason >= 1) & (reason <= 3), 255).astype(np.uint8)
+        shown.attrs.clear()
+        img = overlay_image(shown, categories={k: v for k, v in TRUST_COLORS.items()}, **self.ctl._render_options,
+                            title="low trust")
+        self.ctl._emit("layer", "trust", hatch(img))
+        valid = ds["has_data"].values == 1
+        low = int(np.count_nonzero(valid & (ds["reason"].values >= 1) & (ds["reason"].values <= 3)))
+        share = low / max(int(valid.sum()), 1)
+        self.state.status = (f"low trust (hatched) on {low:,} pixels ({share:.0%} of those with data); "
+                             "label there to improve the map")
+
+    def export(self, folder: str) -> list:
+        """The trust and reason maps as COGs (computed now if needed); [] without a classifier."""
+        from ..classify import export_map
+
+        ds = self.compute()
+        if ds is None:
+            return []
+        return list(export_map(ds, os.path.join(folder, f"trust_{self._trust_key[1]}.tif"),
+                               variables=["trust", "reason"], labels=self.ctl.store))
+
+    # ------------------------------------------------------------------ learning curve
+    def _learning_curve(self) -> list:
+        from ..classify.evaluate import cv_readiness, evaluate
+
+        clf = self.ctl.classifier
+        if clf is None:
+            self.state.learning_curve = []
+            return []
+        s = clf.samples_
+        ids_in = set(np.unique(s.label_id).tolist())
+        order = [lab.id for lab in self.ctl.store.labels if lab.id in ids_in]
+        first = {}
+        for lid, y in zip(s.label_id, s.y):
+            first.setdefault(lid, str(y))
+        # the first prefix that can be scored
+        counts: dict = {}
+        k0 = None
+        for k, lid in enumerate(order, start=1):
+            counts[first[lid]] = counts.get(first[lid], 0) + 1
+            if cv_readiness(counts) is None:
+                k0 = k
+                break
+        if k0 is None:
+            self.state.learning_curve = []
+            return []
+        n = len(order)
+        ks = sorted({int(round(v)) for v in np.linspace(k0, n, min(CURVE_POINTS, n - k0 + 1))})
+        area = self.ctl._prepare(self.ctl.label_year)
+        model = self.state.model
+        points = []
+        for k in ks:
+            prefix = tuple((lid, first[lid]) for lid in order[:k])
+            key = (model, prefix)
+            if key not in self._curve_cache:
+                keep = np.isin(s.label_id, [lid for lid, _ in prefix])
+                sub = dataclasses.replace(s, X=s.X[keep], y=s.y[keep], label_id=s.label_id[keep], rows=s.rows[keep],
+                                          cols=s.cols[keep], xy=s.xy[keep],
+                                          classes=[c for c in s.classes if np.any(s.y[keep] == c)])
+                try:
+                    ev = evaluate(area, sub, model=model, cv="spatial")
+                except TesseraExploreError:
+                    self._curve_cache[key] = None
+                else:
+                    lo, hi = ev.accuracy_interval
+                    self._curve_cache[key] = {"n": k, "accuracy": float(ev.accuracy), "low": float(lo),
+                                              "high": float(hi)}
+            if self._curve_cache[key] is not None:
+                points.append(self._curve_cache[key])
+        if self.ctl.classifier is clf:  # not replaced by a newer one meanwhile
+            self.state.learning_curve = points
+        return points
