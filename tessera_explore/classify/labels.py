@@ -79,8 +79,10 @@ class _State:
     next_id: int
 
 
-def _point_key(geom) -> tuple:
-    return (round(geom.x / _SAME_POINT), round(geom.y / _SAME_POINT))
+def _point_key(x: float, y: float) -> tuple:
+    """The one definition of "the same point": two points whose lon/lat fall in one
+    :data:`_SAME_POINT` cell share a key (used when adding, moving and merging labels)."""
+    return (round(x / _SAME_POINT), round(y / _SAME_POINT))
 
 
 def _is_number(v: Any) -> bool:
@@ -95,7 +97,7 @@ def _label_key(lab: Label) -> tuple:
     import shapely
 
     xy = shapely.get_coordinates(lab.geometry)
-    return (lab.cls, lab.kind, tuple((round(x / _SAME_POINT), round(y / _SAME_POINT)) for x, y in xy))
+    return (lab.cls, lab.kind, tuple(_point_key(x, y) for x, y in xy))
 
 
 # ----------------------------------------------------------------------------- file locks
@@ -292,7 +294,27 @@ class LabelStore:
     def __init__(self, path: str | os.PathLike | None = None, *, classes: Any = None,
                  dataset_version: str | None = None, year: int | None = None, dataset_variant: str | None = None):
         path = os.path.abspath(os.fspath(path)) if path is not None else None
-        self._init_state(dataset_version, year, dataset_variant)
+        self._path: str | None = None
+        self.dataset_version = None if dataset_version is None else str(dataset_version)
+        self.dataset_variant = None if dataset_variant is None else str(dataset_variant)
+        try:
+            self.year = None if year is None else int(year)
+        except (TypeError, ValueError):
+            raise LabelError(f"year must be a whole number, got {year!r}") from None
+        self._lock = threading.RLock()
+        self._observers: list[Callable] = []
+        t = _io.now()
+        self._created, self._updated = t, t
+        self._undo: list[_State] = []
+        self._redo: list[_State] = []
+        self._state = _State((), (), 1)
+        self._closed = False
+        self._release_lock: Callable[[], None] | None = None
+        self.lock_notice: str | None = None
+        # the file as this store last read or wrote it: its digest and its labels
+        self._disk_digest: str | None = None
+        self._disk_state = _State((), (), 1)
+        # a path is bound last: LabelStore.open builds an in-memory store and binds it itself
         if path is not None:
             if os.path.exists(path):
                 raise LabelError(
@@ -315,28 +337,6 @@ class LabelStore:
                 self.close()
                 raise
             self._state = st
-
-    def _init_state(self, dataset_version: str | None, year: Any, dataset_variant: str | None = None) -> None:
-        self._path = None
-        self.dataset_version = None if dataset_version is None else str(dataset_version)
-        self.dataset_variant = None if dataset_variant is None else str(dataset_variant)
-        try:
-            self.year = None if year is None else int(year)
-        except (TypeError, ValueError):
-            raise LabelError(f"year must be a whole number, got {year!r}") from None
-        self._lock = threading.RLock()
-        self._observers: list[Callable] = []
-        t = _io.now()
-        self._created, self._updated = t, t
-        self._undo: list[_State] = []
-        self._redo: list[_State] = []
-        self._state = _State((), (), 1)
-        self._closed = False
-        self._release_lock: Callable[[], None] | None = None
-        self.lock_notice: str | None = None
-        # the file as this store last read or wrote it: its digest and its labels
-        self._disk_digest: str | None = None
-        self._disk_state = _State((), (), 1)
 
     def _bind(self, path: str) -> None:
         """Make ``path`` this store's file: take its lock (released by close(), or when
@@ -371,8 +371,7 @@ class LabelStore:
             if create:
                 return cls(path, dataset_version=dataset_version, year=year, dataset_variant=dataset_variant)
             raise LabelError(f"label file not found: {path} (pass create=True to start a new one)")
-        store = cls.__new__(cls)
-        store._init_state(dataset_version, year, dataset_variant)
+        store = cls(dataset_version=dataset_version, year=year, dataset_variant=dataset_variant)  # in memory
         ls = _io.read_labels(path)
         target = path
         if ls.meta.get("kind") != "geojson":
@@ -803,14 +802,14 @@ class LabelStore:
         added = [l for k, l in tlabels.items() if k not in bkeys]
         labels = [l for l in ours.labels if _label_key(l) not in removed]
         keys = {_label_key(l) for l in labels}
-        points = {_point_key(l.geometry): l for l in labels if l.kind == "point"}
+        points = {_point_key(l.geometry.x, l.geometry.y): l for l in labels if l.kind == "point"}
         used = {l.id for l in labels}
         next_id = max(ours.next_id, theirs.next_id)
         for lab in added:
             if _label_key(lab) in keys:
                 continue  # both added the same label
-            if lab.kind == "point" and _point_key(lab.geometry) in points:
-                other = points[_point_key(lab.geometry)]
+            if lab.kind == "point" and _point_key(lab.geometry.x, lab.geometry.y) in points:
+                other = points[_point_key(lab.geometry.x, lab.geometry.y)]
                 raise LabelConflictError(
                     f"{self._path}: someone else labelled ({lab.lon}, {lab.lat}) as {lab.cls!r} while this store "
                     f"has it as {other.cls!r} (label {other.id}); nothing was written. Reopen the file to see "
@@ -889,9 +888,10 @@ class LabelStore:
 
     @staticmethod
     def _refuse_duplicate(st: _State, lon: float, lat: float, ignore: int | None = None) -> None:
+        key = _point_key(lon, lat)
         for lab in st.labels:
             if lab.id != ignore and lab.kind == "point":
-                if abs(lab.geometry.x - lon) < _SAME_POINT and abs(lab.geometry.y - lat) < _SAME_POINT:
+                if _point_key(lab.geometry.x, lab.geometry.y) == key:
                     raise LabelError(
                         f"a label is already at ({lon}, {lat}): id {lab.id}, class {lab.cls!r}; "
                         "move, relabel or remove it instead"
@@ -938,10 +938,10 @@ class LabelStore:
         labels = list(st.labels)
         next_id = st.next_id
         used = {l.id for l in labels}
-        seen = {_point_key(l.geometry): l for l in labels if l.kind == "point"}
+        seen = {_point_key(l.geometry.x, l.geometry.y): l for l in labels if l.kind == "point"}
         for i, r in enumerate(ls.records):
             if r.geometry.geom_type == "Point":
-                key = _point_key(r.geometry)
+                key = _point_key(r.geometry.x, r.geometry.y)
                 if key in seen:
                     other = seen[key]
                     raise LabelError(
