@@ -2,18 +2,20 @@
 
 A reader (or a crash) sees the old file or the new one, never half of one.  The
 temporary file is hidden (``.name.XXXX.tmp``) and removed when writing fails.
+:func:`sha256_file` is the checksum that downloads (tiles, weights) are verified with.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["atomic_target", "write_bytes", "write_json"]
+__all__ = ["atomic_target", "write_bytes", "write_json", "sha256_file"]
 
 
 @contextlib.contextmanager
@@ -60,3 +62,12 @@ def write_bytes(path: str | os.PathLike, data: bytes, *, fsync: bool = True) -> 
 def write_json(path: str | os.PathLike, obj: Any, *, indent: int | None = 1, fsync: bool = True) -> str:
     """Write ``obj`` as JSON (UTF-8) to ``path`` atomically; returns the absolute path."""
     return write_bytes(path, json.dumps(obj, indent=indent).encode("utf-8"), fsync=fsync)
+
+
+def sha256_file(path: str | os.PathLike, *, chunk: int = 1 << 20) -> str:
+    """The hex SHA-256 of a file, read ``chunk`` bytes at a time."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()

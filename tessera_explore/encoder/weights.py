@@ -23,7 +23,6 @@ Checkpoint layouts (spec section 5):
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import re
 from dataclasses import dataclass, replace
@@ -32,6 +31,7 @@ from typing import Any
 
 import torch
 
+from .._atomic import sha256_file
 from ..exceptions import CheckpointError, DownloadError, EncoderError
 from .model import ARCHITECTURES, TesseraEncoder, count_parameters, resolve_device
 
@@ -121,19 +121,11 @@ def weights_path(name: str | WeightsEntry, *, cache_dir: str | os.PathLike | Non
     return Path(cache_dir or default_cache_dir()) / _entry(name).filename
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _verify(path: Path, entry: WeightsEntry) -> str:
     size = path.stat().st_size
     if entry.size is not None and size != entry.size:
         raise DownloadError(f"{path} has {size} bytes, expected {entry.size} for {entry.name}")
-    digest = _sha256(path)
+    digest = sha256_file(path)
     expected = entry.sha256 or _pinned(path)  # trust on first use: the hash we saw then
     if expected is not None and digest != expected.lower():
         raise DownloadError(f"{path} has SHA-256 {digest}, expected {expected} for {entry.name}; delete it and download again")
@@ -180,7 +172,7 @@ def download_weights(
         )
     except DownloadError as err:
         raise DownloadError(f"could not download {entry.name} from {entry.url}: {err}") from err
-    digest = expected or _sha256(target)
+    digest = expected or sha256_file(target)
     _pin_file(target).write_text(f"{digest}  {target.name}\n")
     return target
 

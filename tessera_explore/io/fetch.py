@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import hashlib
 import json
 import os
 import re
@@ -25,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from .._atomic import write_json
+from .._atomic import sha256_file, write_json
 from ..exceptions import DownloadError, TesseraExploreError
 from . import grid
 
@@ -55,14 +54,6 @@ def _session():
     s = requests.Session()
     s.headers["User-Agent"] = "tessera_explore"
     return s
-
-
-def _sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(_CHUNK), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _remove(*paths: str) -> None:
@@ -261,14 +252,14 @@ def download(
     """
     path = os.fspath(path)
     if os.path.exists(path) and not overwrite:
-        if sha256 is None or _sha256(path) == sha256:
+        if sha256 is None or sha256_file(path) == sha256:
             return path
     try:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     except OSError as err:
         raise DownloadError(f"{url}: cannot create the folder of {path}: {err}") from err
     with _exclusive(path):
-        if os.path.exists(path) and not overwrite and (sha256 is None or _sha256(path) == sha256):
+        if os.path.exists(path) and not overwrite and (sha256 is None or sha256_file(path) == sha256):
             return path  # another thread or process finished it while we waited
         part = path + ".part"
         desc = os.path.basename(path)
@@ -461,7 +452,7 @@ def _finish(url: str, part: str, path: str, *, total: int | None, sha256: str | 
         if total is not None and size != total:
             raise DownloadError(f"{url}: got {size} bytes, expected {total}; the partial file was removed")
         if sha256 is not None:
-            got = _sha256(part)
+            got = sha256_file(part)
             if got != sha256:
                 raise DownloadError(f"{url}: SHA-256 {got} does not match the expected {sha256}")
         _check_content(part, path, url, validate)
@@ -716,27 +707,12 @@ def _fetch_with_geotessera(module, tiles, year: int, *, dest: str, dataset: str,
     return out
 
 
-def _read_meta(dest: str) -> dict:
-    path = os.path.join(dest, grid.METADATA_FILE)
-    if not os.path.exists(path):
-        return {}
-    try:
-        with open(path) as f:
-            meta = json.load(f)
-    except (OSError, ValueError) as err:
-        raise DownloadError(f"{path} cannot be read ({err}); fix or remove it") from err
-    if not isinstance(meta, dict):
-        raise DownloadError(f"{path} holds a JSON {type(meta).__name__}, not an object of dataset fields; "
-                            "fix or remove it")
-    return meta
-
-
 def _check_version(dest: str, dataset: str) -> None:
     """Refuse to fetch ``dataset`` into a folder that records another version or variant."""
     from .._schema import variant_of
     from .tiles import _same_version
 
-    meta = _read_meta(dest)
+    meta = grid.read_metadata(dest, error=DownloadError, advice="; fix or remove it")
     # "dataset_path" is geotessera's name of the dataset (its npy/ directory, the same
     # string as ours); its "dataset_version" is a bare number such as "1.0"
     have = meta.get("dataset_path") or meta.get("dataset_version")
@@ -762,7 +738,7 @@ def _write_metadata(dest: str, dataset: str, source_url: str, years: Sequence[in
     except OSError as err:
         raise DownloadError(f"cannot create the folder {dest}: {err}") from err
     path = os.path.join(dest, grid.METADATA_FILE)
-    meta = _read_meta(dest)
+    meta = grid.read_metadata(dest, error=DownloadError, advice="; fix or remove it")
     sources = list(meta.get("sources", []))
     if source_url not in sources:
         sources.append(source_url)

@@ -35,6 +35,7 @@ __all__ = [
     "utm_epsg",
     "tile_paths",
     "normalize_bbox",
+    "read_metadata",
 ]
 
 TILE_SIZE_DEG = 0.1
@@ -116,6 +117,29 @@ def tile_paths(root: str | os.PathLike, lon: float, lat: float, year: int) -> di
         "tiff": os.path.join(tdir, f"{name}_{int(year)}.tiff"),
         "landmask": os.path.join(root, LANDMASK_DIR, f"{name}.tiff"),
     }
+
+
+def read_metadata(root: str | os.PathLike, *, error: type[Exception], advice: str = "") -> dict:
+    """The folder's :data:`METADATA_FILE` as it is on disk: ``{}`` when there is none.
+
+    The one reader of the file (opening a folder and fetching into one both use it).
+    A file that cannot be read, or holds something other than a JSON object, raises
+    ``error`` (the caller's exception class) with ``advice`` appended.
+    """
+    import json
+
+    path = os.path.join(os.fspath(root), METADATA_FILE)
+    if not os.path.exists(path):
+        return {}
+    try:
+        with open(path) as f:
+            meta = json.load(f)
+    except (OSError, ValueError) as err:
+        raise error(f"metadata file {path} cannot be read ({err}){advice}") from err
+    if not isinstance(meta, dict):
+        raise error(f"metadata file {path} holds a JSON {type(meta).__name__}, not an object of dataset "
+                    f"fields{advice}")
+    return meta
 
 
 def parse_tile_name(name: str) -> tuple[float, float]:

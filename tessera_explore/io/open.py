@@ -9,7 +9,6 @@ a chunk is computed (see :mod:`tessera_explore.io.codes`).
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -105,16 +104,7 @@ class _MosaicArray(BackendArray):
 
 
 def _read_metadata(root: str) -> dict:
-    path = os.path.join(root, grid.METADATA_FILE)
-    if not os.path.exists(path):
-        return {}
-    try:
-        with open(path) as f:
-            meta = json.load(f)
-    except (OSError, ValueError) as err:
-        raise CorruptTileError(f"metadata file {path} cannot be read: {err}") from err
-    if not isinstance(meta, dict):
-        raise CorruptTileError(f"metadata file {path} holds a JSON {type(meta).__name__}, not an object")
+    meta = grid.read_metadata(root, error=CorruptTileError)
     # geotessera's own downloads record a bare number ("1.0") as dataset_version and the
     # dataset's name (our version string) as dataset_path
     if meta.get("dataset_path") and meta.get("dataset_version") not in _schema.DATASET_VERSIONS:
