@@ -37,6 +37,7 @@ _LAZY: dict[str, str] = {
     "scatter": "tessera_explore.widgets.scatter:scatter",
     # the explorer app
     "explore": "tessera_explore.widgets.app:explore",
+    "load_bokeh_js": "tessera_explore.widgets.app:load_bokeh_js",
     # labelling and analysis
     "LabelStore": "tessera_explore.classify:LabelStore",
     "sample_labels": "tessera_explore.classify:sample_labels",
@@ -59,6 +60,7 @@ _LAZY: dict[str, str] = {
     "estimate_region": "tessera_explore.region:estimate_region",
     "open_region": "tessera_explore.region:open_region",
     "region_to_cog": "tessera_explore.region:region_to_cog",
+    "embed_region": "tessera_explore.region.encode:embed_region",
     # live encoder (torch loads only when it is used)
     "encoder": "tessera_explore.encoder:",
     "embed_area": "tessera_explore.encoder.area:embed_area",

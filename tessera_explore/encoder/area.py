@@ -58,7 +58,7 @@ def prepare_area(
     """Search, load and prepare a year (or a window) of Sentinel-2 L2A and Sentinel-1 RTC for an area.
 
     Parameters are those of :func:`embed_area` without the model.  The result holds the
-    model-input arrays (spec section 8), the grid, ``info`` (item counts, dropped dates,
+    model-input arrays (those of the upstream prepared-data folder), the grid, ``info`` (item counts, dropped dates,
     skipped items) and ``timings`` (seconds for ``search``, ``load``, ``prepare``).
     """
     from .stac import (

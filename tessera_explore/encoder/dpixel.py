@@ -1,4 +1,4 @@
-"""The upstream prepared-data folder ("d-pixel"), read, written and embedded (spec section 8).
+"""The upstream prepared-data folder ("d-pixel"), read, written and embedded.
 
 A folder holds one area::
 

@@ -125,8 +125,8 @@ def embed_pixels(
     dims
         Keep the first ``dims`` values (v2 Matryoshka prefixes 16, 32, 64).
     quantize
-        Return ``(codes int8 (N, dims), scales float32 (N,))`` (spec section 9; scale NaN
-        where there is no data) instead of floats.
+        Return ``(codes int8 (N, dims), scales float32 (N,))`` (the published
+        storage: ``codes * scales`` dequantises; scale NaN where there is no data) instead of floats.
     batch_size, device, amp, compile, num_threads
         Speed: pixels per forward (default from a token budget), the device (default the
         model's), autocast (default bf16 on CUDA, float32 on CPU), ``torch.compile``, and

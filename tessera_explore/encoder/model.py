@@ -1,4 +1,4 @@
-"""The TESSERA encoder in PyTorch, with the published parameter names (spec sections 2-4).
+"""The TESSERA encoder in PyTorch, with the published parameter names.
 
 One :class:`ModalityEncoder` per sensor (``s2_backbone`` with 10 bands, ``s1_backbone``
 with 2), each: band embedding + day-of-year sinusoids, a post-LayerNorm transformer
@@ -32,7 +32,7 @@ __all__ = [
     "resolve_device",
 ]
 
-#: Published sizes per generation (spec section 4).
+#: Published sizes per generation (checked against the released checkpoints).
 ARCHITECTURES: dict[str, dict[str, Any]] = {
     "v1.0": {"latent_dim": 128, "num_layers": 4, "nhead": 4, "dim_feedforward": 4096, "qk_norm": False},
     "v1.1": {"latent_dim": 192, "num_layers": 4, "nhead": 4, "dim_feedforward": 2048, "qk_norm": False},

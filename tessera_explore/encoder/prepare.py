@@ -1,4 +1,4 @@
-"""From Sentinel-2 L2A and Sentinel-1 RTC granules to model input (spec section 8); numpy only.
+"""From Sentinel-2 L2A and Sentinel-1 RTC granules to model input; numpy only.
 
 The loader (:mod:`tessera_explore.encoder.stac`) hands over one array per *granule* (one
 STAC item) already on the 10 m output grid: Sentinel-2 bands in the model's channel order

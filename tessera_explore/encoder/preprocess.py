@@ -1,7 +1,8 @@
 """Numpy-only preparation of model input: statistics, time-step rules, batching plans.
 
 Nothing here imports torch, so these helpers work (and are tested) without it.  The
-rules follow ``spec/tessera-model.md`` sections 6 and 7:
+rules are those the published models were trained with (docs/design/encoder.md, "Time
+steps"):
 
 * standardisation ``z = (x - mean) / (std + 1e-9)`` on raw digital numbers, with the
   statistics of the model generation (and, for v1.1, of the data source);

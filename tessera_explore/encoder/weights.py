@@ -11,7 +11,7 @@
   recognises the generation from the keys, builds the model with the checkpoint's sizes,
   loads it with ``strict=True`` and checks the parameter count.
 
-Checkpoint layouts (spec section 5):
+Checkpoint layouts (as published; docs/design/encoder.md, "Checkpoints"):
 
 * v2 student: ``{"args": {...}, "model": state_dict}``; sizes from ``args``.
 * v1.0 QAT / v1.1: ``{"model_state" | "model_state_dict": state_dict, ...}``, keys may
