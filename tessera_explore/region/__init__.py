@@ -9,8 +9,13 @@
 >>> job.open()                       # lazy Dataset(s), one per UTM zone, on native grids
 >>> job.to_cog("county-2024.tif", variable="class")   # zones merged only here
 
+Live encoding over a region (the encoder on every worker, loaded once)::
+
+>>> job = te.embed_region(county, 2024, model="student.pt", out="county-live.zarr", client=client)
+>>> te.open_embeddings("county-live.zarr", bbox=field, year=2024)   # opens like a published store
+
 See :func:`run_region`, :func:`estimate_region`, :func:`open_region`,
-:func:`region_to_cog` and ``docs/design/scale-out.md``.
+:func:`region_to_cog`, :func:`embed_region` and ``docs/design/scale-out.md``.
 """
 
 from __future__ import annotations
@@ -21,4 +26,15 @@ from .plan import ZoneSpec, plan_region
 from .run import Estimate, RegionJob, estimate_region, run_region
 
 __all__ = ["run_region", "estimate_region", "open_region", "region_to_cog", "RegionJob", "Estimate",
-           "RegionOp", "ZoneSpec", "plan_region"]
+           "RegionOp", "ZoneSpec", "plan_region", "embed_region", "EncoderPlugin", "EmbedJob"]
+
+#: live encoding (imports distributed on first use)
+_ENCODE = ("embed_region", "EncoderPlugin", "EmbedJob", "EmbedEstimate", "plan_tiles")
+
+
+def __getattr__(name: str):
+    if name in _ENCODE:
+        from . import encode
+
+        return getattr(encode, name)
+    raise AttributeError(f"module 'tessera_explore.region' has no attribute {name!r}")
