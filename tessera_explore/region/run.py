@@ -65,6 +65,9 @@ class RegionJob:
     seconds: float
     estimate: Estimate | None = None
     worker_peak_rss: dict = field(default_factory=dict)
+    #: seconds spent planning (opening zones), on the timed first chunk, and in the
+    #: distributed phase (first task sent to last result back)
+    timings: dict = field(default_factory=dict)
 
     def open(self, zone: Any = None):
         """The output as lazy Dataset(s): see :func:`~tessera_explore.region.open_region`."""
@@ -276,11 +279,13 @@ def run_region(verb: Any, source: Any, *args, bbox: Sequence[float], year: int |
     out = os.path.abspath(os.fspath(out)) if "://" not in os.fspath(out) else os.fspath(out)
     t_start = time.perf_counter()
     op, specs = _plan(verb, source, args, kwargs, bbox=bbox, year=year, chunk=chunk, open_kw=open_kw)
+    timings = {"plan_s": time.perf_counter() - t_start}
     job = _job(op, specs, bbox, year)
     sspec, si, sj = _sample_chunk(specs)
     t0 = time.perf_counter()
     sample = compute_chunk(sspec, op, si, sj)
     sample_s = time.perf_counter() - t0
+    timings["sample_s"] = sample_s
     resumed, out = create_output(out, specs, sample, job, overwrite=overwrite)
     todo = []
     for s in specs:
@@ -302,9 +307,11 @@ def run_region(verb: Any, source: Any, *args, bbox: Sequence[float], year: int |
             link = getattr(client, "dashboard_link", None)
             if link:
                 print(f"dask dashboard: {link}")
+        t0 = time.perf_counter()
         if todo:
             computed += _submit_all(client, op, todo, out, retries=retries, on_chunk=on_chunk, peaks=peaks,
                                     bar=tqdm(total=len(todo), desc=op.name, unit="chunk", disable=not progress))
+        timings["distributed_s"] = time.perf_counter() - t0
     finally:
         if owned:
             cluster = getattr(client, "cluster", None)
@@ -313,7 +320,7 @@ def run_region(verb: Any, source: Any, *args, bbox: Sequence[float], year: int |
                 cluster.close()
     _finish(out)
     return RegionJob(out=out, zones=[s.name for s in specs], computed=computed, skipped=total - computed,
-                     seconds=time.perf_counter() - t_start, estimate=est, worker_peak_rss=peaks)
+                     seconds=time.perf_counter() - t_start, estimate=est, worker_peak_rss=peaks, timings=timings)
 
 
 def _submit_all(client, op, todo, out, *, retries, on_chunk, peaks, bar) -> int:
