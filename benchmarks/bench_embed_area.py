@@ -56,7 +56,7 @@ def main() -> None:
     import torch
 
     from tessera_explore.encoder import load_encoder
-    from tessera_explore.encoder.area import embed_area, prepare_area
+    from tessera_explore.encoder.area import area_inputs, embed_area
     from tessera_explore.encoder.model import build_encoder, count_parameters
     from tessera_explore.testing.stac_server import LocalStac, unavailable_reason
 
@@ -87,7 +87,7 @@ def main() -> None:
         _reset_peak()
         t0 = time.perf_counter()
         if args.no_encode:
-            prep = prepare_area(ls.bbox, 2022, stac=stac, cache=cache, progress=False)
+            prep = area_inputs(ls.bbox, 2022, stac=stac, cache=cache, progress=False)
         else:
             da, prep = embed_area(ls.bbox, 2022, model=model, stac=stac, cache=cache, device=args.device,
                                   num_threads=args.threads, progress=False, return_prepared=True)
@@ -109,7 +109,7 @@ def main() -> None:
             print(f"encoding: {h * w / t['encode']:.1f} px/s")
         n = len(ls.cogs.log)
         t0 = time.perf_counter()
-        prep2 = prepare_area(ls.bbox, 2022, stac=stac, cache=cache, progress=False)
+        prep2 = area_inputs(ls.bbox, 2022, stac=stac, cache=cache, progress=False)
         print(f"second run (cached) search+load+prepare: {time.perf_counter() - t0:.2f} s, "
               f"{len(ls.cogs.log) - n} COG requests")
         del prep2

@@ -9,7 +9,16 @@ Public verbs (torch loads on first use of the torch-backed ones)::
     read_dpixel(folder) / write_dpixel(folder, ...)      the upstream prepared-data folder
     WEIGHTS, download_weights(name, ...), weights_path(name)   the published weights
 
-:mod:`tessera_explore.encoder.preprocess` (statistics, time-step rules) is numpy-only.
+    area_inputs(bbox, year, ...) / embed_area(bbox, year, *, model, ...) / compare(live, precomputed)
+                                                         live areas from STAC; EmbedOptions holds their imagery options
+
+Modules without torch: :mod:`~tessera_explore.encoder.granules` (STAC granules to the
+prepared-data arrays), :mod:`~tessera_explore.encoder.preprocess` (per-pixel statistics and
+time-step rules), :mod:`~tessera_explore.encoder.stac` (search and loading),
+:mod:`~tessera_explore.encoder.window` (the year or window of observations).
+
+Renamed (the old names still work, with a ``DeprecationWarning``): the module ``prepare``
+is ``granules``; ``prepare_area`` is ``area_inputs``.
 """
 
 from __future__ import annotations
@@ -34,16 +43,26 @@ _LAZY: dict[str, str] = {
     "DPixel": "dpixel",
     "preprocess": "",
     "embed_area": "area",
-    "prepare_area": "area",
+    "area_inputs": "area",
+    "EmbedOptions": "area",
     "compare": "area",
     "stac": "",
-    "prepare": "",
+    "granules": "",
 }
+#: former names -> current ones (resolved with a DeprecationWarning, left out of __all__)
+_RENAMED: dict[str, str] = {"prepare": "granules", "prepare_area": "area_inputs"}
 
 __all__ = sorted(_LAZY)
 
 
 def __getattr__(name: str) -> Any:
+    if name in _RENAMED:
+        import warnings
+
+        new = _RENAMED[name]
+        warnings.warn(f"tessera_explore.encoder.{name} is renamed {new}; use that instead", DeprecationWarning,
+                      stacklevel=2)
+        return __getattr__(new)
     mod = _LAZY.get(name)
     if mod is None:
         raise AttributeError(f"module 'tessera_explore.encoder' has no attribute {name!r}")
@@ -58,8 +77,8 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover
-    from . import prepare, preprocess, stac
-    from .area import compare, embed_area, prepare_area
+    from . import granules, preprocess, stac
+    from .area import EmbedOptions, area_inputs, compare, embed_area
     from .dpixel import DPixel, embed_dpixel, read_dpixel, write_dpixel
     from .embed import embed_pixels
     from .model import TesseraEncoder, build_encoder, count_parameters

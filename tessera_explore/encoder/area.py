@@ -1,25 +1,32 @@
 """Embed any area live from Sentinel-2 and Sentinel-1, and compare with precomputed embeddings.
 
-* :func:`prepare_area` (no torch): search, load and prepare one area and year, returning a
-  :class:`~tessera_explore.encoder.prepare.Prepared` (the upstream prepared-data arrays);
+* :func:`area_inputs` (no torch): search, load and prepare one area and year, returning a
+  :class:`~tessera_explore.encoder.granules.Prepared` (the upstream prepared-data arrays);
 * :func:`embed_area`: the same, then the encoder; returns the embeddings DataArray schema
   (the one :func:`~tessera_explore.open_embeddings` returns);
 * :func:`compare`: per-pixel cosine agreement of two embedding arrays of the same model
   generation (live against precomputed, typically).
+
+How the imagery is found and loaded (window, STAC API, grid, cache, size limits) is one
+value, :class:`EmbedOptions`, shared by both verbs: pass ``options=EmbedOptions(...)`` or
+its fields as keyword arguments (``embed_area(bbox, 2024, model=m, s1=False)``).
+``prepare_area`` is the former name of :func:`area_inputs` (deprecated alias).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from ..exceptions import EncoderError, SchemaError, VersionMismatchError
-from .prepare import (
+from .granules import (
     MIN_S2_COVER,
     S2_RESAMPLING,
     Prepared,
@@ -30,174 +37,31 @@ from .prepare import (
     prepare_s2,
 )
 
-__all__ = ["prepare_area", "embed_area", "compare", "MAX_PIXELS", "MAX_AREA_KM2"]
+__all__ = ["EmbedOptions", "area_inputs", "embed_area", "compare", "MAX_PIXELS", "MAX_AREA_KM2"]
 
 #: Default size limits (about 5 km x 5 km): what a laptop holds and a CPU encodes in an hour or so.
 MAX_PIXELS = 250_000
 MAX_AREA_KM2 = 25.0
 
 
-def prepare_area(
-    bbox: Sequence[float] | None,
-    year: Any = None,
-    *,
-    start: Any = None,
-    end: Any = None,
-    stac: Any = "planetary-computer",
-    like: Any = None,
-    epsg: int | None = None,
-    s1: bool = True,
-    cache: str | os.PathLike | bool | None = None,
-    refresh: bool = False,
-    max_pixels: int | None = MAX_PIXELS,
-    max_area_km2: float | None = MAX_AREA_KM2,
-    min_s2_cover: float = MIN_S2_COVER,
-    on_error: str = "raise",
-    progress: bool = True,
-) -> Prepared:
-    """Search, load and prepare a year (or a window) of Sentinel-2 L2A and Sentinel-1 RTC for an area.
+@dataclass(frozen=True, kw_only=True)
+class EmbedOptions:
+    """How an area's imagery is found and loaded: the options :func:`area_inputs` and
+    :func:`embed_area` share (each also accepts them as keyword arguments).
 
-    Parameters are those of :func:`embed_area` without the model.  The result holds the
-    model-input arrays (those of the upstream prepared-data folder), the grid, ``info`` (item counts, dropped dates,
-    skipped items) and ``timings`` (seconds for ``search``, ``load``, ``prepare``).
-    """
-    from .stac import (
-        S2_LOAD_BANDS,
-        area_grid,
-        check_size,
-        item_datetime,
-        load_granules,
-        orbit_state,
-        resolve_stac,
-        search,
-    )
-    from .window import resolve_window
-
-    window = resolve_window(year, start, end)
-    cfg = resolve_stac(stac)
-    grid = area_grid(bbox, like=like, epsg=epsg)
-    check_size(grid, max_pixels=max_pixels, max_area_km2=max_area_km2)
-    timings: dict[str, float] = {}
-    t0 = time.perf_counter()
-    search_box = tuple(bbox) if bbox is not None else grid.lonlat_bounds()
-    sensors = ("s2", "s1") if (s1 and cfg.s1 is not None) else ("s2",)
-    found = search(search_box, window, stac=cfg, sensors=sensors, cache=cache, refresh=refresh, progress=progress)
-    timings["search"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    s2_arrays, s2_skipped = load_granules(
-        found["s2"], cfg.s2, grid, bands=S2_LOAD_BANDS, resampling=S2_RESAMPLING, stac=cfg, cache=cache,
-        on_error=on_error, progress=progress, desc="Sentinel-2 L2A",
-    )
-    s1_arrays: dict[str, np.ndarray] = {}
-    s1_skipped: list = []
-    if "s1" in found:
-        s1_arrays, s1_skipped = load_granules(
-            found["s1"], cfg.s1, grid, bands=("vv", "vh"), resampling={"vv": "bilinear", "vh": "bilinear"},
-            stac=cfg, cache=cache, on_error=on_error, progress=progress, desc="Sentinel-1 RTC",
-        )
-    timings["load"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    s2_granules = []
-    for item in found["s2"]:
-        arr = s2_arrays.pop(item.id, None)
-        if arr is None:
-            continue
-        when = item_datetime(item)
-        s2_granules.append(S2Granule(item.id, when, arr[:10], arr[10], pc_offset=cfg.s2.pc_offset and needs_pc_offset(when)))
-    s2 = prepare_s2(s2_granules, grid.shape, min_cover=min_s2_cover)
-    del s2_granules
-    s1_granules = [S1Granule(item.id, item_datetime(item), orbit_state(item), s1_arrays.pop(item.id))
-                   for item in found.get("s1", []) if item.id in s1_arrays]
-    sar = prepare_s1(s1_granules, grid.shape)
-    del s1_granules
-    timings["prepare"] = time.perf_counter() - t0
-
-    asc, asc_doy, asc_dates = sar["ascending"]
-    desc, desc_doy, desc_dates = sar["descending"]
-    bands, masks, doys, dates = s2["bands"], s2["masks"], s2["doys"], s2["dates"]
-    if window.crosses_new_year:  # the model input as a calendar year: ordered by day of year
-        o = np.lexsort((dates, doys))
-        bands, masks, doys, dates = bands[o], masks[o], doys[o], dates[o]
-        o = np.lexsort((asc_dates, asc_doy))
-        asc, asc_doy, asc_dates = asc[o], asc_doy[o], asc_dates[o]
-        o = np.lexsort((desc_dates, desc_doy))
-        desc, desc_doy, desc_dates = desc[o], desc_doy[o], desc_dates[o]
-    info = {
-        "grid": grid,
-        "stac": cfg.name,
-        "stac_url": cfg.s2.url,
-        "data_source": cfg.data_source,
-        "s2_items": len(found["s2"]),
-        "s1_items": len(found.get("s1", [])),
-        "s2_cover": s2["cover"],
-        "s2_dropped_dates": s2["dropped"],
-        "skipped_items": [*s2_skipped, *s1_skipped],
-        "window": window,
-    }
-    if len(s2["doys"]) == 0 and len(asc_doy) + len(desc_doy) == 0:
-        warnings.warn(f"no usable Sentinel-2 or Sentinel-1 observation for {search_box} in {window}; "
-                      "every pixel will be NaN", stacklevel=2)
-    return Prepared(bands, masks, doys, dates, asc, asc_doy, asc_dates, desc, desc_doy,
-                    desc_dates, grid.crs, grid.transform, window.year, info=info, timings=timings)
-
-
-def embed_area(
-    bbox: Sequence[float] | None,
-    year: Any = None,
-    *,
-    model: Any,
-    start: Any = None,
-    end: Any = None,
-    dims: int | None = None,
-    stac: Any = "planetary-computer",
-    device: Any = None,
-    like: Any = None,
-    epsg: int | None = None,
-    s1: bool = True,
-    cache: str | os.PathLike | bool | None = None,
-    refresh: bool = False,
-    max_pixels: int | None = MAX_PIXELS,
-    max_area_km2: float | None = MAX_AREA_KM2,
-    min_s2_cover: float = MIN_S2_COVER,
-    on_error: str = "raise",
-    dataset_version: str | None = None,
-    batch_size: int | None = None,
-    amp: Any = None,
-    num_threads: int | None = None,
-    seed: int = 0,
-    n_draws: int = 1,
-    progress: bool = True,
-    return_prepared: bool = False,
-):
-    """Embed an area live: a year of Sentinel-2 L2A and Sentinel-1 RTC through the TESSERA encoder.
-
-    Parameters
+    Attributes
     ----------
-    bbox
-        ``(min_lon, min_lat, max_lon, max_lat)``; may be ``None`` with ``like``.
-    year
-        Calendar year of the observations (``year=2024``), or give ``start`` and ``end``.
     start, end
-        A window of at most one year instead (``start="2024-07-01", end="2025-06-30"``):
-        search, cache and days of year follow it.  Each acquisition keeps its calendar day
-        of year and, across 1 January, dates are ordered by day of year
-        (:mod:`~tessera_explore.encoder.window`).  Such a window is not the published
-        calendar-year product; :func:`compare` measures how far it lands from it.  The
-        result's ``year`` is the year holding most of the window; attrs
+        A window of at most one year instead of a calendar ``year``
+        (``start="2024-07-01", end="2025-06-30"``): search, cache and days of year follow it.
+        Each acquisition keeps its calendar day of year and, across 1 January, dates are
+        ordered by day of year (:mod:`~tessera_explore.encoder.window`).  Such a window is
+        not the published calendar-year product; :func:`compare` measures how far it lands
+        from it.  The result's ``year`` is the year holding most of the window; attrs
         ``window_start``/``window_end`` record it.
-    dims
-        Depth: keep the first ``dims`` values (v2 Matryoshka prefixes 16, 32, 64, 128);
-        the result has ``dims`` bands and ``attrs["depth"] = dims``.
-    model
-        A loaded encoder (:func:`~tessera_explore.encoder.load_encoder`), a checkpoint path or
-        a registry name (loaded before anything is fetched, so a bad checkpoint fails early).
     stac
         A :class:`~tessera_explore.encoder.stac.StacConfig`, ``"planetary-computer"`` (default,
         signed hrefs), ``"earth-search"``, or the URL of a Planetary-Computer-like API.
-    device
-        Where the encoder runs (``"cuda"``, ``"cpu"``; default the model's).
     like, epsg
         Output grid: another array's grid (e.g. precomputed embeddings, for :func:`compare`)
         or a UTM EPSG code; default the UTM zone of the box's centre, 10 m, snapped.
@@ -215,14 +79,194 @@ def embed_area(
     on_error
         ``"raise"`` (default): a read that fails after the retries raises ``StacError``
         (finished items stay cached); ``"skip"``: leave such items out, with a warning.
+    progress
+        tqdm bars for search, load (and encoding).
+    """
+
+    start: Any = None
+    end: Any = None
+    stac: Any = "planetary-computer"
+    like: Any = None
+    epsg: int | None = None
+    s1: bool = True
+    cache: str | os.PathLike | bool | None = None
+    refresh: bool = False
+    max_pixels: int | None = MAX_PIXELS
+    max_area_km2: float | None = MAX_AREA_KM2
+    min_s2_cover: float = MIN_S2_COVER
+    on_error: str = "raise"
+    progress: bool = True
+
+    @classmethod
+    def of(cls, options: EmbedOptions | None, overrides: dict[str, Any], *, verb: str) -> EmbedOptions:
+        """``options`` (default: the defaults) with keyword arguments ``overrides`` applied;
+        an unknown keyword raises ``TypeError`` naming the known ones, as a signature would."""
+        if options is not None and not isinstance(options, cls):
+            raise TypeError(f"{verb}(): options= must be an EmbedOptions, got {type(options).__name__}")
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(overrides) - names)
+        if unknown:
+            raise TypeError(f"{verb}() got unexpected keyword argument(s) {', '.join(map(repr, unknown))}; "
+                            f"its imagery options are {', '.join(sorted(names))}")
+        return dataclasses.replace(options or cls(), **overrides)
+
+
+def area_inputs(bbox: Sequence[float] | None, year: Any = None, *, options: EmbedOptions | None = None,
+                **kwargs: Any) -> Prepared:
+    """Search, load and prepare a year (or a window) of Sentinel-2 L2A and Sentinel-1 RTC for an area.
+
+    ``options`` (an :class:`EmbedOptions`) or its fields as keyword arguments say how.  The
+    result holds the model-input arrays (those of the upstream prepared-data folder), the
+    grid, ``info`` (item counts, dropped dates, skipped items) and ``timings`` (seconds for
+    ``search``, ``load``, ``prepare``).
+    """
+    from .stac import area_grid, check_size, resolve_stac
+    from .window import resolve_window
+
+    opt = EmbedOptions.of(options, kwargs, verb="area_inputs")
+    window = resolve_window(year, opt.start, opt.end)
+    cfg = resolve_stac(opt.stac)
+    grid = area_grid(bbox, like=opt.like, epsg=opt.epsg)
+    check_size(grid, max_pixels=opt.max_pixels, max_area_km2=opt.max_area_km2)
+    timings: dict[str, float] = {}
+    search_box = tuple(bbox) if bbox is not None else grid.lonlat_bounds()
+    found, s2_arrays, s1_arrays, skipped = _search_and_load(search_box, window, cfg, grid, opt, timings)
+
+    t0 = time.perf_counter()
+    s2, sar = _granules_to_inputs(found, s2_arrays, s1_arrays, cfg, grid.shape, opt.min_s2_cover)
+    timings["prepare"] = time.perf_counter() - t0
+    arrays = _calendar_order(s2, sar, window)
+    info = {
+        "grid": grid,
+        "stac": cfg.name,
+        "stac_url": cfg.s2.url,
+        "data_source": cfg.data_source,
+        "s2_items": len(found["s2"]),
+        "s1_items": len(found.get("s1", [])),
+        "s2_cover": s2["cover"],
+        "s2_dropped_dates": s2["dropped"],
+        "skipped_items": skipped,
+        "window": window,
+    }
+    if len(s2["doys"]) == 0 and len(arrays[5]) + len(arrays[8]) == 0:
+        warnings.warn(f"no usable Sentinel-2 or Sentinel-1 observation for {search_box} in {window}; "
+                      "every pixel will be NaN", stacklevel=2)
+    return Prepared(*arrays, grid.crs, grid.transform, window.year, info=info, timings=timings)
+
+
+def _search_and_load(search_box, window, cfg, grid, opt: EmbedOptions, timings: dict):
+    """The STAC search and the granule reads of :func:`area_inputs`, timed."""
+    from .stac import S2_LOAD_BANDS, load_granules, search
+
+    t0 = time.perf_counter()
+    sensors = ("s2", "s1") if (opt.s1 and cfg.s1 is not None) else ("s2",)
+    found = search(search_box, window, stac=cfg, sensors=sensors, cache=opt.cache, refresh=opt.refresh,
+                   progress=opt.progress)
+    timings["search"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    s2_arrays, s2_skipped = load_granules(
+        found["s2"], cfg.s2, grid, bands=S2_LOAD_BANDS, resampling=S2_RESAMPLING, stac=cfg, cache=opt.cache,
+        on_error=opt.on_error, progress=opt.progress, desc="Sentinel-2 L2A",
+    )
+    s1_arrays: dict[str, np.ndarray] = {}
+    s1_skipped: list = []
+    if "s1" in found:
+        s1_arrays, s1_skipped = load_granules(
+            found["s1"], cfg.s1, grid, bands=("vv", "vh"), resampling={"vv": "bilinear", "vh": "bilinear"},
+            stac=cfg, cache=opt.cache, on_error=opt.on_error, progress=opt.progress, desc="Sentinel-1 RTC",
+        )
+    timings["load"] = time.perf_counter() - t0
+    return found, s2_arrays, s1_arrays, [*s2_skipped, *s1_skipped]
+
+
+def _granules_to_inputs(found: dict, s2_arrays: dict, s1_arrays: dict, cfg, shape, min_s2_cover: float):
+    """The loaded arrays as granules, mosaicked per date (:func:`prepare_s2`, :func:`prepare_s1`);
+    the arrays are handed over (popped) so that at most one copy is held."""
+    from .stac import item_datetime, orbit_state
+
+    s2_granules = []
+    for item in found["s2"]:
+        arr = s2_arrays.pop(item.id, None)
+        if arr is None:
+            continue
+        when = item_datetime(item)
+        s2_granules.append(S2Granule(item.id, when, arr[:10], arr[10], pc_offset=cfg.s2.pc_offset and needs_pc_offset(when)))
+    s2 = prepare_s2(s2_granules, shape, min_cover=min_s2_cover)
+    del s2_granules
+    s1_granules = [S1Granule(item.id, item_datetime(item), orbit_state(item), s1_arrays.pop(item.id))
+                   for item in found.get("s1", []) if item.id in s1_arrays]
+    return s2, prepare_s1(s1_granules, shape)
+
+
+def _calendar_order(s2: dict, sar: dict, window) -> tuple:
+    """The ten time-series arrays of :class:`Prepared`; across 1 January, ordered by day of year
+    (the model input as a calendar year)."""
+    asc, asc_doy, asc_dates = sar["ascending"]
+    desc, desc_doy, desc_dates = sar["descending"]
+    bands, masks, doys, dates = s2["bands"], s2["masks"], s2["doys"], s2["dates"]
+    if window.crosses_new_year:
+        o = np.lexsort((dates, doys))
+        bands, masks, doys, dates = bands[o], masks[o], doys[o], dates[o]
+        o = np.lexsort((asc_dates, asc_doy))
+        asc, asc_doy, asc_dates = asc[o], asc_doy[o], asc_dates[o]
+        o = np.lexsort((desc_dates, desc_doy))
+        desc, desc_doy, desc_dates = desc[o], desc_doy[o], desc_dates[o]
+    return bands, masks, doys, dates, asc, asc_doy, asc_dates, desc, desc_doy, desc_dates
+
+
+def prepare_area(bbox: Sequence[float] | None, year: Any = None, **kwargs: Any) -> Prepared:
+    """Deprecated name of :func:`area_inputs` (same arguments)."""
+    warnings.warn("encoder.prepare_area is renamed encoder.area_inputs; call that instead",
+                  DeprecationWarning, stacklevel=2)
+    return area_inputs(bbox, year, **kwargs)
+
+
+def embed_area(
+    bbox: Sequence[float] | None,
+    year: Any = None,
+    *,
+    model: Any,
+    dims: int | None = None,
+    device: Any = None,
+    dataset_version: str | None = None,
+    batch_size: int | None = None,
+    amp: Any = None,
+    num_threads: int | None = None,
+    seed: int = 0,
+    n_draws: int = 1,
+    return_prepared: bool = False,
+    options: EmbedOptions | None = None,
+    **kwargs: Any,
+):
+    """Embed an area live: a year of Sentinel-2 L2A and Sentinel-1 RTC through the TESSERA encoder.
+
+    Parameters
+    ----------
+    bbox
+        ``(min_lon, min_lat, max_lon, max_lat)``; may be ``None`` with ``like``.
+    year
+        Calendar year of the observations (``year=2024``), or give ``start`` and ``end``.
+    model
+        A loaded encoder (:func:`~tessera_explore.encoder.load_encoder`), a checkpoint path or
+        a registry name (loaded before anything is fetched, so a bad checkpoint fails early).
+    dims
+        Depth: keep the first ``dims`` values (v2 Matryoshka prefixes 16, 32, 64, 128);
+        the result has ``dims`` bands and ``attrs["depth"] = dims``.
+    device
+        Where the encoder runs (``"cuda"``, ``"cpu"``; default the model's).
     dataset_version
         Recorded in the attrs; default ``"live-{generation}"``.
     batch_size, amp, num_threads, seed, n_draws
         Passed to :func:`~tessera_explore.encoder.embed_pixels`.
-    progress
-        tqdm bars for search, load and encoding.
     return_prepared
         Also return the :class:`Prepared` input (its ``timings`` gain ``"encode"``).
+    options, **kwargs
+        How the imagery is found and loaded: an :class:`EmbedOptions`, or its fields as
+        keyword arguments (``start``, ``end``, ``stac``, ``like``, ``epsg``, ``s1``,
+        ``cache``, ``refresh``, ``max_pixels``, ``max_area_km2``, ``min_s2_cover``,
+        ``on_error``, ``progress``; see :class:`EmbedOptions`).  Keywords override
+        ``options``.
 
     Returns
     -------
@@ -230,29 +274,40 @@ def embed_area(
         The embeddings schema: ``("band", "y", "x")``, 128 float32 bands, NaN where a pixel
         has no valid observation, ``model_generation`` of the model.
     """
-    from .._schema import make_embedding_array
     from .embed import check_dims, embed_pixels
     from .weights import load_encoder
     from .window import resolve_window
 
-    window = resolve_window(year, start, end)
+    opt = EmbedOptions.of(options, kwargs, verb="embed_area")
+    window = resolve_window(year, opt.start, opt.end)
     if not hasattr(model, "generation"):
         model = load_encoder(model, device=device)
     depth = check_dims(model, dims)  # before anything is fetched
-    prepared = prepare_area(
-        bbox, window, stac=stac, like=like, epsg=epsg, s1=s1, cache=cache, refresh=refresh, max_pixels=max_pixels,
-        max_area_km2=max_area_km2, min_s2_cover=min_s2_cover, on_error=on_error, progress=progress,
-    )
-    source = None
-    if model.generation == "v1.1":
-        source = getattr(model, "data_source", None) or prepared.info["data_source"]
-        if getattr(model, "data_source", None) and prepared.info["data_source"] not in (None, model.data_source):
-            warnings.warn(f"this v1.1 model was trained on {model.data_source!r} data but the imagery comes from "
-                          f"{prepared.info['data_source']!r}; use the matching checkpoint", stacklevel=2)
+    prepared = area_inputs(bbox, window, options=dataclasses.replace(opt, start=None, end=None))
+    source = _v11_data_source(model, prepared)
     t0 = time.perf_counter()
     emb = embed_pixels(model, **prepared.pixel_arrays(), data_source=source, seed=seed, n_draws=n_draws, dims=depth,
-                       batch_size=batch_size, device=device, amp=amp, num_threads=num_threads, progress=progress)
+                       batch_size=batch_size, device=device, amp=amp, num_threads=num_threads, progress=opt.progress)
     prepared.timings["encode"] = time.perf_counter() - t0
+    da = _as_embeddings(emb, prepared, model, depth, window, source, dataset_version)
+    return (da, prepared) if return_prepared else da
+
+
+def _v11_data_source(model: Any, prepared: Prepared) -> str | None:
+    """The statistics a v1.1 model standardises with (its own, else the imagery's); None for others."""
+    if model.generation != "v1.1":
+        return None
+    if getattr(model, "data_source", None) and prepared.info["data_source"] not in (None, model.data_source):
+        warnings.warn(f"this v1.1 model was trained on {model.data_source!r} data but the imagery comes from "
+                      f"{prepared.info['data_source']!r}; use the matching checkpoint", stacklevel=3)
+    return getattr(model, "data_source", None) or prepared.info["data_source"]
+
+
+def _as_embeddings(emb: np.ndarray, prepared: Prepared, model: Any, depth: int, window, source: str | None,
+                   dataset_version: str | None):
+    """The encoder's ``(N, dims)`` output as the embeddings DataArray schema, with the live attrs."""
+    from .._schema import make_embedding_array
+
     h, w = prepared.shape
     data = np.ascontiguousarray(emb.reshape(h, w, -1).transpose(2, 0, 1))
     x, y = prepared.coords()
@@ -269,12 +324,11 @@ def embed_area(
     }
     if source:
         extra["data_source"] = source
-    da = make_embedding_array(
+    return make_embedding_array(
         data, x=x, y=y, crs=prepared.crs, year=window.year, dataset_version=dataset_version or f"live-{gen}",
         dataset_variant=getattr(model, "name", None) or "live", model_generation=gen,
         source=f"live {prepared.info['stac']} ({prepared.info['stac_url']})", extra_attrs=extra,
     )
-    return (da, prepared) if return_prepared else da
 
 
 def compare(live, precomputed, *, dims: int | None = None):

@@ -27,6 +27,8 @@ from ..exceptions import EncoderError
 
 __all__ = [
     "GENERATIONS",
+    "N_S2_BANDS",
+    "N_S1_BANDS",
     "DATA_SOURCES",
     "BUCKET_STEP",
     "MAX_BUCKET",
@@ -48,8 +50,10 @@ DATA_SOURCES = ("mpc", "aws")
 BUCKET_STEP = 8
 MAX_BUCKET = 256
 V10_STEPS = 40
-S2_BANDS = 10
-S1_BANDS = 2
+#: Channels per observation (Sentinel-2 bands, Sentinel-1 VV/VH).  The band *names*, in the
+#: model's order, are :data:`tessera_explore.encoder.granules.S2_BANDS` / ``S1_BANDS``.
+N_S2_BANDS = 10
+N_S1_BANDS = 2
 DOY_MIN, DOY_MAX = 1, 366
 _EPS = np.float32(1e-9)
 
@@ -313,7 +317,7 @@ class PixelInputs:
     def __init__(self, s2, s2_doy, s2_mask, s1_asc=None, s1_asc_doy=None, s1_desc=None, s1_desc_doy=None):
         if s2 is None:
             raise EncoderError("s2 is required (pass an array of shape (0, N, 10) for no Sentinel-2 dates)")
-        self.s2 = _series("s2", s2, S2_BANDS, None)
+        self.s2 = _series("s2", s2, N_S2_BANDS, None)
         t2, n = self.s2.shape[:2]
         self.n_pixels = n
         mask = np.asarray(s2_mask)
@@ -321,9 +325,9 @@ class PixelInputs:
             raise EncoderError(f"s2_mask must have shape {(t2, n)} (time, pixel), got {mask.shape}")
         self.s2_mask = mask.astype(bool, copy=False)
         self.s2_doy = _doys("s2_doy", s2_doy, t2)
-        empty = np.zeros((0, n, S1_BANDS), dtype=np.int16)
-        self.s1_asc = _series("s1_asc", empty if s1_asc is None else s1_asc, S1_BANDS, n)
-        self.s1_desc = _series("s1_desc", empty if s1_desc is None else s1_desc, S1_BANDS, n)
+        empty = np.zeros((0, n, N_S1_BANDS), dtype=np.int16)
+        self.s1_asc = _series("s1_asc", empty if s1_asc is None else s1_asc, N_S1_BANDS, n)
+        self.s1_desc = _series("s1_desc", empty if s1_desc is None else s1_desc, N_S1_BANDS, n)
         self.s1_asc_doy = _doys("s1_asc_doy", s1_asc_doy, self.s1_asc.shape[0])
         self.s1_desc_doy = _doys("s1_desc_doy", s1_desc_doy, self.s1_desc.shape[0])
         for name, arr, valid in (("s2", self.s2, self.s2_mask), ("s1_asc", self.s1_asc, None), ("s1_desc", self.s1_desc, None)):
@@ -394,7 +398,7 @@ class PixelInputs:
 
     def _s1_raw(self, ti, pix):
         ta = self.s1_asc.shape[0]
-        out = np.empty(ti.shape + (S1_BANDS,), dtype=np.float32)
+        out = np.empty(ti.shape + (N_S1_BANDS,), dtype=np.float32)
         is_a = ti < ta
         pp = np.broadcast_to(pix[:, None], ti.shape)
         if is_a.any():
@@ -405,10 +409,10 @@ class PixelInputs:
 
     def _stats_by_t(self, stats: BandStats):
         ta, td = self.s1_asc.shape[0], self.s1_desc.shape[0]
-        s2m = np.broadcast_to(stats.s2_mean, (max(self.t_s2, 1), S2_BANDS))
-        s2s = np.broadcast_to(stats.s2_std, (max(self.t_s2, 1), S2_BANDS))
-        s1m = np.concatenate([np.tile(stats.s1a_mean, (ta, 1)), np.tile(stats.s1d_mean, (td, 1))]).reshape(-1, S1_BANDS)
-        s1s = np.concatenate([np.tile(stats.s1a_std, (ta, 1)), np.tile(stats.s1d_std, (td, 1))]).reshape(-1, S1_BANDS)
+        s2m = np.broadcast_to(stats.s2_mean, (max(self.t_s2, 1), N_S2_BANDS))
+        s2s = np.broadcast_to(stats.s2_std, (max(self.t_s2, 1), N_S2_BANDS))
+        s1m = np.concatenate([np.tile(stats.s1a_mean, (ta, 1)), np.tile(stats.s1d_mean, (td, 1))]).reshape(-1, N_S1_BANDS)
+        s1s = np.concatenate([np.tile(stats.s1a_std, (ta, 1)), np.tile(stats.s1d_std, (td, 1))]).reshape(-1, N_S1_BANDS)
         return s2m, s2s, s1m, s1s
 
     def _resampled(self, generation, mask_nt, n, length):
@@ -459,3 +463,20 @@ class PixelInputs:
         s2_x = self._gather(self._s2_raw, s2m, s2s, self.s2_doy, t2, pix, empty2)
         s1_x = self._gather(self._s1_raw, s1m, s1s, self.s1_doy, t1, pix, empty1)
         return s2_x, s1_x
+
+
+_RENAMED = {"S2_BANDS": "N_S2_BANDS", "S1_BANDS": "N_S1_BANDS"}
+
+
+def __getattr__(name: str):
+    """``S2_BANDS`` / ``S1_BANDS`` here were counts; they are now ``N_S2_BANDS`` /
+    ``N_S1_BANDS`` (the names ``S2_BANDS`` / ``S1_BANDS`` mean band names, in
+    :mod:`~tessera_explore.encoder.granules`).  The old names still work, with a warning."""
+    new = _RENAMED.get(name)
+    if new is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import warnings
+
+    warnings.warn(f"encoder.preprocess.{name} is renamed {new} (S2_BANDS/S1_BANDS name the bands, in "
+                  "encoder.granules)", DeprecationWarning, stacklevel=2)
+    return globals()[new]

@@ -12,9 +12,9 @@ import warnings
 import numpy as np
 import pytest
 
-from tessera_explore.encoder import prepare as P
+from tessera_explore.encoder import granules as P
 from tessera_explore.encoder import stac as S
-from tessera_explore.encoder.area import compare, embed_area, prepare_area
+from tessera_explore.encoder.area import area_inputs, compare, embed_area
 from tessera_explore.exceptions import AreaTooLargeError, StacError, VersionMismatchError
 
 pytestmark = pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
@@ -25,7 +25,7 @@ def prepared(local_stac, tmp_path_factory):
     """The 2022 scene prepared once through the whole path (search, load, prepare)."""
     cfg = local_stac.config(retries=1, retry_delay=0.05, timeout=10)
     cache = tmp_path_factory.mktemp("cache")
-    return prepare_area(local_stac.bbox, 2022, stac=cfg, cache=cache, progress=False), cache
+    return area_inputs(local_stac.bbox, 2022, stac=cfg, cache=cache, progress=False), cache
 
 
 def _cat(local_stac, year=2022):
@@ -213,7 +213,7 @@ def test_second_run_fetches_nothing(local_stac, prepared, cogs, monkeypatch):
     monkeypatch.setattr(pystac_client.Client, "open", refuse)
     monkeypatch.setattr(odc.stac, "load", refuse)
     n = len(cogs.log)
-    again = prepare_area(local_stac.bbox, 2022, stac=local_stac.config(), cache=cache, progress=False)
+    again = area_inputs(local_stac.bbox, 2022, stac=local_stac.config(), cache=cache, progress=False)
     assert len(cogs.log) == n
     np.testing.assert_array_equal(again.bands, prep.bands)
     np.testing.assert_array_equal(again.sar_descending, prep.sar_descending)
@@ -263,9 +263,9 @@ def test_missing_asset_and_missing_file(local_stac, cfg, cogs, tmp_path):
     cat = _cat(local_stac, 2023)
     kinds = {cat.truth[i["id"]].get("kind"): i["id"] for i in cat.items_of("sentinel-2-l2a")}
     with pytest.raises(StacError, match=kinds["missing_file"]), pytest.warns(UserWarning, match="no asset B8A"):
-        prepare_area(cat.bbox, 2023, stac=cfg.replace(retries=0), cache=tmp_path, progress=False)
+        area_inputs(cat.bbox, 2023, stac=cfg.replace(retries=0), cache=tmp_path, progress=False)
     with pytest.warns(UserWarning) as rec:
-        prep = prepare_area(cat.bbox, 2023, stac=cfg.replace(retries=0), cache=tmp_path, on_error="skip",
+        prep = area_inputs(cat.bbox, 2023, stac=cfg.replace(retries=0), cache=tmp_path, on_error="skip",
                             progress=False)
     text = " ".join(str(w.message) for w in rec)
     assert kinds["missing_asset"] in text and kinds["missing_file"] in text
@@ -277,9 +277,9 @@ def test_missing_asset_and_missing_file(local_stac, cfg, cogs, tmp_path):
 def test_size_limit_before_any_request(local_stac, cfg, cogs):
     n = len(cogs.log)
     with pytest.raises(AreaTooLargeError, match=r"max_pixels=.*Split the area"):
-        prepare_area((0.0, 52.0, 0.2, 52.2), 2022, stac=cfg, progress=False)
+        area_inputs((0.0, 52.0, 0.2, 52.2), 2022, stac=cfg, progress=False)
     with pytest.raises(AreaTooLargeError, match="km2"):
-        prepare_area(local_stac.bbox, 2022, stac=cfg, max_pixels=None, max_area_km2=0.01, progress=False)
+        area_inputs(local_stac.bbox, 2022, stac=cfg, max_pixels=None, max_area_km2=0.01, progress=False)
     assert len(cogs.log) == n
 
 
@@ -378,7 +378,7 @@ def test_window_inside_a_year(local_stac, cfg, tmp_path):
     assert all("2022-03-01_2022-09-30" in n for n in names) and len(names) == 2
     S.search(local_stac.bbox, 2022, stac=cfg, cache=tmp_path, progress=False)
     assert len(list((tmp_path / "search").iterdir())) == 4  # the calendar year has its own entries
-    prep = prepare_area(local_stac.bbox, start="2022-03-01", end="2022-09-30", stac=cfg, cache=tmp_path,
+    prep = area_inputs(local_stac.bbox, start="2022-03-01", end="2022-09-30", stac=cfg, cache=tmp_path,
                         progress=False)
     assert prep.year == 2022 and str(prep.info["window"]) == "2022-03-01 to 2022-09-30"
     days = [P.day_of_year(d.astype(dt.date)) for d in prep.dates]

@@ -7,7 +7,7 @@ import datetime as dt
 import numpy as np
 import pytest
 
-from tessera_explore.encoder import prepare as P
+from tessera_explore.encoder import granules as P
 from tessera_explore.exceptions import EncoderError
 
 UTC = dt.UTC
@@ -124,3 +124,36 @@ def test_mosaic_helper_and_day_of_year():
     np.testing.assert_array_equal(anyv, [[True, True], [False, True]])
     assert P.day_of_year(dt.datetime(2024, 12, 31, 23, tzinfo=UTC)) == 366
     assert P.day_of_year(dt.datetime(2022, 1, 2, 1, tzinfo=dt.timezone(dt.timedelta(hours=3)))) == 1
+
+
+def test_former_names_still_work_with_a_warning():
+    import importlib
+    import sys
+
+    import tessera_explore.encoder as enc
+    from tessera_explore.encoder import area, granules, preprocess
+
+    with pytest.warns(DeprecationWarning, match="granules"):
+        assert enc.prepare is granules
+    sys.modules.pop("tessera_explore.encoder.prepare", None)
+    with pytest.warns(DeprecationWarning, match="granules"):
+        shim = importlib.import_module("tessera_explore.encoder.prepare")
+    assert shim.S2_BANDS is granules.S2_BANDS and shim.Prepared is granules.Prepared
+    with pytest.warns(DeprecationWarning, match="area_inputs"):
+        assert enc.prepare_area is area.area_inputs
+    with pytest.warns(DeprecationWarning, match="N_S2_BANDS"):
+        assert preprocess.S2_BANDS == preprocess.N_S2_BANDS == len(granules.S2_BANDS)
+    with pytest.warns(DeprecationWarning, match="N_S1_BANDS"):
+        assert preprocess.S1_BANDS == preprocess.N_S1_BANDS == len(granules.S1_BANDS)
+
+
+def test_embed_options_and_keywords_are_one_set():
+    from tessera_explore.encoder.area import EmbedOptions
+
+    base = EmbedOptions(s1=False, max_pixels=10)
+    merged = EmbedOptions.of(base, {"max_pixels": 20}, verb="embed_area")
+    assert merged.s1 is False and merged.max_pixels == 20 and base.max_pixels == 10
+    with pytest.raises(TypeError, match="unexpected keyword argument.*'s1_only'"):
+        EmbedOptions.of(None, {"s1_only": True}, verb="embed_area")
+    with pytest.raises(TypeError, match="options= must be an EmbedOptions"):
+        EmbedOptions.of({"s1": False}, {}, verb="embed_area")
