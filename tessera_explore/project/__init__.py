@@ -9,6 +9,9 @@ with the same meaning.  ``umap`` is imported only when a UMAP projection is used
 
 from __future__ import annotations
 
+import sys
+import types
+
 import xarray as xr
 
 from ..exceptions import ArgumentError, ArgumentTypeError
@@ -107,16 +110,22 @@ def project(
     return est.transform(da), est
 
 
-class _CallableModule(__import__("types").ModuleType):
+class _CallableModule(types.ModuleType):
     """``tessera_explore.project`` is both this package and the ``project`` verb.
 
-    Importing the subpackage (``from tessera_explore.project import PCAProjection``)
-    binds the module as the package attribute ``tessera_explore.project``; making the
-    module callable keeps ``te.project(da, ...)`` working whichever way it was reached.
+    Why it stays this way: importing any submodule (``from tessera_explore.project import
+    PCAProjection``, ``import tessera_explore.project.pca``) makes Python bind the package
+    module as the attribute ``tessera_explore.project``, replacing the verb
+    ``tessera_explore/__init__.py`` resolved.  Renaming the subpackage would not help, as the
+    old import path has to keep working and would rebind the name the same way.  So the
+    module itself is callable: ``te.project(da, ...)`` runs :func:`project` whichever object
+    the attribute holds.  See docs/design/layout.md.
     """
 
-    def __call__(self, *args, **kwargs):
-        return project(*args, **kwargs)
+    def __call__(self, da: xr.DataArray, **kwargs) -> tuple[xr.DataArray, Projection]:
+        return project(da, **kwargs)
+
+    __call__.__doc__ = project.__doc__
 
 
-__import__("sys").modules[__name__].__class__ = _CallableModule
+sys.modules[__name__].__class__ = _CallableModule
