@@ -161,15 +161,16 @@ def test_region_equals_embed_area_per_tile_and_loads_once(local_stac, cfg, ckpt,
                         progress=False)
 
 
-def _quiet(out, zone, timeout=60.0):
-    """Wait until no task writes to the store any more (a running task still finishes)."""
-    last, deadline = -1, time.time() + timeout
-    while time.time() < deadline:
-        n = int((done_mask(out, zone) > 0).sum())
-        if n == last:
-            break
-        last = n
-        time.sleep(1.5)
+def _busy(dask_worker=None) -> int:
+    return len(dask_worker.active_threads)
+
+
+def _quiet(client, timeout=120.0):
+    """Wait until no task runs on any worker (a cancelled task that was running still
+    finishes, and writes its tile)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline and any(client.run(_busy).values()):
+        time.sleep(0.5)
 
 
 def _shard_files(out):
@@ -193,7 +194,7 @@ def test_rerun_after_interruption_embeds_only_the_missing_tiles(local_stac, cfg,
     with pytest.raises(KeyboardInterrupt):
         te.embed_region(bbox, YEAR, model=ckpt, out=out, client=client, tile=8, stac=cfg, cache=cache,
                         progress=False, on_tile=stop_after_two)
-    _quiet(out, "utm31")
+    _quiet(client)
     raw = np.asarray(zarr.open_group(out, mode="r", path="utm31")["done"][...])
     done = raw == 1
     n_done = int(done.sum())
