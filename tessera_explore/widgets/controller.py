@@ -616,7 +616,8 @@ class ExplorerController:
     # ------------------------------------------------------------------ classify
     def retrain(self) -> Future:
         """Queue a refit on the labels and a fresh class map of the shown year."""
-        return self.submit("retrain", self._retrain, f"training {self.state.model}", supersedes=("evaluate",))
+        return self.submit("retrain", self._retrain, f"training {self.state.model}",
+                           supersedes=("evaluate", "learning-curve", "trust"))
 
     def _retrain(self) -> None:
         from ..classify import fit_classifier
@@ -835,9 +836,11 @@ class ExplorerController:
     def skip_suggestion(self) -> str:
         return self.guide.skip()
 
-    def validate(self, n: int = 30, *, allocation: Any = "proportional", seed: int = 0) -> Future | None:
-        """Queue a validation sample of the class map (:func:`~tessera_explore.validation_sample`)."""
-        return self.guide.validate(n, allocation=allocation, seed=seed)
+    def validate(self, n: int = 30, *, allocation: Any = "proportional", seed: int = 0,
+                 new: bool = False) -> Future | None:
+        """Queue a validation sample of the class map (:func:`~tessera_explore.validation_sample`);
+        an unfinished one is resumed unless ``new``."""
+        return self.guide.validate(n, allocation=allocation, seed=seed, new=new)
 
     def record_reference(self, cls: str) -> str:
         """The reference class of the current validation point (never a training label)."""

@@ -251,8 +251,22 @@ class Guide:
         return self.ctl._say(msg + tail)
 
     # ------------------------------------------------------------------ validation
-    def validate(self, n: int = 30, *, allocation: Any = "proportional", seed: int = 0) -> Future | None:
+    def validate(self, n: int = 30, *, allocation: Any = "proportional", seed: int = 0,
+                 new: bool = False) -> Future | None:
+        """Draw a validation sample and walk through it; an unfinished sample is resumed
+        (its map kept) unless ``new``."""
         self.ctl._check_open()
+        old = self._validation_walk
+        if not new and old is not None and any(s.open for s in old.stops):
+            if self.walk is not old:
+                old.index = -1
+                old.advance()
+            self.walk = old
+            self._emit()
+            self.ctl._say(f"validation resumed: {self.state.guide}")
+            fut: Future = Future()
+            fut.set_result(old.current)
+            return fut
         if self._need_classifier("a validation sample"):
             return None
         return self.ctl.submit("validate", lambda: self._validate(int(n), allocation, int(seed)),

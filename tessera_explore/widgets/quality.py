@@ -8,10 +8,12 @@
   ``reason`` maps (computed then if the layer was never shown).
 * **Learning curve** (``state.learning_curve``): spatially blocked cross-validated
   accuracy (:func:`~tessera_explore.classify.evaluate.evaluate`, ``cv="spatial"``) of
-  the first ``n`` labels in the order they were made, for up to :data:`CURVE_POINTS`
-  values of ``n`` from the first that can be scored to all of them; recomputed after
-  each retrain as a quiet job, with the points already scored kept (keyed by the labels
-  they rest on and the classifier recipe).
+  the first ``n`` labels in the order they were made, at the first ``n`` that can be
+  scored, round numbers of labels (:data:`CURVE_GRID`) and all of them, at most
+  :data:`CURVE_POINTS` points; recomputed after each retrain as a quiet job.  Points
+  already scored are kept (keyed by the labels they rest on and the classifier recipe),
+  and the grid does not move as labels are added, so a new label costs one more
+  cross-validation, not six.
 """
 
 from __future__ import annotations
@@ -27,8 +29,10 @@ __all__ = ["Quality", "hatch", "curve_html", "TRUST_COLORS", "CURVE_POINTS"]
 
 #: reasons a pixel is not trusted (``trust``'s ``reason`` 1-3) and their hatch colours
 TRUST_COLORS = {1: ("uncertain", "#9e9e9e"), 2: ("unfamiliar", "#616161"), 3: ("uncertain and unfamiliar", "#262626")}
-#: points of the learning curve
-CURVE_POINTS = 6
+#: points of the learning curve, at most
+CURVE_POINTS = 8
+#: numbers of labels the learning curve is scored at (besides its first and last point)
+CURVE_GRID = (10, 15, 20, 30, 40, 50, 60, 80, 100, 125, 150, 200, 250, 300, 400, 500, 600, 800, 1000, 1500, 2000)
 #: hatch period and stripe width, in image pixels (about screen pixels)
 HATCH_PERIOD, HATCH_WIDTH = 6, 3
 
@@ -74,6 +78,16 @@ def curve_html(points: list) -> str:
                    for p in points)
     return (f"<div><b>learning curve</b> (spatial CV)</div>{svg}<table style='font-size:85%'>"
             f"<tr><th>labels</th><th>accuracy</th><th>95 % interval</th></tr>{rows}</table>")
+
+
+def curve_sizes(first: int, last: int, points: int = CURVE_POINTS) -> list:
+    """Numbers of labels of the learning curve: ``first``, the grid values between, ``last``
+    (thinned evenly to ``points``; the grid values kept change only when one is added)."""
+    mid = [g for g in CURVE_GRID if first < g < last]
+    if len(mid) > points - 2:
+        keep = np.unique(np.round(np.linspace(0, len(mid) - 1, max(points - 2, 1))).astype(int))
+        mid = [mid[i] for i in keep]
+    return sorted({first, *mid, last})
 
 
 class Quality:
@@ -186,7 +200,7 @@ class Quality:
             self.state.learning_curve = []
             return []
         n = len(order)
-        ks = sorted({int(round(v)) for v in np.linspace(k0, n, min(CURVE_POINTS, n - k0 + 1))})
+        ks = curve_sizes(k0, n)
         area = self.ctl._prepare(self.ctl.label_year)
         model = self.state.model
         points = []

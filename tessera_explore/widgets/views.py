@@ -61,6 +61,24 @@ def guarded(state: ExplorerState, doing: str) -> Callable:
     return wrap
 
 
+def on_main_thread(fn: Callable[[], Any]) -> None:
+    """Run ``fn`` on the kernel's main thread (its event loop), where Bokeh documents are
+    changed; at once when called there or outside a kernel (scripts, tests)."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        try:
+            from IPython import get_ipython
+
+            loop = getattr(getattr(get_ipython(), "kernel", None), "io_loop", None)
+        except ImportError:
+            loop = None
+        if loop is not None:
+            loop.add_callback(fn)  # thread-safe
+            return
+    fn()
+
+
 # ---------------------------------------------------------------------------- map
 class MapView:
     """A leafmap map with the controller's layers, label markers and (optionally) a
@@ -603,16 +621,22 @@ class ScatterView:
         self.pipe.send({"x": [], "y": []})
 
     def _on_scatter(self, year, comps) -> None:
-        """Show other components of the shown year (UMAP ready, or back to PCA)."""
+        """Show other components of the shown year (UMAP ready, or back to PCA); the points
+        are gathered here, the Bokeh document is changed on the kernel's main thread."""
         from .scatter import scatter_points, set_points
 
         ctl = self.controller
         if int(year) != int(ctl.scatter_year):
             return
         pts = scatter_points(comps, rgb=ctl.rgb[year])
-        self.points, self.xy = pts, pts.xy
-        set_points(self.plot, pts, keep_view=False)
-        self.pipe.send({"x": [], "y": []})
+
+        @guarded(self.state, "switching the scatter's projection")
+        def show():
+            self.points, self.xy = pts, pts.xy
+            set_points(self.plot, pts, keep_view=False)
+            self.pipe.send({"x": [], "y": []})
+
+        on_main_thread(show)
 
     def _on_box(self, bounds=None) -> None:
         if not bounds:

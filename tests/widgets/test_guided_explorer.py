@@ -134,9 +134,16 @@ def test_suggest_needs_a_classifier_and_stop_clears_the_markers(app_factory, tru
     ctl.suggest(3).result(timeout=120)
     app.wait()
     assert len(app.map_view.walk_markers.layers) == 3
+    from ipywidgets.widgets import widget as W
+
+    before = len(W._instances)
     ctl.stop_walk()
     assert app.state.walk == "" and app.map_view.walk_markers is None
     assert not any(type(l).__name__ == "Marker" for l in app.map.layers)
+    # the markers, their icons, their group and the ring are closed, and every widget left can be sent
+    assert len(W._instances) <= before - 8
+    for w in list(W._instances.values()):
+        w.get_state()
 
 
 # ---------------------------------------------------------------------------- validation
@@ -195,6 +202,11 @@ def test_validation_needs_two_answers_per_stratum_and_keeps_its_map(app_factory,
     assert "the area table needs" in msg and ctl.guide.estimate is None
     ctl.skip_reference()
     assert walk.skipped == 1
+    # put aside and resumed: the same sample, at its next open point
+    ctl.stop_walk()
+    assert ctl.guide.walk is None and app.state.walk == ""
+    resumed = ctl.validate(12).result(timeout=5)
+    assert ctl.guide.walk is walk and resumed is walk.current and resumed.open
     # a retrain while validating does not change the map the sample was drawn from
     app.state.active_class = "forest"
     app.click(*points_of(truth, "forest", 1, seed=7)[0])
