@@ -25,8 +25,14 @@ failed reads), ``loading`` (items onto the grid).  Every name is re-exported her
 
 from __future__ import annotations
 
-from .catalog import _cache_root, _hash, default_cache_dir, search
-from .config import (
+# names the single module had before the split (its imports and helpers included) stay
+# importable from here: the F401 below are those re-exports
+from ...exceptions import AreaTooLargeError, ArgumentError, StacError  # noqa: F401
+from ...io.grid import utm_epsg  # noqa: F401
+from ..granules import S1_BANDS, S2_BANDS, S2_RESAMPLING  # noqa: F401
+from .catalog import _cache_root, _hash, _search_one, _write_json, default_cache_dir, search  # noqa: F401
+from .config import (  # noqa: F401
+    _RETRY_STATUS,
     EARTH_SEARCH_S2_ASSETS,
     EARTH_SEARCH_URL,
     PC_S1_ASSETS,
@@ -41,10 +47,18 @@ from .config import (
     resolve_stac,
 )
 from .gdal_cache import clear_gdal_http_cache
-from .loading import S2_LOAD_BANDS, S2_LOAD_RESAMPLING, item_datetime, load_granules, orbit_state
+from .loading import (  # noqa: F401
+    S2_LOAD_BANDS,
+    S2_LOAD_RESAMPLING,
+    _by_position,
+    _save_npy,
+    item_datetime,
+    load_granules,
+    orbit_state,
+)
 from .output_grid import Grid, area_grid, check_size
 
-_clear_gdal_http_cache = clear_gdal_http_cache  # the name it had before the split
+_clear_gdal_http_cache = clear_gdal_http_cache  # its name before the split
 
 __all__ = [
     "PC_STAC_URL",
