@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from ..exceptions import EncoderError, SchemaError, VersionMismatchError
+from ..exceptions import ArgumentTypeError, EncoderError, SchemaError, VersionMismatchError
 from .granules import (
     MIN_S2_COVER,
     S2_RESAMPLING,
@@ -100,13 +100,14 @@ class EmbedOptions:
     @classmethod
     def of(cls, options: EmbedOptions | None, overrides: dict[str, Any], *, verb: str) -> EmbedOptions:
         """``options`` (default: the defaults) with keyword arguments ``overrides`` applied;
-        an unknown keyword raises ``TypeError`` naming the known ones, as a signature would."""
+        an unknown keyword raises :class:`~tessera_explore.exceptions.ArgumentTypeError` (a
+        ``TypeError``) naming the known ones, as a signature would."""
         if options is not None and not isinstance(options, cls):
-            raise TypeError(f"{verb}(): options= must be an EmbedOptions, got {type(options).__name__}")
+            raise ArgumentTypeError(f"{verb}(): options= must be an EmbedOptions, got {type(options).__name__}")
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(overrides) - names)
         if unknown:
-            raise TypeError(f"{verb}() got unexpected keyword argument(s) {', '.join(map(repr, unknown))}; "
+            raise ArgumentTypeError(f"{verb}() got unexpected keyword argument(s) {', '.join(map(repr, unknown))}; "
                             f"its imagery options are {', '.join(sorted(names))}")
         return dataclasses.replace(options or cls(), **overrides)
 
