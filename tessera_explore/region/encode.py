@@ -298,7 +298,7 @@ def _info(model, dims) -> dict:
 def worker_loads(name: str, dask_worker=None) -> dict:
     """For ``client.run``: how often this worker process loaded the model, and its pid."""
     plugin = dask_worker.plugins.get(name) if dask_worker is not None else None
-    return {"loads": getattr(plugin, "loads", 0), "pid": os.getpid(),
+    return {"registered": plugin is not None, "loads": getattr(plugin, "loads", 0), "pid": os.getpid(),
             "device": None if plugin is None or plugin.model is None else str(next(plugin.model.parameters()).device)}
 
 
@@ -392,9 +392,6 @@ def create_store(out: str, zones: list[EncodeZone], job: dict, *, overwrite: boo
     return False
 
 
-_GROUPS: dict[tuple[str, str], Any] = {}
-
-
 def write_tile(out: str, zone: EncodeZone, i: int, j: int, da) -> int:
     """Quantise one tile's embeddings into its shard, then mark the tile done.
     Returns the number of pixels with an embedding."""
@@ -407,10 +404,9 @@ def write_tile(out: str, zone: EncodeZone, i: int, j: int, da) -> int:
     if (da.sizes["y"], da.sizes["x"]) != (zone.tile, zone.tile) or not (
             np.allclose(da.x.values, x[cols], atol=1e-3) and np.allclose(da.y.values, y[rows], atol=1e-3)):
         raise SchemaError(f"tile ({i}, {j}) of {zone.name} came back on another grid")  # pragma: no cover
-    key = (out, zone.name)
-    g = _GROUPS.get(key)
-    if g is None:
-        g = _GROUPS.setdefault(key, zarr.open_group(out, mode="r+", path=zone.name, zarr_format=3))
+    # opened per tile, from the arrays' own metadata (a store rewritten with overwrite=True
+    # must not be written through metadata cached from its previous job)
+    g = zarr.open_group(out, mode="r+", path=zone.name, zarr_format=3, use_consolidated=False)
     q, s = quantize(np.moveaxis(np.asarray(da.values, np.float32), 0, -1))
     s[~np.isfinite(s)] = np.inf  # no observation: land without data, as the stores mark it
     g["embeddings"][0, :, rows, cols] = np.ascontiguousarray(np.moveaxis(q, -1, 0))
@@ -468,10 +464,10 @@ class EmbedEstimate:
     def __str__(self) -> str:
         from .run import _duration, _size
 
-        s = (f"{self.tiles_to_do} of {self.tiles} tiles to embed ({self.pixels / 1e6:,.2f} M pixels in "
+        s = (f"{self.tiles_to_do} of {self.tiles} tiles to embed ({self.pixels:,} pixels in "
              f"{', '.join(self.zones)}); about {_size(self.imagery_bytes)} of Sentinel-2/1 imagery to read; ")
         if self.seconds is None:
-            return s + "run time: measured on the first tile"
+            return s + "run time: measured on the first tiles"
         return s + (f"{self.seconds_per_tile:.1f} s a tile, so about {_duration(self.seconds)} on "
                     f"{self.workers} worker{'s' if self.workers != 1 else ''}")
 
@@ -614,8 +610,8 @@ def _submit(client, todo, out, pname, year, kw, *, retries, on_tile, records, ba
         for fut in as_completed(futs):
             rec = fut.result()
             records.append(rec)
-            if est.seconds_per_tile is None:
-                est.seconds_per_tile = rec["compute_s"]
+            # the median so far: a worker's first tile also pays its imports and connections
+            est.seconds_per_tile = float(np.median([r["compute_s"] for r in records]))
             bar.update(1)
             if on_tile is not None:
                 on_tile(rec)

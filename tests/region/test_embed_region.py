@@ -126,6 +126,24 @@ def test_plan_tiles_fixed_grid(bbox):
         plan_tiles(bbox, 0)
 
 
+def test_encoder_plugin_loads_once_and_travels_light(ckpt):
+    import pickle
+
+    from tessera_explore.encoder import load_encoder
+
+    plugin = EncoderPlugin(ckpt)
+    assert plugin.name == EncoderPlugin(ckpt).name != EncoderPlugin(ckpt, device="cpu").name
+    there = pickle.loads(pickle.dumps(plugin))  # what a worker receives: the path, no model
+    assert there.model is None and there.checkpoint == ckpt
+    there.setup(None)
+    m = there.model_on_worker()
+    assert there.model_on_worker() is m and there.loads == 1 and there.target_device() == "cpu"
+    assert pickle.loads(pickle.dumps(there)).model is None  # never shipped back with the model
+    shipped = pickle.loads(pickle.dumps(EncoderPlugin(load_encoder(ckpt))))  # a loaded model travels once
+    shipped.setup(None)
+    assert shipped.model_on_worker().generation == "v2" and shipped.loads == 1
+
+
 def test_region_equals_embed_area_per_tile_and_loads_once(local_stac, cfg, ckpt, client, bbox, tmp_path):
     cache = str(tmp_path / "cache")
     out = str(tmp_path / "live.zarr")
@@ -229,8 +247,9 @@ def test_killed_worker_tiles_are_rerun(local_stac, cfg, ckpt, client, bbox, tmp_
                           progress=False, on_tile=kill_one)
     assert killed and job.computed == 16 and done_mask(out, "utm31").all()
     client.wait_for_workers(2, timeout=120)  # the nanny restarted it; it gets the plugin again
-    loads = _loads(client, EncoderPlugin(ckpt).name)
-    assert killed[0] not in loads and all(v <= 1 for v in loads.values())
+    state = client.run(worker_loads, EncoderPlugin(ckpt).name).values()
+    assert all(v["registered"] for v in state)  # the restarted worker got the plugin from the scheduler
+    assert killed[0] not in {v["pid"] for v in state} and all(v["loads"] <= 1 for v in state)
     z = plan_tiles(bbox, 8)[0]
     r = job.records[-1]
     _assert_tile_equal(out, z, r["i"], r["j"], _reference(z, r["i"], r["j"], ckpt, cfg, cache))
