@@ -85,12 +85,12 @@ def bbox(local_stac):
     return tuple(float(v) for v in back.transform_bounds(x - 100, y - 100, x + 100, y + 100))
 
 
-def _reference(zone, i, j, ckpt, cfg, cache):
+def _reference(zone, i, j, ckpt, cfg, cache, dims=None):
     """embed_area over one tile, computed here."""
     from tessera_explore.encoder import load_encoder
 
     return te.embed_area(None, YEAR, model=load_encoder(ckpt), like=zone.tile_like(i, j), stac=cfg, cache=cache,
-                         max_pixels=None, max_area_km2=None, progress=False)
+                         dims=dims, max_pixels=None, max_area_km2=None, progress=False)
 
 
 def _assert_tile_equal(out, zone, i, j, ref):
@@ -243,13 +243,15 @@ def test_killed_worker_tiles_are_rerun(local_stac, cfg, ckpt, client, bbox, tmp_
             os.kill(rec["pid"], signal.SIGKILL)  # really killed, mid-job
             killed.append(rec["pid"])
 
-    job = te.embed_region(bbox, YEAR, model=ckpt, out=out, client=client, tile=8, stac=cfg, cache=cache,
+    job = te.embed_region(bbox, YEAR, model=ckpt, out=out, client=client, tile=8, stac=cfg, cache=cache, dims=16,
                           progress=False, on_tile=kill_one)
     assert killed and job.computed == 16 and done_mask(out, "utm31").all()
+    assert job.estimate.seconds_per_tile > 0 and "16 of 16 tiles" in str(job.estimate)
     client.wait_for_workers(2, timeout=120)  # the nanny restarted it; it gets the plugin again
     state = client.run(worker_loads, EncoderPlugin(ckpt).name).values()
     assert all(v["registered"] for v in state)  # the restarted worker got the plugin from the scheduler
     assert killed[0] not in {v["pid"] for v in state} and all(v["loads"] <= 1 for v in state)
     z = plan_tiles(bbox, 8)[0]
     r = job.records[-1]
-    _assert_tile_equal(out, z, r["i"], r["j"], _reference(z, r["i"], r["j"], ckpt, cfg, cache))
+    got = _assert_tile_equal(out, z, r["i"], r["j"], _reference(z, r["i"], r["j"], ckpt, cfg, cache, dims=16))
+    assert got.sizes["band"] == 16 and got.attrs["depth"] == 16  # a Matryoshka prefix, stored as such
