@@ -329,6 +329,8 @@ def _build(state, controller, owns, notes, *, scatter, basemap, map_size, draw) 
     panel = PanelView(state, controller)
     controller.start()  # false colour now; labels and classifier in the background
     scatter_view = ScatterView(state, controller) if scatter else None
+    if scatter_view is None:  # no scatter: nothing for the PCA/UMAP toggle to switch
+        panel.guided.projection.layout.display = "none"
     top = W.HBox([map_view.map, panel.widget])
     help_text = W.HTML(
         CSS + "<div style='max-width:420px;font-size:95%'><b>How to use</b><br>"
@@ -336,7 +338,10 @@ def _build(state, controller, owns, notes, *, scatter, basemap, map_size, draw) 
         "and the class map redraws. In <i>draw</i> mode, a polygon or rectangle drawn with the map's toolbar "
         "labels every pixel inside it. <i>similar</i> mode colours pixels like the clicked one; <i>change</i> "
         "mode shows how much each pixel changed between two years. Box or lasso select in the scatter "
-        "highlights those pixels on the map; a map click marks its pixel in the scatter."
+        "highlights those pixels on the map; a map click marks its pixel in the scatter. "
+        "<i>suggest</i> steps the map through pixels whose labels would help most: pick each one's class or skip. "
+        "<i>validate</i> steps through a random sample of the class map; your answers stay apart from the training "
+        "labels and give error-adjusted areas. <i>hatch low trust</i> marks where the map is unsure or extrapolates."
         + (" In <i>live</i> mode, a rectangle drawn on the map is embedded live from Sentinel-1/2 imagery."
            if draw else "") + "</div>")
     help_text.add_class("te-help")

@@ -15,8 +15,11 @@ from .state import ExplorerState
 
 __all__ = ["GuidedPanel"]
 
-WALK_CSS = ("<style>.te-walk-number{color:#fff;border-radius:50%;width:20px;height:20px;line-height:20px;"
-            "text-align:center;font:bold 12px sans-serif;border:1px solid #fff}</style>")
+#: numbered walk markers: a round badge (Leaflet's white square behind a div icon removed)
+WALK_CSS = ("<style>.te-map .leaflet-div-icon{background:transparent;border:none}"
+            ".te-walk-number{box-sizing:border-box;color:#fff;border-radius:50%;width:22px;height:22px;"
+            "line-height:20px;text-align:center;font:bold 12px sans-serif;border:1px solid #fff;"
+            "box-shadow:0 0 2px #000}</style>")
 
 
 class GuidedPanel:
