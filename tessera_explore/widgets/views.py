@@ -262,7 +262,11 @@ class MapView:
         classes = "confidence" if st.show_confidence else "classes"
         shown = {"label": classes, "draw": classes, "similarity": "similarity", "change": "change",
                  "live": "live"}[st.mode]
-        self._set_legend(self._legend_of(shown) if want.get(shown) else None)
+        legend = self._legend_of(shown) if want.get(shown) else None
+        trust = self._legends.get("trust")
+        if want["trust"] and trust and "trust" not in self._empty:  # the hatching's greys, below
+            legend = (legend or "") + trust
+        self._set_legend(legend)
 
     def _set_legend(self, legend_html: str | None) -> None:
         import ipyleaflet
