@@ -269,27 +269,79 @@ class Guide:
             return fut
         if self._need_classifier("a validation sample"):
             return None
-        return self.ctl.submit("validate", lambda: self._validate(int(n), allocation, int(seed)),
+        return self.ctl.submit("validate", lambda: self._validate(int(n), allocation, int(seed), resume=not new),
                                f"drawing {n} validation points from the class map")
 
-    def _validate(self, n: int, allocation: Any, seed: int) -> Stop | None:
+    def _validate(self, n: int, allocation: Any, seed: int, resume: bool = True) -> Stop | None:
         from ..classify import validation_sample
 
         pred = self.ctl._complete_prediction()
         if pred is None:
             self.ctl._say("a validation sample needs a class map: label at least two classes first")
             return None
-        gdf = validation_sample(pred, n, allocation=allocation, seed=seed)
-        self.validation_map, self.validation_year = pred, self.ctl.prediction_year
-        self.sample = gdf
+        year = self.ctl.prediction_year
+        saved, why = self._load_reference(pred, year) if resume and self.sample is None else (None, None)
+        self.validation_map, self.validation_year = pred, year
         self.estimate = None
         self.state.area_table = ""
+        if saved is not None:
+            self.sample = saved
+            stops = _stops(saved, ("map_class",))
+            for stop, ref in zip(stops, saved["reference"]):
+                stop.answer = None if ref is None or (isinstance(ref, float) and np.isnan(ref)) else str(ref)
+            self.walk = self._validation_walk = Walk("validate", stops, index=-1)
+            self.walk.advance()
+            self.update_estimate()
+            self._emit()
+            self.state.status = (f"validation resumed from {self.reference_path}: {self.walk.answered} of "
+                                 f"{len(stops)} points answered")
+            return self.walk.current
+        self._set_aside_reference()
+        gdf = validation_sample(pred, n, allocation=allocation, seed=seed)
+        self.sample = gdf
         self.walk = self._validation_walk = Walk("validate", _stops(gdf, ("map_class",)))
         self._emit()
         self._save_reference()
-        self.state.status = (f"{len(gdf)} validation points drawn from the {self.validation_year} class map "
-                             "(kept apart from the training labels); pick the class you see at each")
+        self.state.status = (f"{len(gdf)} validation points drawn from the {year} class map "
+                             "(kept apart from the training labels); pick the class you see at each"
+                             + (f" ({why})" if why else ""))
         return self.walk.current
+
+    def _load_reference(self, pred, year) -> tuple:
+        """The saved sample of this class map (a GeoDataFrame), or (None, why not)."""
+        import json
+
+        import geopandas as gpd
+
+        path = self.reference_path
+        if path is None or not os.path.exists(path):
+            return None, None
+        with open(path, encoding="utf-8") as f:
+            doc = json.load(f)
+        design = dict(doc.get("tessera_validation") or {})
+        classes = list(pred.attrs.get("classes", ()))
+        counts = np.bincount(np.asarray(pred["class"].values).ravel(), minlength=256)[: len(classes)]
+        if (design.get("year") != year or list(design.get("classes", [])) != classes
+                or list(design.get("mapped_pixels", [])) != counts.tolist()):
+            return None, "the saved validation sample belongs to another class map: it is kept as " + \
+                os.path.basename(self._previous_path())
+        rows = [{**f["properties"], "lon": f["geometry"]["coordinates"][0], "lat": f["geometry"]["coordinates"][1]}
+                for f in doc.get("features", [])]
+        gdf = gpd.GeoDataFrame(rows, geometry=gpd.points_from_xy([r["lon"] for r in rows], [r["lat"] for r in rows]),
+                               crs="EPSG:4326")
+        gdf["reference"] = gdf["reference"].astype(object).where(gdf["reference"].notna(), None)
+        gdf.attrs["tessera_validation"] = {k: design[k] for k in ("classes", "mapped_pixels", "sample_sizes",
+                                                                   "allocation", "seed") if k in design}
+        return gdf, None
+
+    def _previous_path(self) -> str:
+        return os.path.splitext(self.reference_path)[0] + ".previous.geojson"
+
+    def _set_aside_reference(self) -> None:
+        """Keep a saved sample of another map (or one replaced with ``new=True``) beside it."""
+        path = self.reference_path
+        if path is not None and os.path.exists(path):
+            os.replace(path, self._previous_path())
 
     def record(self, cls: str) -> str:
         """Record the reference class of the current validation point and step on."""

@@ -218,6 +218,45 @@ def test_validation_needs_two_answers_per_stratum_and_keeps_its_map(app_factory,
     assert int(ctl.guide.estimate.error_matrix.to_numpy().sum()) == 11  # one skipped
 
 
+def test_validation_resumes_from_the_reference_file(app_factory, truth, tmp_path):
+    app = app_factory(classes=list(LAND))
+    start_labels(app, truth, 3)
+    ctl = app.controller
+    ctl.validate(12, allocation="equal").result(timeout=120)
+    walk = ctl.guide.walk
+    answers = [true_class(truth, walk.current)]
+    ctl.record_reference(answers[0])
+    answers.append(true_class(truth, walk.current))
+    ctl.record_reference(answers[1])
+    first_points = [(s.row, s.col) for s in walk.stops]
+    app.close()
+
+    # the same labels give the same map: its saved sample comes back with its answers
+    app2 = app_factory(classes=list(LAND))
+    ctl2 = app2.controller
+    cur = ctl2.validate(12).result(timeout=120)
+    walk2 = ctl2.guide.walk
+    assert [(s.row, s.col) for s in walk2.stops] == first_points
+    assert [s.answer for s in walk2.stops[:2]] == answers and walk2.answered == 2
+    assert cur is walk2.stops[2] and "resumed" in app2.state.status
+    assert len(app2.labels) == 9
+    while walk2.current is not None:
+        ctl2.record_reference(true_class(truth, walk2.current))
+    assert ctl2.guide.estimate is not None
+    app2.close()
+
+    # another map (one more label): a new sample; the old file is kept beside it
+    app3 = app_factory(classes=list(LAND))
+    app3.state.active_class = "forest"
+    app3.click(*points_of(truth, "forest", 1, seed=11)[0])
+    app3.wait()
+    app3.controller.validate(12).result(timeout=120)
+    assert app3.controller.guide.walk.answered == 0 and "another class map" in app3.state.status
+    assert (tmp_path / "labels_reference.previous.geojson").exists()
+    old = json.loads((tmp_path / "labels_reference.previous.geojson").read_text())
+    assert all(f["properties"]["reference"] for f in old["features"])
+
+
 # ---------------------------------------------------------------------------- trust
 def test_trust_layer_toggles_follows_retrain_and_is_exported(app_factory, truth, tmp_path):
     app = app_factory(classes=list(LAND))
