@@ -1,0 +1,48 @@
+"""Binder installs what the tests ran: the same pins as ``make test``."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _pins(path: Path) -> dict[str, str]:
+    """name -> version of every ``name==version`` line, following ``-r`` includes."""
+    out: dict[str, str] = {}
+    for raw in path.read_text().splitlines():
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        if line.startswith("-r "):
+            out.update(_pins((path.parent / line[3:].strip()).resolve()))
+            continue
+        if line.startswith("-"):
+            continue
+        m = re.match(r"^([A-Za-z0-9_.\-]+)(\[[^\]]*\])?==([^\s;]+)", line)
+        assert m, f"{path.name}: {raw!r} is not pinned with =="
+        out[m.group(1).lower().replace("_", "-")] = m.group(3)
+    return out
+
+
+def test_binder_installs_the_tested_pins():
+    binder = _pins(ROOT / "binder" / "requirements.txt")
+    tested = _pins(ROOT / "requirements" / "test.txt")
+    base = _pins(ROOT / "requirements" / "base.txt")
+    assert set(base) <= set(binder), f"Binder misses {sorted(set(base) - set(binder))}"
+    differ = {k: (v, tested.get(k)) for k, v in binder.items() if tested.get(k) != v}
+    assert not differ, f"Binder pins differ from the tested ones: {differ}"
+
+
+def test_binder_is_pip_based_and_prepares_the_demo():
+    files = {p.name for p in (ROOT / "binder").iterdir()}
+    # repo2docker prefers environment.yml to requirements.txt: there must be none
+    assert "requirements.txt" in files and "environment.yml" not in files
+    assert (ROOT / "binder" / "runtime.txt").read_text().strip() == "python-3.11"
+    assert "download.pytorch.org/whl/cpu" in (ROOT / "binder" / "requirements.txt").read_text()
+    post = (ROOT / "binder" / "postBuild").read_text()
+    assert "demo_path()" in post and "pip install --no-deps" in post
+    assert (ROOT / "binder" / "postBuild").stat().st_mode & 0o111
+    readme = (ROOT / "README.md").read_text()
+    assert "mybinder.org/badge_logo.svg" in readme and "01_quickstart.ipynb" in readme
