@@ -27,7 +27,10 @@
 # 3. score it on labels it did not see, with spatial cross-validation (`te.evaluate`);
 # 4. find pixels like one pixel (`te.similarity`), what changed between two years
 #    (`te.change`), and groups without any labels (`te.cluster`);
-# 5. export the maps as Cloud-Optimised GeoTIFFs with provenance, and the labels.
+# 5. ask where to click next (`te.suggest`), estimate areas with confidence intervals
+#    (`te.validation_sample`, `te.area_estimate`) and map where not to trust the map
+#    (`te.trust`);
+# 6. export the maps as Cloud-Optimised GeoTIFFs with provenance, and the labels.
 #
 # The demo scene is synthetic, so its true land cover is known everywhere
 # (`tessera_explore.testing`): the labels below are placed where the truth says, and the
@@ -297,7 +300,61 @@ pd.crosstab(pd.Series(c[c != 255], name="cluster"), pd.Series(truth_names[c != 2
             normalize="index").round(2)
 
 # %% [markdown]
-# ## 9. Export
+# ## 9. Where to click next, how many hectares, where not to trust the map
+# Three questions a land-cover map has to answer before anyone uses it.
+#
+# **Where to click next.** `te.suggest` ranks the pixels whose labels would help the
+# classifier most: uncertain ones (a small margin between the two likeliest classes),
+# spread over embedding space and at least `spacing` metres apart. Here the synthetic truth
+# plays the user: it labels the ten suggestions, and the map improves.
+
+# %%
+picks = te.suggest(area, clf, n=10, strategy="mixed", seed=0)
+print(picks[["rank", "predicted", "confidence", "score"]].head())
+before = agreement
+for p_lon, p_lat in zip(picks.lon, picks.lat):
+    name = CLASSES[int(true_classes(np.array([p_lon]), np.array([p_lat]))[0])]
+    if name in NAMES:
+        store.add_point(p_lon, p_lat, name)
+clf = te.fit_classifier(area, store)
+pred = te.predict_map(area, clf)
+predicted = pred["class"].values[::4, ::4]
+scored = (predicted != 255) & np.isin(truth_names, NAMES)
+agreement = float((np.asarray(names)[predicted[scored]] == truth_names[scored]).mean())
+print(f"agreement with the truth: {before:.1%} -> {agreement:.1%} after {len(picks)} suggested labels")
+
+# %% [markdown]
+# **How many hectares.** Counting the pixels of a class gives the *mapped* area, which is
+# biased by the map's errors. Good practice (Olofsson et al. 2014, *Remote Sensing of
+# Environment* 148:42-57) labels a stratified random sample of the map (never the training
+# labels) and corrects the areas, with confidence intervals. `te.validation_sample` draws
+# the points; the user fills in `reference` (here: the truth); `te.area_estimate` gives the
+# error-adjusted areas, user's and producer's accuracies and the overall accuracy.
+
+# %%
+sample = te.validation_sample(pred, 200, allocation="proportional", seed=1)
+sample["reference"] = [CLASSES[int(c)] for c in true_classes(sample.lon.values, sample.lat.values)]
+sample = sample[sample.reference.isin(NAMES)]
+est = te.area_estimate(pred, sample)
+print(f"overall accuracy {est.overall_accuracy:.2f} +- {1.96 * est.overall_se:.2f}")
+est.table[["mapped_ha", "area_ha", "area_ci_low_ha", "area_ci_high_ha", "users_accuracy", "producers_accuracy"]].round(1)
+
+# %% [markdown]
+# **Where not to trust the map.** `te.trust` combines the classifier's confidence with how
+# far each pixel is, in embedding space, from anything labelled; pixels without an
+# embedding get 0. `reason` says why a pixel is not trusted (1 uncertain, 2 unlike any
+# label, 3 both, 4 no data).
+
+# %%
+tr = te.trust(area, clf)
+low = float((tr["trust"].values < 0.5).mean())
+print(f"{low:.0%} of the pixels are below trust 0.5")
+fig, ax = plt.subplots(figsize=(7, 5))
+tr["trust"].plot.imshow(ax=ax, cmap="viridis", vmin=0, vmax=1)
+ax.set_axis_off()
+
+# %% [markdown]
+# ## 10. Export
 # `te.export_map` writes Cloud-Optimised GeoTIFFs (one per variable of a Dataset) with the
 # provenance in the tags: dataset version, year, model and its settings, the label file.
 # `store.export` writes a copy of the labels, here in the JSON format of the upstream
@@ -327,6 +384,8 @@ print(sorted(p.name for p in workdir.iterdir()))
 # - `te.fit_classifier` + `te.predict_map` turn 30 points into a class and confidence map;
 #   `te.evaluate(..., cv="spatial")` scores it on labels far from the training ones.
 # - `te.similarity`, `te.change` and `te.cluster` make maps without a classifier.
+# - `te.suggest` says where to click next; `te.validation_sample` + `te.area_estimate` give
+#   areas with honest confidence intervals; `te.trust` maps where not to trust the map.
 # - `te.export_map` writes COGs with provenance tags; `store.export` writes the labels.
 # - `te.prepare` holds an area in memory so that all of this is fast enough to run on
 #   every click, which is what the explorer does.
