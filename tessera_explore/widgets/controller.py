@@ -667,6 +667,7 @@ class ExplorerController:
             return
         self.state.accuracy = f"spatial cross-validation: {ev.summary()}"
         self.evaluation = ev
+        self.quality.remember(clf, ev)  # the learning curve's last point
 
     def _predict(self, year: int) -> None:
         """Classify the pixels the class image shows (at the map's screen resolution they

@@ -175,6 +175,25 @@ class Quality:
                                variables=["trust", "reason"], labels=self.ctl.store))
 
     # ------------------------------------------------------------------ learning curve
+    def _order(self, clf) -> tuple[list, dict]:
+        """The classifier's label ids in the order they were made, and each one's class."""
+        s = clf.samples_
+        ids_in = set(np.unique(s.label_id).tolist())
+        order = [lab.id for lab in self.ctl.store.labels if lab.id in ids_in]
+        first: dict = {}
+        for lid, y in zip(s.label_id, s.y):
+            first.setdefault(lid, str(y))
+        return order, first
+
+    def remember(self, clf, ev) -> None:
+        """The controller's score of all the labels (the same spatial CV) is the curve's last
+        point: kept, so the curve does not score it again."""
+        order, first = self._order(clf)
+        lo, hi = ev.accuracy_interval
+        key = (self.state.model, tuple((lid, first[lid]) for lid in order))
+        self._curve_cache[key] = {"n": len(order), "accuracy": float(ev.accuracy), "low": float(lo),
+                                  "high": float(hi)}
+
     def _learning_curve(self) -> list:
         from ..classify.evaluate import cv_readiness, evaluate
 
@@ -183,11 +202,7 @@ class Quality:
             self.state.learning_curve = []
             return []
         s = clf.samples_
-        ids_in = set(np.unique(s.label_id).tolist())
-        order = [lab.id for lab in self.ctl.store.labels if lab.id in ids_in]
-        first = {}
-        for lid, y in zip(s.label_id, s.y):
-            first.setdefault(lid, str(y))
+        order, first = self._order(clf)
         # the first prefix that can be scored
         counts: dict = {}
         k0 = None

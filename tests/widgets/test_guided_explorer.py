@@ -312,6 +312,9 @@ def test_learning_curve_after_retrain(app_factory, truth):
     ns = [p["n"] for p in curve]
     assert ns == sorted(ns) and ns[-1] == len(app.labels) == 20
     assert all(0 <= p["low"] <= p["accuracy"] <= p["high"] <= 1 for p in curve)
+    # its last point is the panel's score of all the labels, scored once
+    ev = app.controller.evaluation
+    assert curve[-1]["accuracy"] == ev.accuracy and (curve[-1]["low"], curve[-1]["high"]) == ev.accuracy_interval
     assert "<svg" in app.panel.guided.curve.value and "learning curve" in app.panel.guided.curve.value
 
 
