@@ -97,7 +97,8 @@ class Quality:
         self.ctl = controller
         self.state = controller.state
         self.trust_map = None  # the latest trust Dataset
-        self._trust_key: tuple | None = None  # (classifier id, year) it was computed for
+        self._trust_key: tuple | None = None  # (classifier, year) it was computed for (the object, not its id:
+        # an id can be reused once the old classifier is freed)
         self._curve_cache: dict = {}
         controller.on("trained", self._on_trained)
         self.state.observe(self._on_toggle, names=["show_trust"])
@@ -140,8 +141,9 @@ class Quality:
         if clf is None:
             return None
         year = int(self.state.year)
-        key = (id(clf), year)
-        if self._trust_key != key or self.trust_map is None:
+        key = (clf, year)
+        if self._trust_key is None or self._trust_key[0] is not clf or self._trust_key[1] != year \
+                or self.trust_map is None:
             self.trust_map = trust(self.ctl._prepare(year), clf)
             self._trust_key = key
         return self.trust_map
@@ -176,13 +178,16 @@ class Quality:
 
     # ------------------------------------------------------------------ learning curve
     def _order(self, clf) -> tuple[list, dict]:
-        """The classifier's label ids in the order they were made, and each one's class."""
+        """The classifier's label ids in the order they were made, and for each its key
+        part: class and geometry (an id freed by an undo may come back on another place)."""
         s = clf.samples_
         ids_in = set(np.unique(s.label_id).tolist())
-        order = [lab.id for lab in self.ctl.store.labels if lab.id in ids_in]
-        first: dict = {}
+        labs = [lab for lab in self.ctl.store.labels if lab.id in ids_in]
+        order = [lab.id for lab in labs]
+        cls: dict = {}
         for lid, y in zip(s.label_id, s.y):
-            first.setdefault(lid, str(y))
+            cls.setdefault(lid, str(y))
+        first = {lab.id: (cls[lab.id], lab.geometry.wkb) for lab in labs}
         return order, first
 
     def remember(self, clf, ev) -> None:
@@ -207,7 +212,8 @@ class Quality:
         counts: dict = {}
         k0 = None
         for k, lid in enumerate(order, start=1):
-            counts[first[lid]] = counts.get(first[lid], 0) + 1
+            c = first[lid][0]
+            counts[c] = counts.get(c, 0) + 1
             if cv_readiness(counts) is None:
                 k0 = k
                 break

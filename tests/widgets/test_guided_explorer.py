@@ -276,7 +276,7 @@ def test_trust_layer_toggles_follows_retrain_and_is_exported(app_factory, truth,
     # hatched: the image has transparent gaps between its stripes
     url0 = layer.url
     start_labels(app, truth, 3, seed=3)
-    assert ctl.quality._trust_key[0] == id(ctl.classifier)  # recomputed for the new classifier
+    assert ctl.quality._trust_key[0] is ctl.classifier  # recomputed for the new classifier
     assert layer.url != url0
     st.show_trust = False
     assert "trust" not in layer_names(app)
