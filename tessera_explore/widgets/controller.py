@@ -303,6 +303,7 @@ class ExplorerController:
         self._closed = True
         self.state.unobserve(self._on_choice, names=list(_CHOICES))
         self.umap.close()
+        self.quality.close()
         try:
             self.store.unobserve(self._store_cb)
         except ValueError:

@@ -104,6 +104,10 @@ class Quality:
         self.state.observe(self._on_toggle, names=["show_trust"])
         self.state.observe(self._on_year, names=["year"])
 
+    def close(self) -> None:
+        self.state.unobserve(self._on_toggle, names=["show_trust"])
+        self.state.unobserve(self._on_year, names=["year"])
+
     # ------------------------------------------------------------------ events
     def _on_trained(self, clf) -> None:
         if clf is None:

@@ -284,6 +284,9 @@ def test_trust_layer_toggles_follows_retrain_and_is_exported(app_factory, truth,
     names = sorted(p.rsplit("/", 1)[-1] for p in files)
     assert "trust_2024_trust.tif" in names and "trust_2024_reason.tif" in names
     assert st.error == ""
+    app.close()
+    st.show_trust = True  # after close: nothing is queued, nothing fails
+    assert st.error == ""
 
 
 def test_hatch_leaves_gaps():
