@@ -179,7 +179,8 @@ CSS = f"""<style>
 </style>"""
 
 
-def _arrays(source: Any, *, year, years, bbox) -> dict:
+def _arrays(source: Any, *, year, years, bbox) -> tuple[dict, list[str]]:
+    """``({year: embeddings}, notes)``: the arrays to explore and what was said about them."""
     import xarray as xr
 
     from ..io.open import available_years, open_embeddings, reopen

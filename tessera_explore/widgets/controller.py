@@ -19,14 +19,14 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from concurrent.futures import Future
 from typing import Any
 
 import numpy as np
 import xarray as xr
 
 from ..exceptions import ArgumentError, LabelError, TesseraExploreError
+from .jobs import JobQueue
 from .state import ExplorerState
 
 
@@ -71,8 +71,6 @@ log = logging.getLogger(__name__)
 #: map layers the controller produces, bottom to top
 LAYERS = ("false_colour", "live", "change", "classes", "confidence", "trust", "similarity", "selection")
 
-#: how a change map's classes are coloured (stable, minor, moderate, major)
-CHANGE_COLORS = ("#f7f7f7", "#fdcc8a", "#fc8d59", "#d7301f")
 SELECTION_COLOR = "#ff00ff"
 
 #: pixels of one label (a drawn polygon) the classifier trains on: kNN's prediction time
@@ -85,13 +83,15 @@ _CHOICES = ("model", "year", "confidence_threshold", "show_confidence", "similar
             "change_from")
 
 
-@dataclass
-class _Job:
-    fn: Callable[[], Any]
-    future: Future
-    title: str
-    quiet: bool = False
-    cancelled: bool = False
+def _change_classes(change_map: xr.Dataset) -> tuple[list[str], list[str]]:
+    """The class names and colours of a change map (its attributes, else those of
+    :func:`~tessera_explore.classify.change`)."""
+    from ..classify.change import CHANGE_CLASSES, CHANGE_COLORS
+
+    attrs = {**change_map.attrs, **change_map["change_class"].attrs}
+    names = list(attrs.get("classes", CHANGE_CLASSES))
+    colors = list(attrs.get("colors", CHANGE_COLORS))[: len(names)]
+    return names, colors
 
 
 def _n(k: int, noun: str) -> str:
@@ -178,10 +178,8 @@ class ExplorerController:
         self.evaluation = None
 
         self._listeners: dict[str, list[Callable]] = {}
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tessera-explore")
-        self._lock = threading.RLock()
-        self._queued: dict[str, _Job] = {}
-        self._running = 0
+        self.jobs = JobQueue(on_busy=self._set_busy, on_start=self._job_started, on_finish=self._job_finished,
+                             on_error=self._report)
         self._closed = False
         self._store_cb = lambda store, what: self._labels_changed(what)
         store.observe(self._store_cb)
@@ -206,8 +204,9 @@ class ExplorerController:
         """Call ``callback(*args)`` on ``event``: ``"layer"`` (name, OverlayImage or None),
         ``"marker"`` (x, y in the scatter, or None), ``"labels"`` (the store), ``"trained"``
         (the new classifier, or None when it was dropped), ``"walk"`` (the guided walk, or
-        None), ``"scatter"`` (year, components to show in the scatter).  Callbacks may run on
-        the worker thread."""
+        None), ``"scatter"`` (year, other components of the shown year: UMAP ready, or back
+        to PCA), ``"components"`` (year, components of a newly shown year).  Callbacks may
+        run on the worker thread."""
         self._listeners.setdefault(event, []).append(callback)
 
     def _emit(self, event: str, *args) -> None:
@@ -218,61 +217,25 @@ class ExplorerController:
                 log.exception("explorer view callback for %s failed", event)
                 self._report(err, f"updating the view ({event})")
 
-    # ------------------------------------------------------------------ the queue
+    # ------------------------------------------------------------------ the queue (widgets/jobs.py)
     def submit(self, key: str, fn: Callable[[], Any], title: str, *, quiet: bool = False,
                supersedes: tuple = ()) -> Future:
-        """Queue ``fn`` on the worker thread.  A job of the same ``key`` still waiting is
-        replaced (its future resolves with the newer job's result).  A ``quiet`` job leaves
-        the status line and progress bar alone (background work the user did not ask for).
-        Jobs of the keys in ``supersedes`` still waiting are dropped (their futures give None):
-        a retrain makes a pending score of the old classifier pointless."""
+        """Queue ``fn`` on the worker thread (:meth:`JobQueue.submit
+        <tessera_explore.widgets.jobs.JobQueue.submit>`: a waiting job of the same ``key`` is
+        replaced, those of the keys in ``supersedes`` dropped; a ``quiet`` job leaves the
+        status line and progress bar alone)."""
         self._check_open()
-        with self._lock:
-            for other in supersedes:
-                old = self._queued.pop(other, None)
-                if old is not None:
-                    old.cancelled = True
-            queued = self._queued.get(key)
-            if queued is not None:
-                queued.fn, queued.title, queued.quiet = fn, title, quiet
-                return queued.future
-            job = _Job(fn, Future(), title, quiet)
-            self._queued[key] = job
-            self._running += 1
-            self.state.busy = True
-        self._pool.submit(self._run, key, job)
-        return job.future
+        return self.jobs.submit(key, fn, title, quiet=quiet, supersedes=supersedes)
 
-    def _run(self, key: str, job: _Job) -> None:
-        with self._lock:
-            if self._queued.get(key) is job:
-                del self._queued[key]
-            fn, title, quiet = job.fn, job.title, job.quiet
-            if job.cancelled:
-                self._running -= 1
-                if self._running == 0:
-                    self.state.busy = False
-                job.future.set_result(None)
-                return
-        if not quiet:
-            self.state.status = f"{title}..."
-            self.state.progress = 0.0
-        try:
-            result = fn()
-        except Exception as err:
-            log.debug("explorer job %s failed", key, exc_info=True)
-            self._report(err, title)
-            job.future.set_exception(err)
-        else:
-            job.future.set_result(result)
-        finally:
-            with self._lock:
-                self._running -= 1
-                idle = self._running == 0
-            if not quiet:
-                self.state.progress = 1.0
-            if idle:
-                self.state.busy = False
+    def _job_started(self, title: str) -> None:
+        self.state.status = f"{title}..."
+        self.state.progress = 0.0
+
+    def _job_finished(self, title: str) -> None:
+        self.state.progress = 1.0
+
+    def _set_busy(self, busy: bool) -> None:
+        self.state.busy = busy
 
     def _report(self, err: BaseException, doing: str) -> None:
         name = type(err).__name__
@@ -281,15 +244,7 @@ class ExplorerController:
 
     def wait(self, timeout: float | None = 120.0) -> None:
         """Block until every queued job (and any job they queued) has finished."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
-            self._pool.submit(lambda: None).result(timeout=left)
-            with self._lock:
-                if self._running == 0:
-                    return
-            if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError("the explorer is still busy")
+        self.jobs.wait(timeout)
 
     def _check_open(self) -> None:
         if self._closed:
@@ -308,7 +263,7 @@ class ExplorerController:
             self.store.unobserve(self._store_cb)
         except ValueError:
             pass
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        self.jobs.close()
 
     # ------------------------------------------------------------------ start
     def start(self) -> None:
@@ -352,11 +307,30 @@ class ExplorerController:
         return self.components[year]
 
     def components_for(self, year: int, timeout: float | None = 30.0) -> xr.DataArray:
-        """``ensure_components`` from any thread: queued on the worker when not ready."""
+        """``ensure_components`` from a script (blocks until ready; views listen for the
+        ``"components"`` event instead)."""
         if year in self.components:
             return self.components[year]
         return self.submit(f"components-{year}", lambda: self.ensure_components(year),
                            f"projecting {year}").result(timeout)
+
+    def show_scatter_year(self, year: int) -> None:
+        """Make ``year`` the scatter's year; its components reach the views as the
+        ``"components"`` event: at once when ready, else once projected on the worker (a
+        UMAP fit of the year starts when UMAP is chosen; PCA is shown meanwhile)."""
+        year = int(year)
+        self.scatter_year = year
+        if self.state.projection == "umap" and year not in self.umap.components:
+            self.umap.fit(year)
+        if year in self.components:  # the PCA components (and the colours) are ready
+            self._emit("components", year, self.umap.scatter_components(year))
+            return
+        self.submit(f"components-{year}", lambda: self._components_ready(year), f"projecting {year}")
+
+    def _components_ready(self, year: int) -> None:
+        self.ensure_components(year)
+        if self.scatter_year == year:  # not switched again meanwhile
+            self._emit("components", year, self.umap.scatter_components(year))
 
     @property
     def _render_options(self) -> dict:
@@ -382,6 +356,7 @@ class ExplorerController:
         elif name == "year":
             year = int(change["new"])
             self.submit("year", lambda: self._switch_year(year), f"showing {year}")
+            self.show_scatter_year(year)
         elif name in ("confidence_threshold", "show_confidence"):
             self.submit("render-classes", self._render_classes, "redrawing the class map")
         elif name == "similarity_threshold":
@@ -481,7 +456,7 @@ class ExplorerController:
         """Change mode: the value under the click."""
         if self.change_map is not None:
             d = float(self.change_map["distance"].values[px])
-            cls = self.change_map.attrs.get("classes", ("stable", "minor", "moderate", "major"))
+            cls, _ = _change_classes(self.change_map)
             k = int(self.change_map["change_class"].values[px])
             name = cls[k] if k < len(cls) else "no data"
             return self._say(f"change at {where}: distance {d:.3f} ({name})")
@@ -566,7 +541,6 @@ class ExplorerController:
     def recolour(self, name: str, color: str) -> str:
         self._check_open()
         self.store.set_color(name, color)
-        self._after_label_edit(retrain=False)
         if self.prediction is not None:
             self.submit("render-classes", self._render_classes, "redrawing the class map")
         return self._say(f"class {name!r} is now {color}")
@@ -597,9 +571,7 @@ class ExplorerController:
         self._after_label_edit()
         return self._say("all labels removed (undo brings them back)")
 
-    def _after_label_edit(self, retrain: bool = True) -> None:
-        if not retrain:
-            return
+    def _after_label_edit(self) -> None:
         if self._trainable():
             self.retrain()
         elif self.classifier is not None:
@@ -787,9 +759,8 @@ class ExplorerController:
         if self.change_years != (a, b):
             self.change_map = change(self._prepare(a), self._prepare(b))
             self.change_years = (a, b)
-        names = list(self.change_map.attrs.get("classes", ("stable", "minor", "moderate", "major")))
-        img = overlay_image(self.change_map["change_class"], categories=names,
-                            colors=list(CHANGE_COLORS[: len(names)]), **self._render_options,
+        names, colors = _change_classes(self.change_map)
+        img = overlay_image(self.change_map["change_class"], categories=names, colors=colors, **self._render_options,
                             title=f"change {a} to {b}")
         self._emit("layer", "change", img)
         counts = np.bincount(self.change_map["change_class"].values.ravel(), minlength=256)

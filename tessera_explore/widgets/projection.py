@@ -71,15 +71,6 @@ class ProjectionSwitch:
             return self.components[year]
         return self.ctl.components.get(year)
 
-    def components_for(self, year: int):
-        """Like :meth:`scatter_components`, from any thread; starts a UMAP fit of ``year``
-        when UMAP is chosen but not ready (the PCA components meanwhile)."""
-        if self.state.projection == "umap":
-            if year in self.components:
-                return self.components[year]
-            self.fit(year)
-        return self.ctl.components_for(year)
-
     def _on_projection(self, change) -> None:
         year = self.ctl.scatter_year
         if change["new"] == "umap":

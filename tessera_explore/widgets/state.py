@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import traitlets as t
 
+from ..classify.models import MODELS
 from ..exceptions import ArgumentTypeError
 
 __all__ = ["ExplorerState", "MODES", "MODELS", "PROJECTIONS", "WALKS"]
@@ -16,7 +17,6 @@ __all__ = ["ExplorerState", "MODES", "MODELS", "PROJECTIONS", "WALKS"]
 #: rectangles drawn with the map's toolbar become labels), ``similarity``, ``change`` and
 #: ``live`` (a drawn rectangle is embedded live)
 MODES = ("label", "draw", "similarity", "change", "live")
-MODELS = ("knn", "logreg", "rf")
 #: the scatter's projection: PCA (ready at start) or UMAP (fitted in the background)
 PROJECTIONS = ("pca", "umap")
 #: what a guided walk steps through: suggestions to label, or a validation sample

@@ -607,26 +607,21 @@ class ScatterView:
         hv.streams.Lasso(source=self.plot).add_subscriber(guarded(state, "the lasso selection")(self._on_lasso))
         controller.on("marker", self._on_marker)
         controller.on("scatter", guarded(state, "switching the scatter's projection")(self._on_scatter))
-        state.observe(guarded(state, "showing the year in the scatter")(self._on_year), names="year")
+        controller.on("components", guarded(state, "showing the year in the scatter")(self._on_year))
         self.widget = pn.ipywidget(self.plot * marker)
         self.widget.add_class("te-scatter")
 
-    def _on_year(self, change) -> None:
-        """Show the points of the year on the map (same projection, so positions compare)."""
-        from .scatter import scatter_points, set_points
-
-        year = int(change["new"])
-        ctl = self.controller
-        comps = ctl.umap.components_for(year)
-        pts = scatter_points(comps, rgb=ctl.rgb[year])
-        self.points, self.xy = pts, pts.xy
-        ctl.scatter_year = year
-        set_points(self.plot, pts)
-        self.pipe.send({"x": [], "y": []})
+    def _on_year(self, year, comps) -> None:
+        """Show the points of a newly shown year (same projection, so positions compare)."""
+        self._show(year, comps, keep_view=True, doing="showing the year in the scatter")
 
     def _on_scatter(self, year, comps) -> None:
-        """Show other components of the shown year (UMAP ready, or back to PCA); the points
-        are gathered here, the Bokeh document is changed on the kernel's main thread."""
+        """Show other components of the shown year (UMAP ready, or back to PCA)."""
+        self._show(year, comps, keep_view=False, doing="switching the scatter's projection")
+
+    def _show(self, year, comps, *, keep_view: bool, doing: str) -> None:
+        """The points are gathered here (any thread), the Bokeh document is changed on the
+        kernel's main thread."""
         from .scatter import scatter_points, set_points
 
         ctl = self.controller
@@ -634,10 +629,10 @@ class ScatterView:
             return
         pts = scatter_points(comps, rgb=ctl.rgb[year])
 
-        @guarded(self.state, "switching the scatter's projection")
+        @guarded(self.state, doing)
         def show():
             self.points, self.xy = pts, pts.xy
-            set_points(self.plot, pts, keep_view=False)
+            set_points(self.plot, pts, keep_view=keep_view)
             self.pipe.send({"x": [], "y": []})
 
         on_main_thread(show)
