@@ -132,8 +132,9 @@ def lab(tmp_path, demo_cache):
     def start(paths) -> LabServer:
         for p in paths:
             shutil.copy(p, tmp_path / os.path.basename(p))
+        # MALLOC_ARENA_MAX=2 as `make lab` and Binder's start script set it
         return _serve(LabServer, tmp_path, demo_cache, servers, JUPYTER_CONFIG_DIR=str(tmp_path / ".jupyter"),
-                      JUPYTER_RUNTIME_DIR=str(tmp_path / ".runtime"))
+                      JUPYTER_RUNTIME_DIR=str(tmp_path / ".runtime"), MALLOC_ARENA_MAX="2")
 
     yield start
     for s in servers:
