@@ -39,7 +39,7 @@ HATCH_PERIOD, HATCH_WIDTH = 6, 3
 
 def hatch(img, period: int = HATCH_PERIOD, width: int = HATCH_WIDTH):
     """The overlay image with diagonal stripes: pixels off the stripes become transparent."""
-    from .overlay import _encode_png
+    from .colours import _encode_png
 
     rgba = img.rgba.copy()
     h, w = rgba.shape[:2]

@@ -120,7 +120,7 @@ def scatter_points(
         names += [str(k) for k in range(len(names), n)]
         keep = flat >= 0
         out.xy, out.index, flat = out.xy[keep], out.index[keep], flat[keep]
-        from .overlay import _PALETTE
+        from .colours import _PALETTE
 
         colors = list(class_colors if class_colors is not None else attrs.get("class_colors", []))
         colors += [_PALETTE[k % len(_PALETTE)] for k in range(len(colors), n)]

@@ -237,7 +237,7 @@ class MapView:
     def _legend_of(self, name: str) -> str | None:
         """The legend of a layer, class swatches painted at the layer's opacity over the
         mid grey of the false colour, so they look like the map."""
-        from .overlay import legend_html
+        from .legend import legend_html
 
         cats = self._palettes.get(name)
         if cats and name in ("classes", "change"):
@@ -418,24 +418,37 @@ class PanelView:
     """The side panel: mode, classes, classifier, year, thresholds, actions, status."""
 
     def __init__(self, state: ExplorerState, controller: ExplorerController):
+        self.state, self.controller = state, controller
+        self._build_mode()
+        self._build_classes()
+        self._build_view()
+        self._build_actions()
+        self._build_status()
+        self._wire()
+        self.widget = self._layout()
+
+    def _build_mode(self) -> None:
+        """What the map does (a toggle per mode; live only with a live model)."""
         import ipywidgets as W
 
-        self.state, self.controller = state, controller
-        st = state
-        lay = W.Layout(width="300px")
         modes = [("click", "label"), ("draw", "draw"), ("similar", "similarity"), ("change", "change")]
         tips = ["a click adds a point label of the active class",
                 "a polygon or rectangle drawn with the map's toolbar labels every pixel inside it",
                 "a click finds the pixels similar to the clicked one",
                 "show the change between two years"]
-        if controller.live_model is not None:
+        if self.controller.live_model is not None:
             modes.append(("live", "live"))
             tips.append("a rectangle drawn with the map's toolbar is embedded live from STAC imagery")
-        self.mode = W.ToggleButtons(options=modes, value=st.mode, layout=W.Layout(width="310px"),
+        self.mode = W.ToggleButtons(options=modes, value=self.state.mode, layout=W.Layout(width="310px"),
                                     style={"button_width": "56px" if len(modes) > 4 else "70px"}, tooltips=tips)
         self.mode.add_class("te-mode")
-        W.link((st, "mode"), (self.mode, "value"))
+        W.link((self.state, "mode"), (self.mode, "value"))
 
+    def _build_classes(self) -> None:
+        """The classes: the active one, counts, add / rename / recolour / remove, the model."""
+        import ipywidgets as W
+
+        st = self.state
         self.active = W.ToggleButtons(options=list(st.classes), value=st.active_class or None,
                                       layout=W.Layout(width="300px"), style={"button_width": "140px"})
         self.active.add_class("te-classes")
@@ -449,23 +462,28 @@ class PanelView:
         self.color = W.ColorPicker(concise=True, value="#888888", layout=W.Layout(width="40px"),
                                    tooltip="colour of the active class")
         self.remove_btn = W.Button(description="remove class", layout=W.Layout(width="110px"))
-
-        wide = {"description_width": "110px"}
         self.model = W.Dropdown(options=list(MODELS), value=st.model, description="classifier",
-                                layout=lay, style=wide)
+                                layout=W.Layout(width="300px"), style={"description_width": "110px"})
         W.link((st, "model"), (self.model, "value"))
+
+    def _build_view(self) -> None:
+        """Year, change year, opacity, thresholds and what is shown, linked to the state."""
+        import ipywidgets as W
+
+        st = self.state
+        lay = W.Layout(width="300px")
+        wide = {"description_width": "110px"}
         self.year = W.Dropdown(options=list(st.years), value=st.year, description="year", layout=lay, style=wide)
         self.year.add_class("te-year")
         self.change_from = W.Dropdown(options=[("other year", 0)] + [(str(y), y) for y in st.years],
                                       value=0, description="change from", layout=lay, style=wide)
         self.opacity = W.FloatSlider(value=st.class_opacity, min=0, max=1, step=0.05, description="class opacity",
-                                     layout=lay, style={"description_width": "110px"})
+                                     layout=lay, style=wide)
         self.confidence = W.FloatSlider(value=st.confidence_threshold, min=0, max=1, step=0.05,
-                                        description="min confidence", layout=lay,
-                                        style={"description_width": "110px"}, continuous_update=False)
+                                        description="min confidence", layout=lay, style=wide,
+                                        continuous_update=False)
         self.sim_thr = W.FloatSlider(value=st.similarity_threshold, min=-1, max=1, step=0.01,
-                                     description="similarity ≥", layout=lay, style={"description_width": "110px"},
-                                     continuous_update=False)
+                                     description="similarity ≥", layout=lay, style=wide, continuous_update=False)
         self.show_classes = W.Checkbox(value=st.show_classes, description="show classes", indent=False,
                                        layout=W.Layout(width="140px"))
         self.show_conf = W.Checkbox(value=st.show_confidence, description="show confidence", indent=False,
@@ -478,16 +496,24 @@ class PanelView:
                      (self.show_conf, "show_confidence")):
             W.link((st, b), (a, "value"))
 
+    def _build_actions(self) -> None:
+        """Undo, redo, clear, save, export; the guided walks."""
+        import ipywidgets as W
+
+        from .guided_panel import GuidedPanel
+
         self.undo_btn = W.Button(description="undo", layout=W.Layout(width="70px"))
         self.redo_btn = W.Button(description="redo", layout=W.Layout(width="70px"))
         self.clear_btn = W.Button(description="clear", layout=W.Layout(width="70px"))
         self.save_btn = W.Button(description="save", layout=W.Layout(width="70px"))
         self.export_btn = W.Button(description="export maps", layout=W.Layout(width="110px"))
         self.export_btn.add_class("te-export")
+        self.guided = GuidedPanel(self.state, self.controller)
 
-        from .guided_panel import GuidedPanel
+    def _build_status(self) -> None:
+        """Progress, status, accuracy, the error line and the session's notice."""
+        import ipywidgets as W
 
-        self.guided = GuidedPanel(state, controller)
         self.status = _html("", "te-status")
         self.accuracy = _html("", "te-accuracy")
         self.notice = _html("", "te-notice")
@@ -495,6 +521,9 @@ class PanelView:
         self.error = _html("", "te-error")
         self.dismiss = W.Button(description="dismiss", layout=W.Layout(width="80px", display="none"))
 
+    def _wire(self) -> None:
+        """Buttons call the controller; state changes update the status widgets."""
+        st, controller = self.state, self.controller
         g = functools.partial(guarded, st)
         self.add_btn.on_click(g("adding a class")(lambda _: self._add()))
         self.rename_btn.on_click(g("renaming the class")(lambda _: self._rename()))
@@ -520,18 +549,22 @@ class PanelView:
         self._classes_changed(None)
         self.status.value = html.escape(st.status)
 
+    def _layout(self):
+        import ipywidgets as W
+
         row = W.HBox
-        self.widget = W.VBox([
+        panel = W.VBox([
             _html("<b>on the map</b>", "te-h"), self.mode,
             _html("<b>classes</b>", "te-h"), self.active, self.counts,
             row([self.new_name, self.add_btn]), row([self.rename_btn, self.color, self.remove_btn]),
             self.model, row([self.undo_btn, self.redo_btn, self.clear_btn, self.save_btn]), self.export_btn,
-            _html("<b>view</b>", "te-h"), self.year, self.change_from, row([self.show_classes, self.show_conf]), self.show_colour,
-            self.opacity, self.confidence, self.sim_thr,
+            _html("<b>view</b>", "te-h"), self.year, self.change_from, row([self.show_classes, self.show_conf]),
+            self.show_colour, self.opacity, self.confidence, self.sim_thr,
             self.guided.widget,
             self.progress, self.status, self.accuracy, row([self.error, self.dismiss]), self.notice,
         ], layout=W.Layout(width="320px"))
-        self.widget.add_class("te-panel")
+        panel.add_class("te-panel")
+        return panel
 
     def _add(self) -> None:
         name = self.new_name.value.strip()
