@@ -174,7 +174,7 @@ ax.set_ylabel("PCA 2");
 # %% [markdown]
 # ## The explorer
 # `te.explore(da)` opens everything above in one app: the false-colour map, the projection
-# scatter linked to it, and the few-shot labelling of `02_labelling.ipynb`.
+# scatter linked to it, and the few-shot labelling of `03_labelling_and_evaluation.ipynb`.
 #
 # - Add a class (type a name, press *add class*), pick it, and click the map: each click
 #   adds a label, the classifier retrains off the main thread and the class map redraws.
@@ -230,5 +230,7 @@ assert app.state.error == "" and app.class_map is not None
 #   colours) on another year or tile.
 # - `te.overlay` puts any map on a leafmap/ipyleaflet map; `te.scatter` shows every pixel's
 #   projection, zoomable, as an ipywidget through `pn.ipywidget`.
-# - Next: `02_labelling.ipynb` turns a few labelled points into a land-cover map, and
-#   `03_live_embedding.ipynb` embeds an area live from Sentinel-1 and Sentinel-2.
+# - Next: `02_projections.ipynb` compares PCA with UMAP and reuses one projection across years;
+#   `03_labelling_and_evaluation.ipynb` turns a few labelled points into a land-cover map and
+#   scores it honestly; `04_real_data.ipynb` opens a published store; `05_live_encoder.ipynb`
+#   embeds an area live from Sentinel-1 and Sentinel-2.

@@ -25,7 +25,8 @@ def notebooks() -> dict[str, nbformat.NotebookNode]:
 
 
 def test_every_notebook_has_its_py_pair():
-    assert {"01_quickstart.ipynb", "02_labelling.ipynb", "03_live_embedding.ipynb", "06_scale_out.ipynb"} <= set(NAMES)
+    assert {"01_quickstart.ipynb", "03_labelling_and_evaluation.ipynb", "05_live_encoder.ipynb",
+            "06_scale_out.ipynb"} <= set(NAMES)
     pairs = sorted(p.name for p in NOTEBOOKS.glob("*.py"))
     assert pairs == [n.replace(".ipynb", ".py") for n in NAMES]
     config = (NOTEBOOKS / "jupytext.toml").read_text()
@@ -99,7 +100,7 @@ def test_live_notebook_skips_cleanly_without_servers():
     """Where PostgreSQL (or the STAC packages) are missing, the notebook says so and passes."""
     from nbclient import NotebookClient
 
-    nb = nbformat.read(NOTEBOOKS / "03_live_embedding.ipynb", as_version=4)
+    nb = nbformat.read(NOTEBOOKS / "05_live_encoder.ipynb", as_version=4)
     patch = nbformat.v4.new_code_cell(
         "import tessera_explore.testing.stac_server as _s\n"
         "_s.unavailable_reason = lambda: 'PostgreSQL is not installed (simulated by the test)'"
