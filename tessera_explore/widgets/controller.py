@@ -865,28 +865,53 @@ class ExplorerController:
         return written
 
     # ------------------------------------------------------------------ live embedding
-    def embed_live(self, bbox: tuple[float, float, float, float]) -> Future | None:
+    def embed_live(self, bbox: tuple[float, float, float, float], *, start: Any = None,
+                   end: Any = None) -> Future | None:
         """Embed a drawn rectangle live (:func:`~tessera_explore.embed_area`) and show it
-        beside the precomputed map; needs ``live_model``."""
+        beside the precomputed map; needs ``live_model``.  The observations are those of
+        ``start`` to ``end`` (dates, a window of at most a year; default
+        ``state.live_start``/``live_end``), or of the year shown when both are empty.  A bad
+        window is said in the status line (None is returned)."""
         if self.live_model is None:
             self._say("live embedding needs a model: te.explore(..., live_model=te.encoder.load_encoder(...))")
             return None
         bbox = tuple(float(v) for v in bbox)
-        return self.submit("live", lambda: self._embed_live(bbox), "embedding the rectangle live")
+        try:
+            window = self.live_window(start, end)
+        except ArgumentError as err:
+            self._say(f"live embedding not started: {err}")
+            return None
+        return self.submit("live", lambda: self._embed_live(bbox, window), f"embedding the rectangle live ({window})")
 
-    def _embed_live(self, bbox) -> xr.DataArray:
+    def live_window(self, start: Any = None, end: Any = None):
+        """The :class:`~tessera_explore.encoder.window.Window` of a live embedding: ``start``
+        to ``end`` (default the state's ``live_start``/``live_end``), or the calendar year
+        shown when both are empty.  :class:`ArgumentError` for a bad window."""
+        from ..encoder.window import resolve_window
+
+        start = self.state.live_start if start is None else start
+        end = self.state.live_end if end is None else end
+        start = start.strip() if isinstance(start, str) else start
+        end = end.strip() if isinstance(end, str) else end
+        if not start and not end:
+            return resolve_window(int(self.state.year))
+        return resolve_window(None, start or None, end or None)
+
+    def _embed_live(self, bbox, window) -> xr.DataArray:
         from ..encoder.area import compare, embed_area
         from ..project import project, to_rgb
         from .overlay import overlay_image
 
         year = int(self.state.year)
-        live = embed_area(bbox, year, model=self.live_model, stac=self.live_stac, cache=self.live_cache,
+        when = {"year": window.start.year} if window.is_calendar_year else {"start": window.start, "end": window.end}
+        live = embed_area(bbox, **when, model=self.live_model, stac=self.live_stac, cache=self.live_cache,
                           progress=False)
         self.live = live
         comps, _ = project(live, method="pca", n_components=3, random_state=0)
         img = overlay_image(to_rgb(comps), **self._render_options)
         self._emit("layer", "live", img)
-        msg = f"embedded {live.sizes['x']} x {live.sizes['y']} px live ({live.attrs.get('model_generation')})"
+        msg = (f"embedded {live.sizes['x']} x {live.sizes['y']} px live ({live.attrs.get('model_generation')}, "
+               f"{window})")
         pre = self.arrays[year]
         if live.attrs.get("model_generation") == pre.attrs.get("model_generation"):
             try:

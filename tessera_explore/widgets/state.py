@@ -44,6 +44,10 @@ class ExplorerState(t.HasTraits):
     show_false_colour = t.Bool(True)
     show_trust = t.Bool(False, help="grey, hatched pixels where the class map is not to be trusted")
     projection = t.Enum(PROJECTIONS, default_value="pca", help="projection the scatter shows")
+    live_start = t.Unicode("", help="first day (YYYY-MM-DD) of a live embedding's window; empty with "
+                                    "live_end: the calendar year shown")
+    live_end = t.Unicode("", help="last day (YYYY-MM-DD) of a live embedding's window (at most a year after "
+                                  "live_start)")
 
     # what the controller reports
     classes = t.List(t.Unicode(), help="class names, in order")

@@ -443,6 +443,31 @@ class PanelView:
                                     style={"button_width": "56px" if len(modes) > 4 else "70px"}, tooltips=tips)
         self.mode.add_class("te-mode")
         W.link((self.state, "mode"), (self.mode, "value"))
+        self.live_box = self._build_live_window() if self.controller.live_model is not None else None
+
+    def _build_live_window(self):
+        """Live mode's observation window: two dates (both empty: the year shown), shown in
+        live mode only."""
+        import ipywidgets as W
+
+        st = self.state
+        tip = "empty: the calendar year shown; else a window of at most one year"
+        self.live_start = W.Text(value=st.live_start, placeholder="YYYY-MM-DD", description="live from",
+                                 tooltip=tip, layout=W.Layout(width="300px"), style={"description_width": "110px"})
+        self.live_end = W.Text(value=st.live_end, placeholder="YYYY-MM-DD", description="to", tooltip=tip,
+                               layout=W.Layout(width="300px"), style={"description_width": "110px"})
+        self.live_start.add_class("te-live-start")
+        self.live_end.add_class("te-live-end")
+        W.link((st, "live_start"), (self.live_start, "value"))
+        W.link((st, "live_end"), (self.live_end, "value"))
+        box = W.VBox([self.live_start, self.live_end, _html(f"<small>{tip}</small>", "te-live-note")])
+
+        def show(_change=None):
+            box.layout.display = "" if st.mode == "live" else "none"
+
+        st.observe(show, names="mode")
+        show()
+        return box
 
     def _build_classes(self) -> None:
         """The classes: the active one, counts, add / rename / recolour / remove, the model."""
@@ -554,7 +579,7 @@ class PanelView:
 
         row = W.HBox
         panel = W.VBox([
-            _html("<b>on the map</b>", "te-h"), self.mode,
+            _html("<b>on the map</b>", "te-h"), self.mode, *([self.live_box] if self.live_box is not None else []),
             _html("<b>classes</b>", "te-h"), self.active, self.counts,
             row([self.new_name, self.add_btn]), row([self.rename_btn, self.color, self.remove_btn]),
             self.model, row([self.undo_btn, self.redo_btn, self.clear_btn, self.save_btn]), self.export_btn,
