@@ -255,40 +255,11 @@ def explore(
         map (:func:`~tessera_explore.embed_area` with this model, STAC source and cache).
     export_dir : folder of the export button (default beside the label file).
     """
-    from ..classify import LabelStore
-
     arrays, notes = _arrays(source, year=year, years=years, bbox=bbox)
     shown = int(year) if year is not None and int(year) in arrays else next(iter(arrays))
-    first = arrays[shown]
-    version = first.attrs.get("dataset_version")
-
-    owns = False
-    if isinstance(labels, LabelStore):
-        store = labels
-    else:
-        path = os.path.abspath(os.fspath(labels if labels is not None else DEFAULT_LABELS))
-        store = _STORES.get(path)
-        if store is not None and not store.closed:
-            notes.append(f"{path} is also open in another explorer of this kernel: both show the same labels")
-        else:
-            # takes the file's lock (path + ".lock"): refused while another live process
-            # holds it; a stale lock is taken over, with a notice
-            store = LabelStore.open(path, dataset_version=version, year=shown, create=True,
-                                    dataset_variant=first.attrs.get("dataset_variant"))
-            if store.lock_notice:
-                notes.append(store.lock_notice)
-            _STORES[path] = store
-            if store.path != path:
-                _STORES[store.path] = store
-        owns = True
-        _share_store(store)
+    store, owns = _open_store(labels, arrays[shown], shown, notes)
     try:
-        if classes:
-            have = store.classes
-            items = classes.items() if isinstance(classes, dict) else ((c, None) for c in classes)
-            for name, color in items:
-                if name not in have:
-                    store.add_class(name, color)
+        _add_classes(store, classes)
         state = ExplorerState(model=model)
         controller = ExplorerController(state, arrays, store, year=shown, label_year=shown, live_model=live_model,
                                         live_stac=live_stac, live_cache=live_cache, export_dir=export_dir,
@@ -305,6 +276,42 @@ def explore(
         if owns:
             _release_store(store)
         raise
+
+
+def _open_store(labels: Any, first, shown: int, notes: list[str]):
+    """``(store, owns)``: the label store of ``labels`` (a store, or a file opened or shared
+    with another explorer of this kernel), and whether the explorer must release it."""
+    from ..classify import LabelStore
+
+    if isinstance(labels, LabelStore):
+        return labels, False
+    path = os.path.abspath(os.fspath(labels if labels is not None else DEFAULT_LABELS))
+    store = _STORES.get(path)
+    if store is not None and not store.closed:
+        notes.append(f"{path} is also open in another explorer of this kernel: both show the same labels")
+    else:
+        # takes the file's lock (path + ".lock"): refused while another live process
+        # holds it; a stale lock is taken over, with a notice
+        store = LabelStore.open(path, dataset_version=first.attrs.get("dataset_version"), year=shown, create=True,
+                                dataset_variant=first.attrs.get("dataset_variant"))
+        if store.lock_notice:
+            notes.append(store.lock_notice)
+        _STORES[path] = store
+        if store.path != path:
+            _STORES[store.path] = store
+    _share_store(store)
+    return store, True
+
+
+def _add_classes(store, classes: Any) -> None:
+    """Add the classes (names, or ``{name: colour}``) the store does not have yet."""
+    if not classes:
+        return
+    have = store.classes
+    items = classes.items() if isinstance(classes, dict) else ((c, None) for c in classes)
+    for name, color in items:
+        if name not in have:
+            store.add_class(name, color)
 
 
 def _screen_pixels(map_size) -> int:

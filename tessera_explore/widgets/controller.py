@@ -27,13 +27,8 @@ import xarray as xr
 
 from ..exceptions import ArgumentError, LabelError, TesseraExploreError
 from .jobs import JobQueue
+from .reproject import shown_pixels
 from .state import ExplorerState
-
-
-def shown_pixels(*args, **kwargs):
-    from .overlay import shown_pixels
-
-    return shown_pixels(*args, **kwargs)
 
 
 def _predict_pixels(area, clf, flat: np.ndarray) -> xr.Dataset:
@@ -189,13 +184,15 @@ class ExplorerController:
         self._click_handlers: dict[str, Callable[[float, float, tuple, str], str]] = {
             "label": self._click_label, "similarity": self._click_similarity, "draw": self._click_draw,
             "live": self._click_live, "change": self._click_change}
-        # guided labelling, validation, trust, learning curve and UMAP live in their own
+        # guided labelling, validation, trust, learning curve, UMAP and live embedding live in their own
         # modules; the controller only delegates to them
         from .guided import Guide
+        from .live import LiveEmbedder
         from .projection import ProjectionSwitch
         from .quality import Quality
 
         self.guide = Guide(self)
+        self.live_embedder = LiveEmbedder(self)
         self.quality = Quality(self)
         self.umap = ProjectionSwitch(self)
 
@@ -864,7 +861,7 @@ class ExplorerController:
         self.state.status = f"exported {len(written)} files to {folder}"
         return written
 
-    # ------------------------------------------------------------------ live embedding
+    # ------------------------------------------------------------------ live embedding (widgets/live.py)
     def embed_live(self, bbox: tuple[float, float, float, float], *, start: Any = None,
                    end: Any = None) -> Future | None:
         """Embed a drawn rectangle live (:func:`~tessera_explore.embed_area`) and show it
@@ -872,55 +869,9 @@ class ExplorerController:
         ``start`` to ``end`` (dates, a window of at most a year; default
         ``state.live_start``/``live_end``), or of the year shown when both are empty.  A bad
         window is said in the status line (None is returned)."""
-        if self.live_model is None:
-            self._say("live embedding needs a model: te.explore(..., live_model=te.encoder.load_encoder(...))")
-            return None
-        bbox = tuple(float(v) for v in bbox)
-        try:
-            window = self.live_window(start, end)
-        except ArgumentError as err:
-            self._say(f"live embedding not started: {err}")
-            return None
-        return self.submit("live", lambda: self._embed_live(bbox, window), f"embedding the rectangle live ({window})")
+        return self.live_embedder.embed(bbox, start=start, end=end)
 
     def live_window(self, start: Any = None, end: Any = None):
-        """The :class:`~tessera_explore.encoder.window.Window` of a live embedding: ``start``
-        to ``end`` (default the state's ``live_start``/``live_end``), or the calendar year
-        shown when both are empty.  :class:`ArgumentError` for a bad window."""
-        from ..encoder.window import resolve_window
-
-        start = self.state.live_start if start is None else start
-        end = self.state.live_end if end is None else end
-        start = start.strip() if isinstance(start, str) else start
-        end = end.strip() if isinstance(end, str) else end
-        if not start and not end:
-            return resolve_window(int(self.state.year))
-        return resolve_window(None, start or None, end or None)
-
-    def _embed_live(self, bbox, window) -> xr.DataArray:
-        from ..encoder.area import compare, embed_area
-        from ..project import project, to_rgb
-        from .overlay import overlay_image
-
-        year = int(self.state.year)
-        when = {"year": window.start.year} if window.is_calendar_year else {"start": window.start, "end": window.end}
-        live = embed_area(bbox, **when, model=self.live_model, stac=self.live_stac, cache=self.live_cache,
-                          progress=False)
-        self.live = live
-        comps, _ = project(live, method="pca", n_components=3, random_state=0)
-        img = overlay_image(to_rgb(comps), **self._render_options)
-        self._emit("layer", "live", img)
-        msg = (f"embedded {live.sizes['x']} x {live.sizes['y']} px live ({live.attrs.get('model_generation')}, "
-               f"{window})")
-        pre = self.arrays[year]
-        if live.attrs.get("model_generation") == pre.attrs.get("model_generation"):
-            try:
-                cos = compare(live, pre)
-                msg += f"; cosine agreement with the precomputed map: median {cos.attrs['median']:.3f}"
-            except TesseraExploreError as err:
-                msg += f"; not compared: {err}"
-        else:
-            msg += (f"; not compared with the precomputed map (generation {pre.attrs.get('model_generation')}: "
-                    "different generations live in unrelated feature spaces)")
-        self.state.status = msg
-        return live
+        """The :class:`~tessera_explore.encoder.window.Window` of a live embedding (see
+        :meth:`embed_live`); :class:`ArgumentError` for a bad window."""
+        return self.live_embedder.window(start, end)
