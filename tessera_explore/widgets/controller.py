@@ -1,11 +1,12 @@
 """Explorer controller: every computation behind the app, off the main thread.
 
 The controller owns the data (embeddings per year, their in-memory int8 form, the
-projection, the label store, the latest classifier and maps) and one worker thread.
-Views call its methods from widget callbacks (on the kernel's main thread); the
-methods check input at once, change the labels (saved at once by the store), and queue
-the heavy part.  Queued work of one kind coalesces: ten fast clicks retrain once or
-twice, never ten times.  Results reach the views as events (:meth:`on`), progress and
+projection, the label store, the latest classifier and maps) and a job queue with one
+worker thread (:class:`~tessera_explore.widgets.jobs.JobQueue`).  Views call its methods
+from widget callbacks (on the kernel's main thread); the methods check input at once,
+change the labels (saved at once by the store), and queue the heavy part.  Queued work
+of one kind coalesces: ten fast clicks retrain once or twice, never ten times.  Results
+reach the views as events (:meth:`on`; views never wait on a result), progress and
 messages through the :class:`~tessera_explore.widgets.state.ExplorerState` traits.
 
 Nothing here imports ipywidgets, ipyleaflet or holoviews: the controller runs (and is
@@ -29,6 +30,28 @@ from ..exceptions import ArgumentError, LabelError, TesseraExploreError
 from .jobs import JobQueue
 from .reproject import shown_pixels
 from .state import ExplorerState
+
+__all__ = ["ExplorerController", "LAYERS"]
+
+log = logging.getLogger(__name__)
+
+#: map layers the controller produces, bottom to top
+LAYERS = ("false_colour", "live", "change", "classes", "confidence", "trust", "similarity", "selection")
+
+SELECTION_COLOR = "#ff00ff"
+
+#: pixels of one label (a drawn polygon) the classifier trains on: kNN's prediction time
+#: grows with the training pixels, and a 1 km polygon holds 10,000 of them
+MAX_PER_LABEL = 200
+
+
+#: state traits the controller acts on
+_CHOICES = ("model", "year", "confidence_threshold", "show_confidence", "similarity_threshold", "mode",
+            "change_from")
+
+
+class ExplorerClosedError(LabelError):
+    """An action on an explorer after its ``close()``."""
 
 
 def _predict_pixels(area, clf, flat: np.ndarray) -> xr.Dataset:
@@ -54,28 +77,6 @@ def _predict_pixels(area, clf, flat: np.ndarray) -> xr.Dataset:
     out["class"].rio.write_nodata(255, encoded=False, inplace=True)
     out["confidence"].rio.write_nodata(np.nan, encoded=False, inplace=True)
     return out.rio.write_crs(g.crs)
-
-
-class ExplorerClosedError(LabelError):
-    """An action on an explorer after its ``close()``."""
-
-__all__ = ["ExplorerController", "LAYERS"]
-
-log = logging.getLogger(__name__)
-
-#: map layers the controller produces, bottom to top
-LAYERS = ("false_colour", "live", "change", "classes", "confidence", "trust", "similarity", "selection")
-
-SELECTION_COLOR = "#ff00ff"
-
-#: pixels of one label (a drawn polygon) the classifier trains on: kNN's prediction time
-#: grows with the training pixels, and a 1 km polygon holds 10,000 of them
-MAX_PER_LABEL = 200
-
-
-#: state traits the controller acts on
-_CHOICES = ("model", "year", "confidence_threshold", "show_confidence", "similarity_threshold", "mode",
-            "change_from")
 
 
 def _change_classes(change_map: xr.Dataset) -> tuple[list[str], list[str]]:
