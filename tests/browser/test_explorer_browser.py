@@ -269,7 +269,16 @@ def test_explorer_click_to_label_in_voila(voila, playwright_browser, tmp_path, d
         page.wait_for_function(
             f"document.querySelectorAll('.te-map .leaflet-image-layer').length > {n_layers}", timeout=30_000)
         assert _text(page, ".te-error").strip() == ""
+        # the drag scrolled the page's scroll container: back to the top, so the picture shows the map
+        page.evaluate("document.querySelectorAll('*').forEach(e => { if (e.scrollTop) e.scrollTop = 0; }); "
+                      "window.scrollTo(0, 0)")
         shots.append(("explorer-linked", page.screenshot(full_page=True)))
+        # the whole app in one picture (the README's): a window as tall as the page's content
+        tall = page.evaluate("Math.max(...[...document.querySelectorAll('*')].map(e => e.scrollHeight))")
+        page.set_viewport_size({"width": 1280, "height": min(int(tall) + 40, 2400)})
+        page.wait_for_timeout(1000)
+        shots.append(("explorer-full", page.screenshot(full_page=True)))
+        page.set_viewport_size({"width": 1280, "height": 800})
         assert not [e for e in errors if "tessera" in e.lower()], errors
         # explore() put BokehJS and Panel's JavaScript inline: no script from a CDN
         cdn_js = sorted({u for u in requests if ("cdn.bokeh.org" in u or "cdn.holoviz.org/panel" in u)
