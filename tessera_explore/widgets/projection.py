@@ -1,8 +1,13 @@
 """The scatter's projection: PCA (fitted at start) or UMAP, fitted in the background.
 
-Switching ``state.projection`` to ``"umap"`` starts the fit on a thread of its own (not
-the controller's worker: retraining after a click must not wait half a minute behind
-numba's compilation).  ``state.projection_status`` says where it stands (compiling,
+Switching ``state.projection`` to ``"umap"`` starts the fit **in a separate process**
+when the area can be reopened there (arrays opened from a store or tile folder: the
+process opens the same area from the array's ``source``/``bbox`` attrs and sends back
+the components and the fitted projection).  numba's compilation of UMAP holds the
+interpreter lock for seconds at a time; in another process it cannot delay a click,
+a retrain or a redraw.  Other arrays (live embeddings, computed arrays) fit on a thread
+of their own (not the controller's worker: retraining after a click must not wait half
+a minute behind numba's compilation).  ``state.projection_status`` says where it stands (compiling,
 fitting, ready, failed); the scatter keeps showing PCA until the UMAP components are
 ready, then switches (the ``"scatter"`` event).  Map clicks mark their pixel in
 whichever projection the scatter shows.
@@ -15,9 +20,12 @@ otherwise it holds the classifier kernels' lock while it runs.
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+
+import numpy as np
 
 __all__ = ["ProjectionSwitch", "UMAP_SAMPLE"]
 
@@ -39,11 +47,50 @@ def _numba_guard():
     return contextlib.nullcontext() if layer in ("omp", "tbb") else _kernels._LOCK
 
 
+def reopen_spec(arr) -> dict | None:
+    """How another process opens the same area as ``arr`` (None when it cannot)."""
+    a = arr.attrs
+    src = str(a.get("store") or a.get("source") or "")
+    bbox = a.get("bbox")
+    if not src or ";" in src or bbox is None or "year" not in arr.coords or arr.rio.crs is None:
+        return None
+    if "://" not in src and not os.path.exists(src):
+        return None
+    return {"source": src, "bbox": [float(v) for v in bbox], "year": int(arr.year), "crs": arr.rio.crs.to_wkt(),
+            "shape": (int(arr.sizes["y"]), int(arr.sizes["x"])), "x0": float(arr.x[0]), "y0": float(arr.y[0]),
+            "depth": a.get("depth")}
+
+
+def umap_in_process(spec: dict, fitted, sample: int, options: dict):
+    """Run in the projection process: open the area of ``spec``, fit (or apply) UMAP.
+    Returns (components (2, y, x) float32, the fitted projection, this process's pid)."""
+    from ..io.open import open_embeddings
+    from ..project import project
+
+    depth = spec.get("depth")
+    da = open_embeddings(spec["source"], bbox=spec["bbox"], year=spec["year"], crs=spec["crs"],
+                         **({"depth": int(depth)} if depth and int(depth) != 128 else {}))
+    if (da.sizes["y"], da.sizes["x"]) != tuple(spec["shape"]) or abs(float(da.x[0]) - spec["x0"]) > 1e-6 \
+            or abs(float(da.y[0]) - spec["y0"]) > 1e-6:
+        raise RuntimeError("the area reopened in the projection process is not the explorer's grid")
+    if fitted is None:
+        comps, fitted = project(da, method="umap", n_components=2, sample=sample, random_state=0, **options)
+    else:
+        comps, _ = project(da, fitted=fitted)
+    return np.asarray(comps.values, np.float32), fitted, os.getpid()
+
+
 class ProjectionSwitch:
     """PCA or UMAP components for the scatter of one controller (module docstring)."""
 
-    def __init__(self, controller, *, sample: int = UMAP_SAMPLE, warm_up: bool = True, **options):
+    def __init__(self, controller, *, sample: int = UMAP_SAMPLE, warm_up: bool = True, process: bool = True,
+                 **options):
         self.ctl = controller
+        #: fit in a separate process when the area can be reopened there (module docstring)
+        self.process = bool(process)
+        self._procs: ProcessPoolExecutor | None = None
+        #: pid of the process that made the last UMAP components
+        self.fitted_in: int | None = None
         self.state = controller.state
         self.sample = int(sample)
         #: compile through :func:`~tessera_explore.project.warm_up_umap` first (with its
@@ -63,6 +110,12 @@ class ProjectionSwitch:
         self.state.unobserve(self._on_projection, names=["projection"])
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._procs is not None:
+            running = list((getattr(self._procs, "_processes", None) or {}).values())
+            self._procs.shutdown(wait=False, cancel_futures=True)
+            for p in running:  # a fit may still be running: it is not needed any more
+                with contextlib.suppress(Exception):
+                    p.terminate()
 
     # ------------------------------------------------------------------ what the scatter shows
     def scatter_components(self, year: int):
@@ -109,6 +162,13 @@ class ProjectionSwitch:
         from ..project.umap import warm_up_umap
 
         t0 = time.perf_counter()
+        arr = self.ctl.arrays[year]
+        spec = reopen_spec(arr) if self.process else None
+        if spec is not None:
+            try:
+                return self._run_in_process(year, arr, spec, t0)
+            except Exception as err:  # e.g. a process that cannot start: fit here instead
+                self._status(f"UMAP: the projection process failed ({type(err).__name__}); fitting here...")
         try:
             w = warm_up_umap(background=True) if self.warm_up else None
             if w is not None and not w.done:
@@ -116,7 +176,6 @@ class ProjectionSwitch:
                     f"UMAP: {w.stage} (compiled once per process; {w.fraction:.0%})" if not w.done else
                     "UMAP: compiled"))
                 w.wait()
-            arr = self.ctl.arrays[year]
             with _numba_guard():
                 if self.fitted is None:
                     self._status(f"UMAP: fitting on a sample of {self.sample:,} pixels, then placing every pixel...")
@@ -126,14 +185,34 @@ class ProjectionSwitch:
                 else:
                     self._status(f"UMAP: placing the pixels of {year}...")
                     comps, _ = project(arr, fitted=self.fitted)
-            self.components[year] = comps
-            self.fit_seconds = time.perf_counter() - t0
-            self._status(f"UMAP ready ({self.fit_seconds:.0f} s); the scatter shows it"
-                         if self.state.projection == "umap" else f"UMAP ready ({self.fit_seconds:.0f} s)")
-            if self.state.projection == "umap" and self.ctl.scatter_year == year:
-                self.ctl._emit("scatter", year, comps)
-            return comps
+            self.fitted_in = os.getpid()
+            return self._ready(year, comps, t0)
         except Exception as err:
             self.ctl._report(err, "fitting UMAP")
             self._status("UMAP failed (see the message above); the scatter stays PCA")
             raise
+
+    def _ready(self, year: int, comps, t0: float):
+        self.components[year] = comps
+        self.fit_seconds = time.perf_counter() - t0
+        self._status(f"UMAP ready ({self.fit_seconds:.0f} s); the scatter shows it"
+                     if self.state.projection == "umap" else f"UMAP ready ({self.fit_seconds:.0f} s)")
+        if self.state.projection == "umap" and self.ctl.scatter_year == year:
+            self.ctl._emit("scatter", year, comps)
+        return comps
+
+    def _run_in_process(self, year: int, arr, spec: dict, t0: float):
+        import multiprocessing
+
+        from ..project._base import components_array
+
+        if self._procs is None:
+            self._procs = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+        doing = (f"compiling and fitting on a sample of {self.sample:,} pixels" if self.fitted is None
+                 else f"placing the pixels of {year}")
+        self._status(f"UMAP: {doing} in a separate process (clicks carry on)...")
+        fut = self._procs.submit(umap_in_process, spec, self.fitted, self.sample, self.options)
+        values, fitted, pid = fut.result()
+        self.fitted = fitted
+        self.fitted_in = pid
+        return self._ready(year, components_array(values, arr, fitted), t0)

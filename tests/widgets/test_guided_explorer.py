@@ -341,8 +341,10 @@ def test_umap_fits_in_the_background_while_clicks_go_on(area24, tmp_path, truth,
     try:
         app.wait()
         ctl, st, sv = app.controller, app.state, app.scatter
-        # tiny, and no separate warm-up: the test is about the app, not UMAP
+        # tiny, and no separate warm-up: the test is about the app, not UMAP; on a thread of
+        # the kernel's process (the fallback path, where the gate can hold it)
         ctl.umap.sample, ctl.umap.warm_up, ctl.umap.options = 600, False, {"n_epochs": 30, "n_neighbors": 8}
+        ctl.umap.process = False
         pca_xy = sv.xy.copy()
         st.projection = "umap"
         fut = ctl.umap._futures[ctl.scatter_year]
@@ -377,4 +379,43 @@ def test_umap_fits_in_the_background_while_clicks_go_on(area24, tmp_path, truth,
         assert st.error == ""
     finally:
         gate.set()
+        app.close()
+
+
+
+@pytest.mark.slow  # starts a process that imports UMAP and compiles it
+def test_umap_fits_in_a_separate_process(area24, tmp_path, truth):
+    import os
+
+    import tessera_explore as te
+
+    app = te.explore(area24, labels=tmp_path / "l.geojson", basemap=False, scatter=True, years=[],
+                     classes=["forest", "cereal"])
+    try:
+        app.wait()
+        ctl, st, sv = app.controller, app.state, app.scatter
+        ctl.umap.sample, ctl.umap.options = 600, {"n_epochs": 30, "n_neighbors": 8}
+        assert ctl.umap.process
+        pca_xy = sv.xy.copy()
+        st.projection = "umap"
+        fut = ctl.umap._futures[ctl.scatter_year]
+        lat_ms = []
+        for name in ("forest", "cereal"):
+            st.active_class = name
+            for q in points_of(truth, name, 3):
+                t0 = time.perf_counter()
+                assert "labelled" in app.click(*q)
+                lat_ms.append((time.perf_counter() - t0) * 1000)
+        app.wait()
+        assert "trained on 6 labels" in st.status
+        print(f"click latency while UMAP fits in its own process: median {np.median(lat_ms):.0f} ms, "
+              f"max {max(lat_ms):.0f} ms; fit done before the clicks ended: {fut.done()}")
+        comps = fut.result(timeout=600)
+        assert ctl.umap.fitted_in not in (None, os.getpid())  # fitted in another process
+        assert comps.sizes == {"component": 2, "y": area24.sizes["y"], "x": area24.sizes["x"]}
+        assert np.array_equal(comps.x.values, area24.x.values) and comps.rio.crs == area24.rio.crs
+        assert np.isfinite(comps.values).mean() > 0.5
+        assert st.projection_status.startswith("UMAP ready") and not np.array_equal(sv.xy, pca_xy)
+        assert st.error == ""
+    finally:
         app.close()
