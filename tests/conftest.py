@@ -10,6 +10,8 @@ import socket
 import numpy as np
 import pytest
 
+pytest_plugins = ["notebook_figures"]  # tests/notebook_figures.py: each notebook's run time and peak memory
+
 
 def _is_loopback(address) -> bool:
     host = address[0] if isinstance(address, tuple) else address
