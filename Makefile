@@ -25,7 +25,7 @@ lab: $(STAMP)
 # the notebooks run from a temporary copy, so nothing they write lands in the checkout
 test: $(STAMP)
 	@bash scripts/system-deps.sh
-	@nb=$$(mktemp -d) && cp notebooks/*.ipynb $$nb/ && \
+	@nb=$$(mktemp -d) && cp notebooks/*.ipynb workshop/solutions.ipynb $$nb/ && \
 	$(PY) -m ruff check . && \
 	$(PY) -m pytest -q -c pyproject.toml --rootdir=. --nbmake --nbmake-timeout=900 tests $$nb; rc=$$?; rm -rf $$nb; exit $$rc
 
