@@ -13,6 +13,10 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
 NAMES = sorted(p.name for p in NOTEBOOKS.glob("*.ipynb"))
+WORKSHOP = ROOT / "workshop"
+WORKSHOP_NAMES = sorted(p.name for p in WORKSHOP.glob("*.ipynb"))
+# every notebook pair, as (folder, name): the tutorials and the workshop
+PAIRS = [(NOTEBOOKS, n) for n in NAMES] + [(WORKSHOP, n) for n in WORKSHOP_NAMES]
 
 
 def _cells(nb) -> list[tuple[str, str]]:
@@ -24,23 +28,38 @@ def notebooks() -> dict[str, nbformat.NotebookNode]:
     return {name: nbformat.read(NOTEBOOKS / name, as_version=4) for name in NAMES}
 
 
+@pytest.fixture(scope="module")
+def all_notebooks() -> dict[str, nbformat.NotebookNode]:
+    """The tutorials and the workshop notebooks, keyed by their path relative to the root."""
+    return {f"{folder.name}/{name}": nbformat.read(folder / name, as_version=4) for folder, name in PAIRS}
+
+
 def test_every_notebook_has_its_py_pair():
-    assert {"01_quickstart.ipynb", "03_labelling_and_evaluation.ipynb", "05_live_encoder.ipynb",
-            "06_scale_out.ipynb"} <= set(NAMES)
+    assert {"01_quickstart.ipynb", "02_projections.ipynb", "03_labelling_and_evaluation.ipynb", "04_real_data.ipynb",
+            "05_live_encoder.ipynb", "06_scale_out.ipynb"} <= set(NAMES)
     pairs = sorted(p.name for p in NOTEBOOKS.glob("*.py"))
     assert pairs == [n.replace(".ipynb", ".py") for n in NAMES]
     config = (NOTEBOOKS / "jupytext.toml").read_text()
     assert 'formats = "ipynb,py:percent"' in config
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_ipynb_and_py_hold_the_same_cells(name, notebooks):
+def test_every_workshop_notebook_has_its_py_pair():
+    assert WORKSHOP_NAMES == ["exercises.ipynb", "solutions.ipynb"]
+    pairs = sorted(p.name for p in WORKSHOP.glob("*.py"))
+    assert pairs == [n.replace(".ipynb", ".py") for n in WORKSHOP_NAMES]
+    assert 'formats = "ipynb,py:percent"' in (WORKSHOP / "jupytext.toml").read_text()
+    assert (WORKSHOP / "TEACHER.md").is_file()
+
+
+@pytest.mark.parametrize("folder,name", PAIRS, ids=[f"{f.name}/{n}" for f, n in PAIRS])
+def test_ipynb_and_py_hold_the_same_cells(folder, name, all_notebooks):
     jupytext = pytest.importorskip("jupytext")
-    py = NOTEBOOKS / name.replace(".ipynb", ".py")
-    assert py.read_text().count("# %%") >= len(notebooks[name].cells)  # percent format, one marker a cell
+    nb = all_notebooks[f"{folder.name}/{name}"]
+    py = folder / name.replace(".ipynb", ".py")
+    assert py.read_text().count("# %%") >= len(nb.cells)  # percent format, one marker a cell
     paired = jupytext.read(py)
-    assert _cells(paired) == _cells(notebooks[name]), (
-        f"{name} and {py.name} differ; run `jupytext --sync notebooks/{py.name}` (or save the notebook "
+    assert _cells(paired) == _cells(nb), (
+        f"{name} and {py.name} differ; run `jupytext --sync {folder.name}/{py.name}` (or save the notebook "
         "in JupyterLab with jupytext installed) and commit both")
 
 
@@ -55,8 +74,8 @@ def test_a_pair_out_of_sync_is_caught(notebooks):
     assert _cells(jupytext.reads(edited, fmt="py:percent")) != _cells(notebooks[name])
 
 
-def test_committed_notebooks_have_no_outputs(notebooks):
-    for name, nb in notebooks.items():
+def test_committed_notebooks_have_no_outputs(all_notebooks):
+    for name, nb in all_notebooks.items():
         nbformat.validate(nb)
         assert nb.metadata["kernelspec"]["name"] == "python3", name
         for cell in nb.cells:
@@ -64,17 +83,17 @@ def test_committed_notebooks_have_no_outputs(notebooks):
                 assert cell.outputs == [] and cell.execution_count is None, f"{name} {cell.id} has outputs"
 
 
-def test_notebooks_follow_the_skeleton(notebooks):
-    for name, nb in notebooks.items():
+def test_notebooks_follow_the_skeleton(all_notebooks):
+    for name, nb in all_notebooks.items():
         text = [c.source for c in nb.cells if c.cell_type == "markdown"]
         assert text[0].startswith("# ") and "## Overview" in text[0] and "## Prerequisites" in text[0], name
         assert any(t.startswith("## Imports") for t in text), name
         assert any("## Summary" in t for t in text), name
 
 
-def test_bokeh_is_inline_before_any_hvplot_import(notebooks):
+def test_bokeh_is_inline_before_any_hvplot_import(all_notebooks):
     checked = 0
-    for name, nb in notebooks.items():
+    for name, nb in all_notebooks.items():
         code = [c.source for c in nb.cells if c.cell_type == "code"]
         uses_holoviz = any("hvplot" in s or "te.scatter" in s or "pn.ipywidget" in s for s in code)
         if not uses_holoviz:
@@ -86,6 +105,23 @@ def test_bokeh_is_inline_before_any_hvplot_import(notebooks):
         before = first.split(call)[0]
         assert "hvplot" not in before and "panel" not in before, name
     assert checked >= 1  # the quickstart draws a projection scatter
+
+
+def test_the_workshop_solutions_fill_every_blank_of_the_exercises(all_notebooks):
+    """The exercises hold blanks (`...`) where the solutions hold code, under the same headings;
+    the solutions run in the test suite (the Makefile copies workshop/solutions.ipynb), the
+    exercises are not run."""
+    exercises, solutions = all_notebooks["workshop/exercises.ipynb"], all_notebooks["workshop/solutions.ipynb"]
+
+    def heads(nb):
+        return [c.source.splitlines()[0] for c in nb.cells if c.cell_type == "markdown" and c.source.startswith("## ")]
+
+    assert heads(exercises) == heads(solutions)
+    blanks = [c.source for c in exercises.cells if c.cell_type == "code" and "..." in c.source]
+    assert len(blanks) >= 7
+    assert not any("..." in c.source for c in solutions.cells if c.cell_type == "code")
+    makefile = (ROOT / "Makefile").read_text()
+    assert "workshop/solutions.ipynb" in makefile and "workshop/exercises.ipynb" not in makefile
 
 
 def test_quickstart_opens_the_explorer(notebooks):
