@@ -50,8 +50,8 @@ from tessera_explore.widgets.scatter import scatter_image
 
 # %% [markdown]
 # ## 1. A window of the demo scene
-# UMAP's cost grows with the number of pixels it has to place (on two cores, about a minute
-# per 10,000 pixels), so the comparison uses a 800 x 800 m window (80 x 80 pixels) of the 2024
+# UMAP's cost grows with the number of pixels it has to place (on two busy cores, about 100 s
+# for 10,000 pixels), so the comparison uses an 800 x 800 m window (80 x 80 pixels) of the 2024
 # demo scene. On a whole scene, give UMAP more cores or a coarser sample.
 
 # %%
