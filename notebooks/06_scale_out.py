@@ -21,7 +21,7 @@
 # dask.distributed cluster and writes the result straight to a Zarr store, never holding the
 # region in memory. This notebook:
 #
-# 1. labels one tile and maps it in this process, as in `02_labelling`;
+# 1. labels one tile and maps it in this process, as in `03_labelling_and_evaluation`;
 # 2. starts a `LocalCluster` of two workers (on a real cluster: `Client("tcp://...")`);
 # 3. estimates the job, then maps a 16-tile region across two UTM zones with the same
 #    classifier, and checks that it matches the single-process map;
@@ -33,7 +33,7 @@
 # name such as `"v1.1"` and a real bbox instead (see the last section).
 #
 # ## Prerequisites
-# - `02_labelling.ipynb` (labels, classifiers, `predict_map`).
+# - `03_labelling_and_evaluation.ipynb` (labels, classifiers, `predict_map`).
 # - Running time: about a minute on two cores; everything is offline.
 
 # %% [markdown]
