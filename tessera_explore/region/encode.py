@@ -538,7 +538,7 @@ def embed_region(bbox: Sequence[float], year: Any = None, *, model: Any, out: st
     from tqdm.auto import tqdm
 
     from ..encoder.window import resolve_window
-    from .run import _client, _finish, _n_threads
+    from .run import _client, _finish, _n_threads, _release
 
     for bad in ("bbox", "like", "epsg", "model", "progress", "return_prepared"):
         if bad in embed_kwargs:
@@ -589,11 +589,7 @@ def embed_region(bbox: Sequence[float], year: Any = None, *, model: Any, out: st
             _submit(client, todo, out, pname, year, kw, retries=retries, on_tile=on_tile, records=records,
                     bar=bar, est=est)
     finally:
-        if owned:
-            cluster = getattr(client, "cluster", None)
-            client.close()
-            if cluster is not None:
-                cluster.close()
+        _release(client, owned)
     _finish(out)
     return EmbedJob(out=out, bbox=tuple(float(v) for v in bbox), year=int(window.year),
                     zones=[z.name for z in zones], computed=len(records), skipped=total - len(records),

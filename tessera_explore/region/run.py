@@ -153,6 +153,15 @@ def _client(client: Any):
     return client, False
 
 
+def _release(client, owned: bool) -> None:
+    """Close a client (and its LocalCluster) that the job made for itself."""
+    if owned:
+        cluster = getattr(client, "cluster", None)
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
 def _sample_chunk(specs: list[ZoneSpec]) -> tuple[ZoneSpec, int, int]:
     spec = max(specs, key=lambda s: s.height * s.width)
     nr, nc = spec.n_chunks
@@ -313,11 +322,7 @@ def run_region(verb: Any, source: Any, *args, bbox: Sequence[float], year: int |
                                     bar=tqdm(total=len(todo), desc=op.name, unit="chunk", disable=not progress))
         timings["distributed_s"] = time.perf_counter() - t0
     finally:
-        if owned:
-            cluster = getattr(client, "cluster", None)
-            client.close()
-            if cluster is not None:
-                cluster.close()
+        _release(client, owned)
     _finish(out)
     return RegionJob(out=out, zones=[s.name for s in specs], computed=computed, skipped=total - computed,
                      seconds=time.perf_counter() - t_start, estimate=est, worker_peak_rss=peaks, timings=timings)

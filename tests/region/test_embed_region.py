@@ -61,17 +61,6 @@ def ckpt(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def client():
-    from distributed import Client, LocalCluster
-
-    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0")
-    c = Client(cluster)
-    yield c
-    c.close()
-    cluster.close()
-
-
-@pytest.fixture(scope="module")
 def bbox(local_stac):
     """200 m x 200 m around a corner of the 160 m tile grid, inside the scene."""
     from pyproj import Transformer

@@ -45,17 +45,6 @@ def served(region):
 
 
 @pytest.fixture(scope="module")
-def client():
-    from distributed import Client, LocalCluster
-
-    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0")
-    c = Client(cluster)
-    yield c
-    c.close()
-    cluster.close()
-
-
-@pytest.fixture(scope="module")
 def clf(region):
     da = te.open_embeddings(region["store"], bbox=(5.81, 52.11, 5.89, 52.19), year=2024)
     rng = np.random.default_rng(0)
