@@ -175,7 +175,10 @@ def embed_pixels(
     dtype = resolve_amp(amp, dev, generation)
     forward = torch.compile(model, dynamic=True) if compile else model
     out = np.full((n, OUT_DIM), np.nan, dtype=np.float32)
-    plan = inputs.plan(generation, sel)
+    # v2 on CPU: each sensor's series from its distinct steps (equal to float rounding,
+    # fewer tokens); the bucketed path elsewhere (GPU batches, compile, v1.x's GRU)
+    series = generation == "v2" and dev.type == "cpu" and not compile and not _padded_only(model)
+    plan = [] if series else inputs.plan(generation, sel)
     total = int(sum(g[2].size for g in plan))
 
     from tqdm.auto import tqdm
@@ -195,32 +198,40 @@ def embed_pixels(
             acc = acc / n_draws
         return acc
 
-    chunks = []
-    for s2_len, s1_len, group in plan:
-        bs = batch_size or default_batch_size(model, s2_len, s1_len, dev)
-        chunks.extend((s2_len, s1_len, group[i : i + bs]) for i in range(0, group.size, bs))
-    bar = tqdm(total=total, unit="px", desc=f"TESSERA {generation}", disable=not progress, smoothing=0.1)
-    with bar:
-        if workers > 1:
-            _embed_parallel(one, chunks, out, workers, bar)
-        else:
-            pending: list = []
-            with _threads(num_threads if dev.type == "cpu" else None), torch.inference_mode():
-                for s2_len, s1_len, pix in chunks:
-                    acc = one(s2_len, s1_len, pix)
-                    if cuda:  # copy back asynchronously; collect after the next batch is queued
-                        host = torch.empty(acc.shape, dtype=torch.float32, pin_memory=True)
-                        host.copy_(acc, non_blocking=True)
-                        event = torch.cuda.Event()
-                        event.record()
-                        pending.append((pix, host, event))
-                        if len(pending) > 1:
-                            _collect(out, *pending.pop(0))
-                    else:
-                        out[pix] = acc.numpy()
-                    bar.update(pix.size)
-                while pending:
-                    _collect(out, *pending.pop(0))
+    if series:
+        _embed_series(model, inputs, sel, source, out, dev=dev, batch_size=batch_size, workers=workers,
+                      num_threads=num_threads, progress=progress)
+    else:
+        chunks = []
+        for s2_len, s1_len, group in plan:
+            bs = batch_size or default_batch_size(model, s2_len, s1_len, dev)
+            chunks.extend((s2_len, s1_len, group[i : i + bs]) for i in range(0, group.size, bs))
+
+        def store(chunk, result):
+            out[chunk[2]] = result
+
+        bar = tqdm(total=total, unit="px", desc=f"TESSERA {generation}", disable=not progress, smoothing=0.1)
+        with bar:
+            if workers > 1:
+                _embed_parallel(lambda c: one(*c).numpy(), chunks, store, workers, bar, size=lambda c: c[2].size)
+            else:
+                pending: list = []
+                with _threads(num_threads if dev.type == "cpu" else None), torch.inference_mode():
+                    for s2_len, s1_len, pix in chunks:
+                        acc = one(s2_len, s1_len, pix)
+                        if cuda:  # copy back asynchronously; collect after the next batch is queued
+                            host = torch.empty(acc.shape, dtype=torch.float32, pin_memory=True)
+                            host.copy_(acc, non_blocking=True)
+                            event = torch.cuda.Event()
+                            event.record()
+                            pending.append((pix, host, event))
+                            if len(pending) > 1:
+                                _collect(out, *pending.pop(0))
+                        else:
+                            out[pix] = acc.numpy()
+                        bar.update(pix.size)
+                    while pending:
+                        _collect(out, *pending.pop(0))
     out = out[:, :dims]
     if quantize:
         from ..io.quant import quantize as _quantize
@@ -259,8 +270,79 @@ def _cpu_workers(num_threads: int | None) -> int:
     return n
 
 
-def _embed_parallel(one, chunks, out, workers, bar) -> None:
-    """Batches on ``workers`` Python threads, each running torch with one intra-op thread.
+def _padded_only(model) -> bool:
+    """Whether the model cannot take repeated steps as counts (a pooling other than v2's)."""
+    from .model import _AttentionPool
+
+    return not all(isinstance(getattr(b, "attn_pool", None), _AttentionPool)
+                   for b in (getattr(model, "s2_backbone", None), getattr(model, "s1_backbone", None)))
+
+
+def _embed_series(model, inputs, sel, source, out, *, dev, batch_size, workers, num_threads, progress) -> None:
+    """v2: encode each sensor's series from its distinct steps, grouped by exact count,
+    then fuse the pooled vectors (``TesseraEncoder.fuse``) into ``out``.
+
+    Pixels with the same number ``n`` of valid observations share the resampling pattern,
+    hence the distinct steps and their counts (:func:`~.preprocess.distinct_steps`); the
+    counts enter attention and pooling as log-biases, so the result equals the bucketed
+    sequence's to float rounding while each repeated step is computed once.  A sensor
+    without valid observations has one pooled vector (that of a zero row, day 0), shared.
+    """
+    from tqdm.auto import tqdm
+
+    from .preprocess import distinct_steps
+
+    rows, groups = inputs.series_plan(sel)
+    if not rows.size:
+        return
+    width = int(model.s2_backbone.d_model)
+    budget = _TOKENS_CPU * 256 // max(width, 1)
+    tasks = []
+    for sensor, n, pix in groups:
+        steps, log_counts = distinct_steps(n)
+        bs = batch_size or int(np.clip(budget // steps.size, 8, 65_536))
+        lc = None if log_counts is None else torch.from_numpy(log_counts.copy())
+        tasks.extend((sensor, n, pix[i : i + bs], lc) for i in range(0, pix.size, bs))
+    where = np.full(inputs.n_pixels, -1, dtype=np.int64)
+    where[rows] = np.arange(rows.size)
+    pooled = {}
+    with torch.inference_mode():
+        for sensor, bands in (("s2", 10), ("s1", 2)):
+            backbone = getattr(model, f"{sensor}_backbone")
+            zero = backbone(torch.zeros((1, 1, bands + 1), dtype=torch.float32, device=dev))[0].numpy()
+            pooled[sensor] = np.broadcast_to(zero, (rows.size, width)).copy()  # rows without this sensor
+
+    def run(task):
+        sensor, n, pix, lc = task
+        x = inputs.series_batch(sensor, pix, n, data_source=source)
+        with torch.inference_mode():
+            return getattr(model, f"{sensor}_backbone")(torch.from_numpy(x), lc).numpy()
+
+
+    def store(task, result):
+        pooled[task[0]][where[task[2]]] = result
+
+    total = sum(t[2].size for t in tasks)
+    bar = tqdm(total=total, unit="series", desc="TESSERA v2 (S2 + S1 series)", disable=not progress, smoothing=0.1)
+    with bar:
+        if workers > 1:
+            _embed_parallel(run, tasks, store, workers, bar, size=lambda t: t[2].size)
+        else:
+            with _threads(num_threads):
+                for t in tasks:
+                    store(t, run(t))
+                    bar.update(t[2].size)
+    step = 8_192
+    with _threads(num_threads), torch.inference_mode():
+        for i in range(0, rows.size, step):
+            p2 = torch.from_numpy(pooled["s2"][i : i + step])
+            p1 = torch.from_numpy(pooled["s1"][i : i + step])
+            out[rows[i : i + step]] = model.fuse(p2, p1).numpy()
+
+
+def _embed_parallel(run, tasks, store, workers, bar, *, size) -> None:
+    """Tasks on ``workers`` Python threads, each running torch with one intra-op thread;
+    ``store(task, run(task))`` on the calling thread as each finishes.
 
     Each core works through its own batches: no OpenMP barrier after every operator, so a
     core held by another process slows its share only instead of stalling every operator.
@@ -268,28 +350,28 @@ def _embed_parallel(one, chunks, out, workers, bar) -> None:
     """
     from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
-    def task(s2_len, s1_len, pix):
-        with torch.inference_mode():
-            return one(s2_len, s1_len, pix).numpy()
+    def task(c):
+        with torch.inference_mode():  # a per-thread mode: set in the worker itself
+            return run(c)
 
     with _threads(1), ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tessera-encoder") as pool:
-        todo = iter(chunks)
+        todo = iter(tasks)
         running = {}
         try:
             for _ in range(2 * workers):  # a short queue: inputs are built inside the tasks
                 c = next(todo, None)
                 if c is None:
                     break
-                running[pool.submit(task, *c)] = c[2]
+                running[pool.submit(task, c)] = c
             while running:
                 done, _ = wait(running, return_when=FIRST_COMPLETED)
                 for f in done:
-                    pix = running.pop(f)
-                    out[pix] = f.result()
-                    bar.update(pix.size)
+                    c = running.pop(f)
+                    store(c, f.result())
+                    bar.update(size(c))
                     c = next(todo, None)
                     if c is not None:
-                        running[pool.submit(task, *c)] = c[2]
+                        running[pool.submit(task, c)] = c
         finally:
             for f in running:
                 f.cancel()

@@ -42,6 +42,7 @@ OUT_DIM = 128
 #: RMSNorm epsilon of the QK-norm layers: ``None`` is ``nn.RMSNorm``'s default (the
 #: machine epsilon of the input's dtype), which the reference release uses.
 QK_NORM_EPS = None
+_FUSE_QKV = True
 
 
 def check_sizes(config: dict[str, Any], *, where: str = "encoder") -> dict[str, Any]:
@@ -132,10 +133,10 @@ class _SelfAttention(nn.Module):
         self.out_proj = nn.Linear(d, d)
         nn.init.xavier_uniform_(self.in_proj_weight)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         q, k, v = F.linear(x, self.in_proj_weight, self.in_proj_bias).chunk(3, dim=-1)
         h = self.nhead
-        out = F.scaled_dot_product_attention(_heads(q, h), _heads(k, h), _heads(v, h))
+        out = F.scaled_dot_product_attention(_heads(q, h), _heads(k, h), _heads(v, h), attn_mask=mask)
         return self.out_proj(_merge(out))
 
 
@@ -150,8 +151,8 @@ class _PlainLayer(nn.Module):
         self.norm1 = nn.LayerNorm(d)
         self.norm2 = nn.LayerNorm(d)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.norm1(self.self_attn(x).add_(x))
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        x = self.norm1(self.self_attn(x, mask).add_(x))
         return self.norm2(self.linear2(F.relu(self.linear1(x), inplace=True)).add_(x))
 
 
@@ -160,9 +161,9 @@ class _PlainStack(nn.Module):
         super().__init__()
         self.layers = nn.ModuleList(_PlainLayer(d, nhead, dim_feedforward) for _ in range(num_layers))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         for layer in self.layers:
-            x = layer(x)
+            x = layer(x, mask)
         return x
 
 
@@ -192,13 +193,21 @@ class _QKNormLayer(nn.Module):
         self.norm1 = nn.LayerNorm(d)
         self.norm2 = nn.LayerNorm(d)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         b, t, d = x.shape
         h = self.nhead
-        # per-head RMSNorm on the contiguous (B, T, H, hd) view, then heads first
-        q = self.q_norm(self.q_proj(x).view(b, t, h, d // h)).transpose(1, 2)
-        k = self.k_norm(self.k_proj(x).view(b, t, h, d // h)).transpose(1, 2)
-        a = F.scaled_dot_product_attention(q, k, _heads(self.v_proj(x), h))
+        # per-head RMSNorm on the (B, T, H, hd) view, then heads first
+        if _FUSE_QKV and all(type(m) is nn.Linear for m in (self.q_proj, self.k_proj, self.v_proj)):
+            # one product for q, k and v (the dynamic-int8 copy keeps three)
+            w = torch.cat((self.q_proj.weight, self.k_proj.weight, self.v_proj.weight))
+            bias = torch.cat((self.q_proj.bias, self.k_proj.bias, self.v_proj.bias))
+            qkv = F.linear(x, w, bias).view(b, t, 3, h, d // h)
+            q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2].transpose(1, 2)
+        else:
+            q, k = self.q_proj(x).view(b, t, h, d // h), self.k_proj(x).view(b, t, h, d // h)
+            v = _heads(self.v_proj(x), h)
+        a = F.scaled_dot_product_attention(self.q_norm(q).transpose(1, 2), self.k_norm(k).transpose(1, 2), v,
+                                           attn_mask=mask)
         x = self.norm1(self.out_proj(_merge(a)).add_(x))
         return self.norm2(self.linear2(F.relu(self.linear1(x), inplace=True)).add_(x))
 
@@ -206,24 +215,30 @@ class _QKNormLayer(nn.Module):
 class _QKNormStack(nn.ModuleList):
     """Keys ``transformer_encoder.{i}.*`` (a plain list of layers)."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         for layer in self:
-            x = layer(x)
+            x = layer(x, mask)
         return x
 
 
 class _AttentionPool(nn.Module):
-    """v2: ``w = softmax_T(query(x))``, output ``sum_T w x``."""
+    """v2: ``w = softmax_T(query(x))``, output ``sum_T w x``.
+
+    ``log_counts`` (``(T,)``, optional) adds ``log m_t`` to step ``t``'s logit: the pooling
+    of a sequence in which step ``t`` occurs ``m_t`` times."""
 
     def __init__(self, d: int):
         super().__init__()
         self.query = nn.Linear(d, 1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, log_counts: torch.Tensor | None = None) -> torch.Tensor:
         if x.shape[1] == 1:
             return x[:, 0]
-        w = torch.softmax(self.query(x), dim=1)
-        return (w * x).sum(dim=1)
+        logits = self.query(x)
+        if log_counts is not None:
+            logits = logits + log_counts.view(1, -1, 1)
+        w = torch.softmax(logits, dim=1)
+        return torch.bmm(w.transpose(1, 2), x)[:, 0]
 
 
 class _GRUCell(nn.Module):
@@ -275,7 +290,10 @@ class _GRUContextPool(nn.Module):
         self.layer_norm = nn.LayerNorm(d)
         self.query = nn.Linear(d, 1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, log_counts: torch.Tensor | None = None) -> torch.Tensor:
+        if log_counts is not None:
+            raise EncoderError("GRU-context pooling depends on the order of the steps: repeated steps cannot be "
+                               "folded into counts")
         if x.shape[1] == 1:
             return x[:, 0]
         ctx = self.layer_norm(self.temporal_context(x))
@@ -315,10 +333,24 @@ class ModalityEncoder(nn.Module):
         else:
             raise EncoderError(f"unknown pooling {pooling!r}")
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, log_counts: torch.Tensor | None = None) -> torch.Tensor:
+        """Pooled ``(B, d)``.  ``log_counts`` (``(T,)``, attention pooling only) gives the
+        log-multiplicity of each step: the result equals, to float rounding, that of the
+        sequence in which step ``t`` is repeated ``exp(log_counts[t])`` times.  Without
+        positional terms other than the day of year (carried by the step itself) the
+        layers are permutation-equivariant, so a repeated step has the same value as its
+        original in every layer and counts once in the computation, weighted ``m_t`` in
+        the softmaxes of attention and pooling."""
         bands, doy = x[..., :-1], x[..., -1]
         h = self.embedding(bands) + doy_encoding(doy, self.d_model).to(x.dtype)
-        return self.attn_pool(self.transformer_encoder(h))
+        mask = None
+        if log_counts is not None:
+            if isinstance(self.attn_pool, _GRUContextPool):
+                raise EncoderError("GRU-context pooling depends on the order of the steps: repeated steps cannot "
+                                   "be folded into counts")
+            log_counts = log_counts.to(device=h.device, dtype=h.dtype)
+            mask = log_counts.view(1, 1, 1, -1)
+        return self.attn_pool(self.transformer_encoder(h, mask), log_counts)
 
 
 class TesseraEncoder(nn.Module):
@@ -365,8 +397,11 @@ class TesseraEncoder(nn.Module):
             raise EncoderError(f"s1_x must be (B, T, 3) (VV, VH standardised + day of year), got {tuple(s1_x.shape)}")
         if s2_x.shape[0] != s1_x.shape[0]:
             raise EncoderError(f"s2_x has {s2_x.shape[0]} pixels but s1_x has {s1_x.shape[0]}")
-        fused = torch.cat((self.s2_backbone(s2_x), self.s1_backbone(s1_x)), dim=-1)
-        return self.dim_reducer(fused)[:, :OUT_DIM]
+        return self.fuse(self.s2_backbone(s2_x), self.s1_backbone(s1_x))
+
+    def fuse(self, s2_pooled: torch.Tensor, s1_pooled: torch.Tensor) -> torch.Tensor:
+        """``dim_reducer`` over the concatenated pooled vectors (S2 first): ``(B, 128)``."""
+        return self.dim_reducer(torch.cat((s2_pooled, s1_pooled), dim=-1))[:, :OUT_DIM]
 
     @property
     def matryoshka_dims(self) -> tuple[int, ...]:

@@ -40,6 +40,7 @@ __all__ = [
     "resample_indices_v11",
     "resample_indices",
     "index_table",
+    "distinct_steps",
     "standardise",
     "draw_v10",
     "PixelInputs",
@@ -201,6 +202,27 @@ def index_table(generation: str, length: int, n_max: int) -> np.ndarray:
             table[n] = rule(n, length)
     table.setflags(write=False)
     return table
+
+
+@lru_cache(maxsize=512)
+def distinct_steps(n: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """v2: the distinct positions (into the ``n`` valid observations) of the resampled
+    sequence and the log of how often each occurs (``None`` when each occurs once).
+
+    A v2 sequence of ``n < bucket`` observations repeats some of them to fill the bucket;
+    attention pooling without positions makes the embedding a function of the distinct
+    steps and their counts (see :meth:`~tessera_explore.encoder.model.ModalityEncoder.forward`).
+    Read-only arrays.
+    """
+    n = int(n)
+    idx = resample_indices_v2(n, bucket_length(n))
+    steps, counts = np.unique(idx, return_counts=True)
+    steps.setflags(write=False)
+    if (counts == 1).all():
+        return steps, None
+    log_counts = np.log(counts).astype(np.float32)
+    log_counts.setflags(write=False)
+    return steps, log_counts
 
 
 def standardise(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
@@ -423,6 +445,51 @@ class PixelInputs:
         order = np.argsort(~mask_nt, axis=1, kind="stable")  # valid steps first, in time order
         table = index_table(generation, length, max(int(n.max()), 1))
         return np.take_along_axis(order, table[n], axis=1)
+
+    def series_plan(self, pixels: np.ndarray | None = None) -> tuple[np.ndarray, list[tuple[str, int, np.ndarray]]]:
+        """v2's plan by sensor: the pixels with data, and groups ``(sensor, n, pixels)`` of
+        pixels with exactly ``n >= 1`` valid observations of ``sensor`` (``"s2"`` or ``"s1"``).
+
+        Each sensor's series is encoded on its own, from its distinct steps
+        (:func:`distinct_steps`), so pixels are grouped by their exact count rather than by
+        bucket: nothing is computed twice for a repeated step.
+        """
+        take = self.has_data()
+        if pixels is not None:
+            sel = np.zeros(self.n_pixels, dtype=bool)
+            sel[pixels] = True
+            take &= sel
+        rows = np.flatnonzero(take)
+        groups = []
+        for sensor, counts in (("s2", self.n_s2), ("s1", self.n_s1)):
+            c = counts[rows]
+            keep = c > 0
+            idx, c = rows[keep], c[keep]
+            order = np.argsort(c, kind="stable")
+            idx, c = idx[order], c[order]
+            starts = np.flatnonzero(np.r_[True, c[1:] != c[:-1]]) if c.size else np.zeros(0, np.int64)
+            ends = np.r_[starts[1:], c.size]
+            groups.extend((sensor, int(c[s]), idx[s:e]) for s, e in zip(starts, ends))
+        return rows, groups
+
+    def series_batch(self, sensor: str, pix: np.ndarray, n: int, *, data_source: str | None = None) -> np.ndarray:
+        """v2 model input of one sensor for pixels ``pix`` that all have ``n`` valid
+        observations of it: ``(nb, k, C + 1)`` with the ``k`` distinct steps of
+        :func:`distinct_steps` (standardised bands, then the day of year)."""
+        stats = band_stats("v2", data_source)
+        s2m, s2s, s1m, s1s = self._stats_by_t(stats)
+        pix = np.asarray(pix, dtype=np.int64)
+        valid = (self.s2_mask if sensor == "s2" else self.s1_valid)[:, pix].T
+        counts = (self.n_s2 if sensor == "s2" else self.n_s1)[pix]
+        if n < 1 or (counts != n).any():
+            raise EncoderError(f"series_batch: every pixel must have exactly n={n} >= 1 valid {sensor} observations")
+        steps, _ = distinct_steps(n)
+        order = np.argsort(~valid, axis=1, kind="stable")[:, :n]  # valid steps first, in time order
+        tidx = order[:, steps]
+        empty = np.zeros(pix.size, dtype=bool)
+        if sensor == "s2":
+            return self._gather(self._s2_raw, s2m, s2s, self.s2_doy, tidx, pix, empty)
+        return self._gather(self._s1_raw, s1m, s1s, self.s1_doy, tidx, pix, empty)
 
     def batch(
         self,

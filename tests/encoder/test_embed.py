@@ -222,14 +222,22 @@ def test_worker_threads_same_result_and_threads_restored(tiny, make_series, gene
         embed_pixels(model, **d, num_threads=0, progress=False)
 
 
-def test_worker_errors_propagate(tiny, make_series, monkeypatch):
-    model = tiny("v2")
+@pytest.mark.parametrize("generation", ["v1.0", "v2"])
+def test_worker_errors_propagate(tiny, make_series, monkeypatch, generation):
+    """An error inside a worker thread reaches the caller (v1.0: the bucketed forward;
+    v2: the per-sensor series batches)."""
+    from tessera_explore.encoder.preprocess import PixelInputs
+
+    model = tiny(generation)
     d = make_series(30)
 
     def boom(*a, **k):
         raise RuntimeError("forward failed")
 
-    monkeypatch.setattr(model, "forward", boom)
+    if generation == "v2":
+        monkeypatch.setattr(PixelInputs, "series_batch", boom)
+    else:
+        monkeypatch.setattr(model, "forward", boom)
     with pytest.raises(RuntimeError, match="forward failed"):
         embed_pixels(model, **d, num_threads=2, batch_size=4, progress=False)
 
@@ -247,3 +255,35 @@ def test_int8_mode_agrees_and_is_opt_in(tiny, make_series, generation):
     assert set(model.state_dict()) == set(tiny(generation).state_dict())
     with pytest.raises(EncoderError, match="CPU only"):
         embed_pixels(model, **d, int8=True, device="meta", progress=False)
+
+
+def test_v2_series_path_equals_the_bucketed_path(tiny, make_series, monkeypatch):
+    """v2 on CPU encodes each sensor from its distinct steps; it must give the bucketed
+    sequences' result to float rounding, also for S2-only, S1-only and no-data pixels, a
+    pixel selection, worker threads and a Matryoshka depth."""
+    from tessera_explore.encoder import embed as E
+
+    model = tiny("v2", qk_norm=True)
+    d = make_series(70, t2=25, ta=10, td=5, clear=0.5, seed=11)
+    d["s2_mask"][:, :3] = False  # S1 only
+    d["s1_asc"][:, 3:6] = 0
+    d["s1_desc"][:, 3:6] = 0  # S2 only
+    d["s2_mask"][:, 6] = False
+    d["s1_asc"][:, 6] = 0
+    d["s1_desc"][:, 6] = 0  # nothing
+    calls = []
+    real = P.PixelInputs.series_batch
+    monkeypatch.setattr(P.PixelInputs, "series_batch", lambda self, *a, **k: calls.append(1) or real(self, *a, **k))
+    series = embed_pixels(model, **d, progress=False)
+    assert calls  # the series path really ran
+    some = embed_pixels(model, **d, pixels=np.arange(0, 70, 3), num_threads=2, batch_size=5, progress=False)
+    shallow = embed_pixels(model, **d, dims=32, progress=False)
+    monkeypatch.setattr(E, "_padded_only", lambda m: True)
+    calls.clear()
+    bucketed = embed_pixels(model, **d, progress=False)
+    assert not calls
+    np.testing.assert_allclose(series, bucketed, rtol=0, atol=1e-5)
+    assert np.isnan(series[6]).all() and np.isfinite(series[np.r_[0:6, 7:70]]).all()
+    np.testing.assert_allclose(some[::3], bucketed[::3], rtol=0, atol=1e-5)
+    assert np.isnan(np.delete(some, np.arange(0, 70, 3), axis=0)).all()
+    np.testing.assert_allclose(shallow, bucketed[:, :32], rtol=0, atol=1e-5)

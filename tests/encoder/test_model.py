@@ -147,3 +147,23 @@ def test_forward_refuses_wrong_shapes(tiny):
         model(s2, s1[..., :2])
     with pytest.raises(EncoderError, match="pixels"):
         model(s2[:2], s1)
+
+
+@pytest.mark.parametrize("qk_norm", [False, True])
+def test_log_counts_equal_repeated_steps(tiny, qk_norm):
+    """A sequence with repeated steps equals its distinct steps with log-counts in attention
+    and pooling (the exact saving of the v2 CPU path), to float rounding."""
+    model = tiny("v2", qk_norm=qk_norm)
+    x = torch.randn(6, 7, 11)
+    x[..., -1] = torch.randint(1, 366, (6, 7)).float()
+    counts = torch.tensor([1, 3, 1, 1, 2, 1, 4])
+    full = model.s2_backbone(x.repeat_interleave(counts, dim=1)[:, torch.randperm(int(counts.sum()))])
+    folded = model.s2_backbone(x, counts.float().log())
+    torch.testing.assert_close(folded, full, rtol=0, atol=2e-6)
+    assert not torch.allclose(folded, model.s2_backbone(x), atol=1e-4)  # the counts matter
+
+
+def test_log_counts_refused_for_gru_pooling(tiny):
+    model = tiny("v1.0")
+    with pytest.raises(EncoderError, match="order"):
+        model.s2_backbone(torch.zeros(2, 4, 11), torch.zeros(4))

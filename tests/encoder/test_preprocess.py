@@ -204,3 +204,48 @@ def test_preprocess_does_not_import_torch():
     code = ("import sys, tessera_explore, tessera_explore.encoder.preprocess as p; p.bucket_length(3); "
             "assert 'torch' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("n", [1, 3, 5, 8, 9, 13, 20, 41, 47, 48, 100, 256, 300])
+def test_distinct_steps_are_the_resampled_multiset(n):
+    """The distinct steps and their counts rebuild exactly the multiset of the v2 rule."""
+    steps, log_counts = P.distinct_steps(n)
+    idx = P.resample_indices_v2(n, P.bucket_length(n))
+    counts = np.ones(steps.size) if log_counts is None else np.exp(log_counts.astype(np.float64))
+    np.testing.assert_array_equal(np.repeat(steps, np.rint(counts).astype(int)), np.sort(idx))
+    assert (log_counts is None) == (np.unique(idx).size == idx.size)
+    assert not steps.flags.writeable
+
+
+def test_series_plan_and_batch_match_the_bucketed_rows():
+    rng = np.random.default_rng(4)
+    t2, n = 30, 50
+    s2 = rng.integers(0, 8000, (t2, n, 10)).astype(np.uint16)
+    mask = rng.random((t2, n)) < 0.5
+    mask[:, 0] = False  # no S2 at all: S1 only
+    s1a = rng.integers(1000, 9000, (6, n, 2)).astype(np.int16)
+    s1a[:, 1] = 0  # no S1 at all: S2 only
+    s1a[:, 2] = 0
+    mask[:, 2] = False  # no data at all
+    inp = P.PixelInputs(s2, np.arange(1, t2 + 1) * 10, mask, s1a, np.arange(6) * 50 + 3)
+    rows, groups = inp.series_plan()
+    np.testing.assert_array_equal(rows, np.flatnonzero(inp.has_data()))
+    assert 2 not in rows
+    for sensor, counts in (("s2", inp.n_s2), ("s1", inp.n_s1)):
+        mine = [(c, p) for s, c, p in groups if s == sensor]
+        covered = np.sort(np.concatenate([p for _, p in mine]))
+        np.testing.assert_array_equal(covered, rows[counts[rows] > 0])
+        for c, p in mine:
+            assert (counts[p] == c).all()
+    sel_rows, _ = inp.series_plan(np.array([0, 1, 2, 3]))
+    np.testing.assert_array_equal(sel_rows, [0, 1, 3])
+    # the series rows are the distinct rows of the bucketed batch, in order
+    for sensor, c, p in groups:
+        x = inp.series_batch(sensor, p, c)
+        b2, b1 = P.bucket_length(inp.n_s2[p[0]]), P.bucket_length(inp.n_s1[p[0]])
+        s2_x, s1_x = inp.batch("v2", p, int(b2), int(b1))
+        full = s2_x if sensor == "s2" else s1_x
+        steps, _ = P.distinct_steps(c)
+        np.testing.assert_array_equal(x, full[:, steps])
+    with pytest.raises(EncoderError, match="exactly n"):
+        inp.series_batch("s2", np.array([0]), 3)
