@@ -336,6 +336,64 @@ def checkpoint(name, folder, qk_norm=False):
     return path
 
 
+def flops_per_pixel(model, data):
+    """Floating-point operations per pixel of one forward, counted from the shapes: ours
+    (each sensor's distinct steps) and the bucketed sequences the reference feeds."""
+    cfg = model.config
+    d, ff, layers = 4 * cfg["latent_dim"], cfg["dim_feedforward"], cfg["num_layers"]
+    inp = P.PixelInputs(**data)
+
+    def per_series(t, bands):  # one sensor's series of t steps
+        token = 2 * (bands * d + d * d) + layers * (2 * (4 * d * d + 2 * d * ff) + 4 * t * d) + 2 * d
+        return t * token
+
+    rows, groups = inp.series_plan()
+    ours = sum(p.size * per_series(P.distinct_steps(n)[0].size, 10 if s == "s2" else 2) for s, n, p in groups)
+    ref = sum(p.size * (per_series(b2, 10) + per_series(b1, 2)) for b2, b1, p in inp.plan("v2"))
+    head = 2 * (2 * d * 4 * d + 4 * d * 128)
+    return ours / rows.size + head, ref / rows.size + head
+
+
+def gemm_peak(workers=2, seconds=1.5):
+    """The best matrix-product rate (GFLOP/s) this machine gives on the model's layer
+    shapes: ``workers`` threads each running single-threaded products at once (how ours
+    runs) and torch's own threads on one product; the larger is the ceiling."""
+    import threading
+
+    shapes = [(2048, 256, 1024), (2048, 1024, 256), (2048, 256, 768)]
+    best = 0.0
+    for m, k, n in shapes:
+        x, w, b = torch.randn(m, k), torch.randn(n, k), torch.randn(n)
+        flop = 2 * m * k * n
+        for _ in range(2):
+            F.linear(x, w, b)
+        t0 = time.perf_counter()
+        reps = 0
+        while time.perf_counter() - t0 < seconds / 3:
+            F.linear(x, w, b)
+            reps += 1
+        best = max(best, reps * flop / (time.perf_counter() - t0) / 1e9)
+        counts = [0] * workers
+        stop = time.perf_counter() + seconds / 3
+
+        def spin(i, x=x, w=w, b=b):
+            old = torch.get_num_threads()
+            torch.set_num_threads(1)
+            while time.perf_counter() < stop:
+                F.linear(x, w, b)
+                counts[i] += 1
+            torch.set_num_threads(old)
+
+        ths = [threading.Thread(target=spin, args=(i,)) for i in range(workers)]
+        t0 = time.perf_counter()
+        for th in ths:
+            th.start()
+        for th in ths:
+            th.join()
+        best = max(best, sum(counts) * flop / (time.perf_counter() - t0) / 1e9)
+    return best
+
+
 def compare_reference(model, data, repeats):
     """Ours against the reference algorithm, alternating, best of ``repeats`` each (the
     machine is shared: the best run is the least disturbed one); also CPU seconds."""
@@ -357,6 +415,13 @@ def compare_reference(model, data, repeats):
     diff = float(np.nanmax(np.abs(outs["ours"] - outs["reference"])))
     print(f"v2 vs reference {n:6d} px  ours {n / to:8.1f} px/s (cpu {co:6.1f} s)  reference {n / tr:8.1f} px/s "
           f"(cpu {cr:6.1f} s)  speed-up x{tr / to:4.2f}  max |diff| {diff:.2e}  load {os.getloadavg()[0]:.2f}", flush=True)
+    f_ours, f_ref = flops_per_pixel(model, data)
+    peak = gemm_peak(torch.get_num_threads())
+    ceiling = peak * 1e9 / f_ours
+    print(f"roofline: {f_ours / 1e6:.0f} MFLOP/px ours (distinct steps), {f_ref / 1e6:.0f} MFLOP/px reference (buckets); "
+          f"best matrix-product rate here {peak:.1f} GFLOP/s -> at most {ceiling:.1f} px/s = x{ceiling * tr / n:4.2f} the "
+          f"reference; ours at {100 * (n / to) / ceiling:.0f} % of that ceiling, "
+          f"the reference at {100 * (n / tr) * f_ref / 1e9 / peak:.0f} % of the peak rate", flush=True)
 
 
 def main():

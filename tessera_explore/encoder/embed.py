@@ -303,6 +303,8 @@ def _embed_series(model, inputs, sel, source, out, *, dev, batch_size, workers, 
         bs = batch_size or int(np.clip(budget // steps.size, 8, 65_536))
         lc = None if log_counts is None else torch.from_numpy(log_counts.copy())
         tasks.extend((sensor, n, pix[i : i + bs], lc) for i in range(0, pix.size, bs))
+    # most tokens first: the last tasks are small, so no core waits long for the other at the end
+    tasks.sort(key=lambda t: -t[2].size * distinct_steps(t[1])[0].size)
     where = np.full(inputs.n_pixels, -1, dtype=np.int64)
     where[rows] = np.arange(rows.size)
     pooled = {}
