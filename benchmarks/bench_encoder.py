@@ -376,7 +376,7 @@ def gemm_peak(workers=2, seconds=1.5):
         counts = [0] * workers
         stop = time.perf_counter() + seconds / 3
 
-        def spin(i, x=x, w=w, b=b):
+        def spin(i, x=x, w=w, b=b, stop=stop, counts=counts):
             old = torch.get_num_threads()
             torch.set_num_threads(1)
             while time.perf_counter() < stop:
