@@ -50,7 +50,13 @@ def main() -> None:
     ap.add_argument("--device", default=None)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--no-encode", action="store_true", help="search, load and prepare only")
+    ap.add_argument("--bucketed", action="store_true",
+                    help="encode v2 with the bucketed sequences (the path before distinct steps), for a before/after")
     args = ap.parse_args()
+    if args.bucketed:
+        from tessera_explore.encoder import embed as _embed
+
+        _embed._padded_only = lambda model: True
     warnings.simplefilter("ignore")
 
     import torch
