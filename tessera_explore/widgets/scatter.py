@@ -46,6 +46,8 @@ class ScatterData:
     classes: np.ndarray | None = None
     class_names: list | None = None
     class_colors: list | None = None
+    #: the axis titles, from the projection's name and the chosen components
+    axis_labels: tuple[str, str] = ("component 1", "component 2")
 
     def __len__(self) -> int:
         return int(self.xy.shape[0])
@@ -96,7 +98,8 @@ def scatter_points(
     xy = np.stack([c[i].ravel()[index], c[j].ravel()[index]], axis=1).astype(np.float32)
     if len(index) == 0:
         raise ArgumentError("no pixel has data to scatter")
-    out = ScatterData(xy=xy, index=index, shape=(H, W))
+    name = str(components.attrs.get("projection", "component")).upper()
+    out = ScatterData(xy=xy, index=index, shape=(H, W), axis_labels=(f"{name} {dims[0]}", f"{name} {dims[1]}"))
     if isinstance(color, str) and color == "rgb":
         if rgb is None:
             from ..project.rgb import to_rgb
@@ -194,20 +197,19 @@ def scatter(
     pts = scatter_points(components, dims=dims, color=color, rgb=rgb, class_names=class_names,
                          class_colors=class_colors)
     x0, y0, x1, y1 = pts.bounds()
-    labels = [f"{components.attrs.get('projection', 'component').upper()} {d}" for d in dims]
 
     if tools is None:
         tools = ["box_select", "lasso_select"]
-    style = dict(width=int(width), height=int(height), tools=list(tools), active_tools=["box_select", "wheel_zoom"],
-                 xlabel=labels[0], ylabel=labels[1])
+    style = dict(width=int(width), height=int(height), tools=list(tools), active_tools=["box_select", "wheel_zoom"])
 
     def render(x_range=None, y_range=None):
-        p = dmap.points  # swapped by set_points
+        p = dmap.points  # swapped by set_points (another year, or UMAP instead of PCA)
         bx0, by0, bx1, by1 = p.bounds()
         xr_ = x_range if x_range is not None else (bx0, bx1)
         yr_ = y_range if y_range is not None else (by0, by1)
         img = scatter_image(p, width=width, height=height, x_range=xr_, y_range=yr_)
-        return hv.RGB(img, bounds=(xr_[0], yr_[0], xr_[1], yr_[1]), kdims=labels).opts(backend="bokeh", **style)
+        kdims = [hv.Dimension("x", label=p.axis_labels[0]), hv.Dimension("y", label=p.axis_labels[1])]
+        return hv.RGB(img, bounds=(xr_[0], yr_[0], xr_[1], yr_[1]), kdims=kdims).opts(backend="bokeh", **style)
 
     stream = hv.streams.RangeXY(x_range=(x0, x1), y_range=(y0, y1))
     dmap = hv.DynamicMap(render, streams=[stream])

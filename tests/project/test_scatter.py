@@ -83,3 +83,23 @@ def test_scatter_is_a_dynamic_map_that_renders(projected):
     assert isinstance(zoomed, hv.RGB)
     fig = hv.render(dmap, backend="bokeh")
     assert type(fig).__name__ == "figure"
+
+
+def test_axis_titles_follow_the_projection_shown(projected):
+    """Switching the scatter from PCA to UMAP (set_points) retitles the axes."""
+    import holoviews as hv
+
+    from tessera_explore.widgets.scatter import set_points
+
+    hv.extension("bokeh", logo=False)
+    _, comp, rgb = projected
+    dmap = scatter(comp, rgb=rgb, width=200, height=150)
+    plot = hv.renderer("bokeh").get_plot(dmap)
+    name = str(comp.attrs["projection"]).upper()
+    assert (plot.state.xaxis[0].axis_label, plot.state.yaxis[0].axis_label) == (f"{name} 1", f"{name} 2")
+    umap = (comp * 7 + 3).assign_attrs(comp.attrs, projection="umap")  # other values, as a UMAP fit gives
+    pts = scatter_points(umap, rgb=rgb)
+    assert pts.axis_labels == ("UMAP 1", "UMAP 2")
+    set_points(dmap, pts, keep_view=False)
+    assert (plot.state.xaxis[0].axis_label, plot.state.yaxis[0].axis_label) == ("UMAP 1", "UMAP 2")
+    assert scatter_points(comp, dims=(2, 3)).axis_labels == (f"{name} 2", f"{name} 3")
