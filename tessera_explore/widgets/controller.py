@@ -792,8 +792,10 @@ class ExplorerController:
         self.state.status = f"{how}: {int(self.selection.sum()):,} pixels highlighted on the map"
 
     # ------------------------------------------------------------------ guided labelling (widgets/guided.py)
-    def suggest(self, n: int = 10, *, strategy: str = "mixed") -> Future | None:
-        """Queue ``n`` suggestions (:func:`~tessera_explore.suggest`) and step to the first."""
+    def suggest(self, n: int = 10, *, strategy: str | None = None) -> Future | None:
+        """Queue ``n`` suggestions (:func:`~tessera_explore.suggest`) and step to the first.
+        ``strategy``: ``"uncertainty"``, ``"diverse"`` or ``"mixed"``; default the panel's
+        choice (``state.suggest_strategy``, mixed at start)."""
         return self.guide.suggest(n, strategy=strategy)
 
     def suggest_next(self) -> Future | None:

@@ -185,11 +185,16 @@ class Guide:
         return self.label(cls)
 
     # ------------------------------------------------------------------ suggestions
-    def suggest(self, n: int = 10, *, strategy: str = "mixed") -> Future | None:
+    def suggest(self, n: int = 10, *, strategy: str | None = None) -> Future | None:
         self.ctl._check_open()
         n = int(n)
         if n < 1:
             raise ArgumentError(f"n must be at least 1, got {n}")
+        from ..classify.suggest import STRATEGIES
+
+        strategy = self.state.suggest_strategy if strategy is None else strategy
+        if strategy not in STRATEGIES:
+            raise ArgumentError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
         why = self._need_classifier("suggesting pixels")
         if why:
             return None

@@ -37,6 +37,13 @@ class GuidedPanel:
                                     tooltip="find pixels whose labels would help the classifier most")
         self.suggest_btn.add_class("te-suggest")
         self.n_suggest = W.BoundedIntText(value=10, min=1, max=200, layout=W.Layout(width="60px"))
+        self.strategy = W.Dropdown(options=[("mixed: uncertain and unlike the labels", "mixed"),
+                                            ("most uncertain", "uncertainty"),
+                                            ("uncertain, spread over embedding space", "diverse")],
+                                   value=st.suggest_strategy, description="pick", layout=W.Layout(width="300px"),
+                                   style={"description_width": "40px"})
+        self.strategy.add_class("te-strategy")
+        W.link((st, "suggest_strategy"), (self.strategy, "value"))
         self.validate_btn = W.Button(description="validate", layout=W.Layout(width="80px"),
                                      tooltip="draw a stratified random sample of the class map to check it against")
         self.validate_btn.add_class("te-validate")
@@ -77,6 +84,7 @@ class GuidedPanel:
         self.widget = W.VBox([
             _html(WALK_CSS + "<b>guided</b>", "te-h"),
             W.HBox([self.suggest_btn, self.n_suggest, self.validate_btn, self.n_validate]),
+            self.strategy,
             self.walk_box, self.area, self.trust, self.curve, self.projection, self.projection_status,
         ])
         self.widget.add_class("te-guided")

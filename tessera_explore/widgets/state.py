@@ -9,6 +9,7 @@ from __future__ import annotations
 import traitlets as t
 
 from ..classify.models import MODELS
+from ..classify.suggest import STRATEGIES
 from ..exceptions import ArgumentTypeError
 
 __all__ = ["ExplorerState", "MODES", "MODELS", "PROJECTIONS", "WALKS"]
@@ -44,6 +45,8 @@ class ExplorerState(t.HasTraits):
     show_false_colour = t.Bool(True)
     show_trust = t.Bool(False, help="grey, hatched pixels where the class map is not to be trusted")
     projection = t.Enum(PROJECTIONS, default_value="pca", help="projection the scatter shows")
+    suggest_strategy = t.Enum(STRATEGIES, default_value="mixed",
+                              help="how suggestions are picked: uncertainty, diverse or mixed (classify.suggest)")
     live_start = t.Unicode("", help="first day (YYYY-MM-DD) of a live embedding's window; empty with "
                                     "live_end: the calendar year shown")
     live_end = t.Unicode("", help="last day (YYYY-MM-DD) of a live embedding's window (at most a year after "

@@ -10,6 +10,8 @@ import time
 import numpy as np
 import pytest
 
+from tessera_explore.exceptions import ArgumentError
+
 LAND = ("forest", "grassland", "cereal")
 
 
@@ -131,8 +133,14 @@ def test_suggest_needs_a_classifier_and_stop_clears_the_markers(app_factory, tru
     assert ctl.suggest() is None and "needs a classifier" in app.state.status
     assert "no suggestion" in ctl.label_suggestion("forest")
     start_labels(app, truth, 2)
+    # the panel's strategy choice is the default of every suggestion batch
+    app.panel.guided.strategy.value = "uncertainty"
+    assert app.state.suggest_strategy == "uncertainty"
+    with pytest.raises(ArgumentError, match="strategy"):
+        ctl.suggest(3, strategy="nearest")
     ctl.suggest(3).result(timeout=120)
     app.wait()
+    assert ctl.guide.suggestions.attrs["strategy"] == "uncertainty" and "(uncertainty)" in app.state.status
     assert len(app.map_view.walk_markers.layers) == 3
     from ipywidgets.widgets import widget as W
 
