@@ -23,6 +23,8 @@ OUT_DIM = 128
 #: around 4 k tokens on 2 cores; 32 k was ~1.3-1.5x slower).
 _TOKENS_CPU = 4_096
 _TOKENS_CUDA = 1_048_576
+#: Pixels per piece of the v2 CPU path (its pooled vectors: 16 k x 2 x 256 floats = 32 MiB).
+_SERIES_PIXELS = 16_384
 #: Generations whose published inference runs in bf16 (the authors' own timings use it).
 BF16_OK = {"v1.0": True, "v1.1": True, "v2": True}
 
@@ -292,27 +294,16 @@ def _embed_series(model, inputs, sel, source, out, *, dev, batch_size, workers, 
 
     from .preprocess import distinct_steps
 
-    rows, groups = inputs.series_plan(sel)
+    rows, _ = inputs.series_plan(sel)
     if not rows.size:
         return
     width = int(model.s2_backbone.d_model)
     budget = _TOKENS_CPU * 256 // max(width, 1)
-    tasks = []
-    for sensor, n, pix in groups:
-        steps, log_counts = distinct_steps(n)
-        bs = batch_size or int(np.clip(budget // steps.size, 8, 65_536))
-        lc = None if log_counts is None else torch.from_numpy(log_counts.copy())
-        tasks.extend((sensor, n, pix[i : i + bs], lc) for i in range(0, pix.size, bs))
-    # most tokens first: the last tasks are small, so no core waits long for the other at the end
-    tasks.sort(key=lambda t: -t[2].size * distinct_steps(t[1])[0].size)
-    where = np.full(inputs.n_pixels, -1, dtype=np.int64)
-    where[rows] = np.arange(rows.size)
-    pooled = {}
+    zero = {}
     with torch.inference_mode():
         for sensor, bands in (("s2", 10), ("s1", 2)):
             backbone = getattr(model, f"{sensor}_backbone")
-            zero = backbone(torch.zeros((1, 1, bands + 1), dtype=torch.float32, device=dev))[0].numpy()
-            pooled[sensor] = np.broadcast_to(zero, (rows.size, width)).copy()  # rows without this sensor
+            zero[sensor] = backbone(torch.zeros((1, 1, bands + 1), dtype=torch.float32, device=dev))[0].numpy()
 
     def run(task):
         sensor, n, pix, lc = task
@@ -320,26 +311,41 @@ def _embed_series(model, inputs, sel, source, out, *, dev, batch_size, workers, 
         with torch.inference_mode():
             return getattr(model, f"{sensor}_backbone")(torch.from_numpy(x), lc).numpy()
 
-
-    def store(task, result):
-        pooled[task[0]][where[task[2]]] = result
-
-    total = sum(t[2].size for t in tasks)
+    total = int((inputs.n_s2[rows] > 0).sum() + (inputs.n_s1[rows] > 0).sum())
     bar = tqdm(total=total, unit="series", desc="TESSERA v2 (S2 + S1 series)", disable=not progress, smoothing=0.1)
     with bar:
-        if workers > 1:
-            _embed_parallel(run, tasks, store, workers, bar, size=lambda t: t[2].size)
-        else:
-            with _threads(num_threads):
-                for t in tasks:
-                    store(t, run(t))
-                    bar.update(t[2].size)
-    step = 8_192
-    with _threads(num_threads), torch.inference_mode():
-        for i in range(0, rows.size, step):
-            p2 = torch.from_numpy(pooled["s2"][i : i + step])
-            p1 = torch.from_numpy(pooled["s1"][i : i + step])
-            out[rows[i : i + step]] = model.fuse(p2, p1).numpy()
+        # pieces of pixels bound the pooled vectors' memory (2 x width floats a pixel)
+        for start in range(0, rows.size, _SERIES_PIXELS):
+            part, groups = inputs.series_plan(rows[start : start + _SERIES_PIXELS])
+            tasks = []
+            for sensor, n, pix in groups:
+                steps, log_counts = distinct_steps(n)
+                bs = batch_size or int(np.clip(budget // steps.size, 8, 65_536))
+                lc = None if log_counts is None else torch.from_numpy(log_counts.copy())
+                tasks.extend((sensor, n, pix[i : i + bs], lc) for i in range(0, pix.size, bs))
+            # most tokens first: the last tasks are small, so no core waits long for the other at the end
+            tasks.sort(key=lambda t: -t[2].size * distinct_steps(t[1])[0].size)
+            where = np.full(inputs.n_pixels, -1, dtype=np.int64)
+            where[part] = np.arange(part.size)
+            # rows without a sensor keep the pooled vector of its zero row
+            pooled = {k: np.broadcast_to(v, (part.size, width)).copy() for k, v in zero.items()}
+
+            def store(task, result, pooled=pooled, where=where):
+                pooled[task[0]][where[task[2]]] = result
+
+            if workers > 1:
+                _embed_parallel(run, tasks, store, workers, bar, size=lambda t: t[2].size)
+            else:
+                with _threads(num_threads):
+                    for t in tasks:
+                        store(t, run(t))
+                        bar.update(t[2].size)
+            step = 8_192
+            with _threads(num_threads), torch.inference_mode():
+                for i in range(0, part.size, step):
+                    p2 = torch.from_numpy(pooled["s2"][i : i + step])
+                    p1 = torch.from_numpy(pooled["s1"][i : i + step])
+                    out[part[i : i + step]] = model.fuse(p2, p1).numpy()
 
 
 def _embed_parallel(run, tasks, store, workers, bar, *, size) -> None:
