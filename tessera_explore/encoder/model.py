@@ -42,6 +42,8 @@ OUT_DIM = 128
 #: RMSNorm epsilon of the QK-norm layers: ``None`` is ``nn.RMSNorm``'s default (the
 #: machine epsilon of the input's dtype), which the reference release uses.
 QK_NORM_EPS = None
+#: QK-norm layers compute q, k and v in one matrix product (False: three, as published;
+#: the results are the same, the switch is for side-by-side timing).
 _FUSE_QKV = True
 
 
