@@ -139,10 +139,16 @@ def embed_pixels(
         1.26x float32's speed, cosine to float32 >= 0.9996 per pixel, values off by up to
         0.1 (see ``docs/design/encoder.md``).
     progress
-        Show a tqdm bar over pixels.
+        Show a tqdm bar over pixels (v2 on CPU: over each pixel's S2 and S1 series).
 
     A pixel without any valid observation in either sensor gets NaN; a sensor without
     valid observations is fed all-zero rows (day 0), as the reference does.
+
+    A v2 student on CPU encodes each sensor's series from its distinct time steps: the
+    steps that pad a sequence to its bucket repeat others, and enter attention and
+    pooling as log-count weights instead of being computed again.  The result equals the
+    bucketed sequences' to float rounding (``docs/design/encoder.md``); v1.x, CUDA and
+    ``compile=True`` run the bucketed sequences.
     """
     generation = getattr(model, "generation", None)
     if generation not in GENERATIONS:
