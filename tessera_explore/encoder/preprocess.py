@@ -328,6 +328,15 @@ def _series(name: str, x, bands: int, n_pixels: int | None) -> np.ndarray:
     return arr
 
 
+def _runs(key: np.ndarray, idx: np.ndarray) -> list[tuple[int, np.ndarray]]:
+    """``idx`` grouped by equal ``key`` (ascending keys; order kept within a group)."""
+    order = np.argsort(key, kind="stable")
+    key, idx = key[order], idx[order]
+    starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]]) if key.size else np.zeros(0, np.int64)
+    ends = np.r_[starts[1:], key.size]
+    return [(int(key[a]), idx[a:b]) for a, b in zip(starts, ends)]
+
+
 class PixelInputs:
     """Raw per-pixel time series, checked, with the plans and batches the encoder needs.
 
@@ -384,22 +393,20 @@ class PixelInputs:
         Only pixels with data (and, if given, in ``pixels``) are planned; v1.0 has one group.
         """
         _check_generation(generation)
+        idx = self._with_data(pixels)
+        if generation == "v1.0":
+            return [(V10_STEPS, V10_STEPS, idx)] if idx.size else []
+        key = bucket_length(self.n_s2[idx]) * (MAX_BUCKET + 1) + bucket_length(self.n_s1[idx])
+        return [(k // (MAX_BUCKET + 1), k % (MAX_BUCKET + 1), g) for k, g in _runs(key, idx)]
+
+    def _with_data(self, pixels: np.ndarray | None) -> np.ndarray:
+        """Indices of the pixels with data (among ``pixels`` when given), ascending."""
         take = self.has_data()
         if pixels is not None:
             sel = np.zeros(self.n_pixels, dtype=bool)
             sel[pixels] = True
             take &= sel
-        idx = np.flatnonzero(take)
-        if generation == "v1.0":
-            return [(V10_STEPS, V10_STEPS, idx)] if idx.size else []
-        b2 = bucket_length(self.n_s2[idx])
-        b1 = bucket_length(self.n_s1[idx])
-        key = b2 * (MAX_BUCKET + 1) + b1
-        order = np.argsort(key, kind="stable")
-        key, idx = key[order], idx[order]
-        starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
-        ends = np.r_[starts[1:], key.size]
-        return [(int(key[s] // (MAX_BUCKET + 1)), int(key[s] % (MAX_BUCKET + 1)), idx[s:e]) for s, e in zip(starts, ends)]
+        return np.flatnonzero(take)
 
     # -- batches --------------------------------------------------------------------
     def _gather(self, raw_by_t, mean_by_t, std_by_t, doy_by_t, tidx, pix, empty):
@@ -454,22 +461,11 @@ class PixelInputs:
         (:func:`distinct_steps`), so pixels are grouped by their exact count rather than by
         bucket: nothing is computed twice for a repeated step.
         """
-        take = self.has_data()
-        if pixels is not None:
-            sel = np.zeros(self.n_pixels, dtype=bool)
-            sel[pixels] = True
-            take &= sel
-        rows = np.flatnonzero(take)
+        rows = self._with_data(pixels)
         groups = []
         for sensor, counts in (("s2", self.n_s2), ("s1", self.n_s1)):
-            c = counts[rows]
-            keep = c > 0
-            idx, c = rows[keep], c[keep]
-            order = np.argsort(c, kind="stable")
-            idx, c = idx[order], c[order]
-            starts = np.flatnonzero(np.r_[True, c[1:] != c[:-1]]) if c.size else np.zeros(0, np.int64)
-            ends = np.r_[starts[1:], c.size]
-            groups.extend((sensor, int(c[s]), idx[s:e]) for s, e in zip(starts, ends))
+            idx = rows[counts[rows] > 0]
+            groups.extend((sensor, n, g) for n, g in _runs(counts[idx], idx))
         return rows, groups
 
     def series_batch(self, sensor: str, pix: np.ndarray, n: int, *, data_source: str | None = None) -> np.ndarray:
