@@ -300,7 +300,7 @@ def _embed_series(model, inputs, sel, source, out, *, dev, batch_size, workers, 
 
     from .preprocess import distinct_steps
 
-    rows, _ = inputs.series_plan(sel)
+    rows = inputs.with_data(sel)
     if not rows.size:
         return
     width = int(model.s2_backbone.d_model)

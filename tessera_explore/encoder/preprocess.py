@@ -393,13 +393,13 @@ class PixelInputs:
         Only pixels with data (and, if given, in ``pixels``) are planned; v1.0 has one group.
         """
         _check_generation(generation)
-        idx = self._with_data(pixels)
+        idx = self.with_data(pixels)
         if generation == "v1.0":
             return [(V10_STEPS, V10_STEPS, idx)] if idx.size else []
         key = bucket_length(self.n_s2[idx]) * (MAX_BUCKET + 1) + bucket_length(self.n_s1[idx])
         return [(k // (MAX_BUCKET + 1), k % (MAX_BUCKET + 1), g) for k, g in _runs(key, idx)]
 
-    def _with_data(self, pixels: np.ndarray | None) -> np.ndarray:
+    def with_data(self, pixels: np.ndarray | None) -> np.ndarray:
         """Indices of the pixels with data (among ``pixels`` when given), ascending."""
         take = self.has_data()
         if pixels is not None:
@@ -461,7 +461,7 @@ class PixelInputs:
         (:func:`distinct_steps`), so pixels are grouped by their exact count rather than by
         bucket: nothing is computed twice for a repeated step.
         """
-        rows = self._with_data(pixels)
+        rows = self.with_data(pixels)
         groups = []
         for sensor, counts in (("s2", self.n_s2), ("s1", self.n_s1)):
             idx = rows[counts[rows] > 0]
