@@ -346,10 +346,7 @@ class ModalityEncoder(nn.Module):
         bands, doy = x[..., :-1], x[..., -1]
         h = self.embedding(bands) + doy_encoding(doy, self.d_model).to(x.dtype)
         mask = None
-        if log_counts is not None:
-            if isinstance(self.attn_pool, _GRUContextPool):
-                raise EncoderError("GRU-context pooling depends on the order of the steps: repeated steps cannot "
-                                   "be folded into counts")
+        if log_counts is not None:  # the GRU-context pooling refuses them (it reads the order)
             log_counts = log_counts.to(device=h.device, dtype=h.dtype)
             mask = log_counts.view(1, 1, 1, -1)
         return self.attn_pool(self.transformer_encoder(h, mask), log_counts)

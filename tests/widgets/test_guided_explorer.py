@@ -330,6 +330,18 @@ def test_learning_curve_after_retrain(app_factory, truth):
 
 
 # ---------------------------------------------------------------------------- UMAP
+def click_timed(app, truth) -> list[float]:
+    """Label three pixels of forest and of cereal by clicking; each click's time in ms."""
+    lat_ms = []
+    for name in ("forest", "cereal"):
+        app.state.active_class = name
+        for q in points_of(truth, name, 3):
+            t0 = time.perf_counter()
+            assert "labelled" in app.click(*q)
+            lat_ms.append((time.perf_counter() - t0) * 1000)
+    return lat_ms
+
+
 @pytest.mark.slow  # numba compiles UMAP once per process (a minute or more on two busy cores)
 def test_umap_fits_in_the_background_while_clicks_go_on(area24, tmp_path, truth, monkeypatch):
     import tessera_explore as te
@@ -358,13 +370,7 @@ def test_umap_fits_in_the_background_while_clicks_go_on(area24, tmp_path, truth,
         fut = ctl.umap._futures[ctl.scatter_year]
         assert st.projection_status.startswith("UMAP")
         # labelling and retraining carry on while UMAP is still fitting
-        lat_ms = []
-        for name in ("forest", "cereal"):
-            st.active_class = name
-            for q in points_of(truth, name, 3):
-                t0 = time.perf_counter()
-                assert "labelled" in app.click(*q)
-                lat_ms.append((time.perf_counter() - t0) * 1000)
+        lat_ms = click_timed(app, truth)
         app.wait()
         assert "trained on 6 labels" in st.status
         assert not fut.done()  # held at the gate: the clicks did not wait for it
@@ -390,7 +396,6 @@ def test_umap_fits_in_the_background_while_clicks_go_on(area24, tmp_path, truth,
         app.close()
 
 
-
 @pytest.mark.slow  # starts a process that imports UMAP and compiles it
 def test_umap_fits_in_a_separate_process(area24, tmp_path, truth):
     import os
@@ -407,13 +412,7 @@ def test_umap_fits_in_a_separate_process(area24, tmp_path, truth):
         pca_xy = sv.xy.copy()
         st.projection = "umap"
         fut = ctl.umap._futures[ctl.scatter_year]
-        lat_ms = []
-        for name in ("forest", "cereal"):
-            st.active_class = name
-            for q in points_of(truth, name, 3):
-                t0 = time.perf_counter()
-                assert "labelled" in app.click(*q)
-                lat_ms.append((time.perf_counter() - t0) * 1000)
+        lat_ms = click_timed(app, truth)
         app.wait()
         assert "trained on 6 labels" in st.status
         print(f"click latency while UMAP fits in its own process: median {np.median(lat_ms):.0f} ms, "
