@@ -1,30 +1,40 @@
 """The one seam for reading Zarr stores over HTTP(S): range requests through obstore.
 
 :class:`RemoteStore` is a read-only ``zarr.abc.store.Store`` over an ``http(s)://``
-URL.  zarr-python asks it for whole small objects (metadata) and byte ranges of
-shards (the shard index, then each inner chunk that a read touches); the store turns
-each into one ranged GET, never a whole shard.
+URL.  zarr-python asks it for whole small objects (metadata) and byte ranges;
+:mod:`tessera_explore.io.shards` asks it, through :meth:`RemoteStore.get_ranges`, for
+every inner chunk a window needs at once.
 
 * **HTTP client**: obstore's ``HTTPStore`` (Rust ``object_store`` + reqwest): connection
-  pooling, timeouts, and retries with exponential back-off on 5xx answers and
-  connection errors.  Bodies cut short mid-transfer are retried here too.
-* **Concurrency**: at most ``concurrency`` requests in flight per store.
-* **Shard indexes** (the suffix ranges zarr reads before the inner chunks of a shard)
-  are kept in memory (the last 64), so reading an area chunk by chunk fetches each
-  shard's index once, not once per dask chunk.
-* **Cache** (optional, ``cache_dir=``): every answer (and every "not found") is kept
-  on disk, keyed by store URL, object key and byte range, and written atomically.
-  A second read of the same area makes no request at all, so an area once read
-  opens offline.  Published stores are immutable per dataset; call
-  :meth:`RemoteStore.clear_cache` after a store was rebuilt in place.
+  pooling and timeouts.  Retries happen in one layer only, here (obstore's own are
+  off): server errors, dropped connections, bodies of the wrong length and time-outs
+  are retried with exponential back-off, within a total ``deadline`` per request that
+  the error states, with the attempts counted truthfully.
+* **Coalescing**: the ranges of one object that :meth:`RemoteStore.get_ranges` must
+  fetch are merged where their gap is at most 1 MiB, into requests of at most 16 MiB
+  (as zarr-python 3.3+ merges the inner chunks of a shard), and split again on arrival.
+* **Concurrency**: at most ``concurrency`` requests in flight per store (default 32,
+  enough to fill a link with an 80 ms round trip); every thread of the process shares
+  them through one event loop.
+* **Shard indexes** (the suffix ranges read before the inner chunks of a shard) are
+  kept in memory (the last 64) as well as on disk.
+* **Cache** (optional, ``cache_dir=``): every answer is kept on disk, one entry per
+  object, suffix or inner-chunk range (never per merged request, so a second read of
+  an area sends no request even when its window differs), written atomically.  Each
+  entry records what it holds (a digest of URL, key and range), its length and a
+  CRC-32 of its bytes, checked on every read: a damaged, truncated or misplaced entry
+  is dropped and fetched again.  "Not found" answers are kept for a day.  A cache that
+  cannot be written is left alone with one warning, and reads go on without it.
+  Published stores are immutable per dataset; call :meth:`RemoteStore.clear_cache`
+  after a store was rebuilt in place.
 * **Errors**: anything that is not a plain "not found" (unreachable host, 5xx after
   the retries, a body of the wrong length, a timeout) raises
   :class:`~tessera_explore.exceptions.StoreError` naming the URL and key.
 
 Why obstore rather than fsspec + aiohttp: it is what the published stores' own
-reader uses, it retries and times out in the client itself (fsspec's HTTP file
-system does neither by default), and zarr-python supports it as a first-class
-backend.  See ``docs/design/zarr-stores.md``.
+reader uses, it times out in the client itself (fsspec's HTTP file system does not by
+default), and zarr-python supports it as a first-class backend.  See
+``docs/design/zarr-stores.md``.
 """
 
 from __future__ import annotations
@@ -34,9 +44,13 @@ import hashlib
 import os
 import re
 import shutil
+import struct
 import threading
+import time
+import warnings
+import zlib
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
 from datetime import timedelta
 from pathlib import Path
 
@@ -44,11 +58,15 @@ from zarr.abc.store import ByteRequest, OffsetByteRequest, RangeByteRequest, Sto
 from zarr.core.buffer import Buffer, BufferPrototype
 
 from .._atomic import write_bytes
-from ..exceptions import StoreError
+from ..exceptions import StoreError, TesseraExploreWarning
 
 __all__ = ["RemoteStore", "store_cache_key"]
 
-_MISSING = b"\x00tessera-explore-missing\x00"
+#: Cache entry: magic, CRC-32 of the payload, payload length, digest of what it holds.
+_ENTRY = struct.Struct("<4sIQ8s")
+_DATA, _GONE = b"TXC2", b"TXM2"
+#: How long a "not found" answer is trusted (seconds).
+MISSING_TTL = 24 * 3600.0
 
 
 def store_cache_key(url: str) -> str:
@@ -80,10 +98,12 @@ class RemoteStore(Store):
     cache_dir : folder for the persistent cache (a sub-folder per store URL is made in
         it), or None for no cache.
     retries : attempts after the first for one request (server errors, dropped
-        connections, short bodies).
-    timeout : seconds for one request (connect + transfer).
+        connections, short bodies, time-outs).
+    timeout : seconds for one attempt (connect + transfer).
     concurrency : requests in flight at most.
     backoff : first back-off in seconds; it doubles per retry up to 30 s.
+    deadline : seconds one request may take in all, its retries and back-offs included
+        (default: 300).
 
     ``requests`` counts the requests this store object sent (cache hits send none).
     """
@@ -94,7 +114,7 @@ class RemoteStore(Store):
     supports_listing = False
 
     def __init__(self, url: str, *, cache_dir: str | os.PathLike | None = None, retries: int = 6,
-                 timeout: float = 60.0, concurrency: int = 16, backoff: float = 0.25):
+                 timeout: float = 60.0, concurrency: int = 32, backoff: float = 0.25, deadline: float = 300.0):
         super().__init__(read_only=True)
         if not re.match(r"^https?://", str(url)):
             raise StoreError(f"{url!r} is not an http(s) URL")
@@ -103,16 +123,18 @@ class RemoteStore(Store):
         self.timeout = float(timeout)
         self.concurrency = max(1, int(concurrency))
         self.backoff = float(backoff)
+        self.deadline = float(deadline)
         self.cache_path = Path(cache_dir) / store_cache_key(self.url) if cache_dir is not None else None
+        self._setup()
+
+    def _setup(self) -> None:
+        from obstore.store import HTTPStore
+
         self.requests = 0
         self._count_lock = threading.Lock()
         self._index_cache: OrderedDict = OrderedDict()
-        self._init_client()
-
-    # -- set-up and pickling (dask.distributed ships the store to workers) -------------
-    def _init_client(self) -> None:
-        from obstore.store import HTTPStore
-
+        self._cache_off = False
+        # one retry layer: ours (obstore's are off, or attempts would multiply)
         self._http = HTTPStore.from_url(
             self.url,
             client_options={
@@ -120,30 +142,23 @@ class RemoteStore(Store):
                 "timeout": timedelta(seconds=self.timeout),
                 "connect_timeout": timedelta(seconds=min(self.timeout, 10.0)),
             },
-            retry_config={
-                "max_retries": self.retries,
-                "backoff": {"init_backoff": timedelta(seconds=self.backoff),
-                            "max_backoff": timedelta(seconds=30), "base": 2.0},
-                "retry_timeout": timedelta(seconds=max(60.0, self.timeout * (self.retries + 1))),
-            },
+            retry_config={"max_retries": 0, "retry_timeout": timedelta(seconds=self.timeout),
+                          "backoff": {"init_backoff": timedelta(seconds=self.backoff),
+                                      "max_backoff": timedelta(seconds=30), "base": 2.0}},
         )
         self._sems: dict[int, asyncio.Semaphore] = {}
 
+    # -- pickling (dask.distributed ships the store to workers) --------------------------
     def __getstate__(self):
-        return {"url": self.url, "retries": self.retries, "timeout": self.timeout,
+        return {"url": self.url, "retries": self.retries, "timeout": self.timeout, "deadline": self.deadline,
                 "concurrency": self.concurrency, "backoff": self.backoff, "cache_path": self.cache_path,
                 "read_only": True}
 
     def __setstate__(self, state):
-        cache_path = state.pop("cache_path")
         read_only = state.pop("read_only", True)
         Store.__init__(self, read_only=read_only)
         self.__dict__.update(state)
-        self.cache_path = cache_path
-        self.requests = 0
-        self._count_lock = threading.Lock()
-        self._index_cache = OrderedDict()
-        self._init_client()
+        self._setup()
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, RemoteStore) and other.url == self.url
@@ -161,26 +176,55 @@ class RemoteStore(Store):
         return self
 
     # -- cache ---------------------------------------------------------------------------
-    def _cache_file(self, key: str, byte_range: ByteRequest | None) -> Path | None:
-        if self.cache_path is None:
+    def _cache_file(self, key: str, tag: str) -> tuple[Path, bytes] | None:
+        """Where the entry of ``key`` and a range tag lives, and the digest it must carry."""
+        if self.cache_path is None or self._cache_off:
             return None
-        h = hashlib.sha256(f"{key}\x00{_range_tag(byte_range)}".encode()).hexdigest()
-        return self.cache_path / h[:2] / h[2:]
+        h = hashlib.sha256(f"{self.url}\x00{key}\x00{tag}".encode()).digest()
+        name = h.hex()
+        return self.cache_path / name[:2] / name[2:40], h[:8]
 
-    @staticmethod
-    def _cache_read(path: Path | None) -> bytes | None:
-        if path is None:
-            return None
+    def _cache_read(self, where: tuple[Path, bytes] | None) -> bytes | None | type[KeyError]:
+        """The cached bytes, None for a cached "not found", or KeyError when there is no
+        usable entry (absent, damaged, or another key's: a damaged one is removed)."""
+        if where is None:
+            return KeyError
+        path, digest = where
         try:
             with open(path, "rb") as f:
-                return f.read()
-        except FileNotFoundError:
-            return None
+                raw = f.read()
+        except (FileNotFoundError, NotADirectoryError):
+            return KeyError
+        except OSError:
+            return KeyError
+        if len(raw) >= _ENTRY.size:
+            magic, crc, n, tag = _ENTRY.unpack_from(raw)
+            body = memoryview(raw)[_ENTRY.size:]
+            if tag == digest and n == len(body) and zlib.crc32(body) == crc:
+                if magic == _DATA:
+                    return bytes(body)
+                if magic == _GONE and n == 8 and time.time() - struct.unpack("<d", body)[0] < MISSING_TTL:
+                    return None
+        # absent from here on: damaged, another key's, or a stale "not found"
+        try:
+            path.unlink()
+        except OSError:
+            pass
+        return KeyError
 
-    @staticmethod
-    def _cache_write(path: Path | None, data: bytes) -> None:
-        if path is not None:
-            write_bytes(path, data, fsync=False)
+    def _cache_write(self, where: tuple[Path, bytes] | None, data: bytes | None) -> None:
+        if where is None:
+            return
+        path, digest = where
+        body = struct.pack("<d", time.time()) if data is None else data
+        head = _ENTRY.pack(_GONE if data is None else _DATA, zlib.crc32(body), len(body), digest)
+        try:
+            write_bytes(path, head + bytes(body), fsync=False)
+        except OSError as err:
+            if not self._cache_off:
+                self._cache_off = True
+                warnings.warn(f"the cache folder {self.cache_path} cannot be written ({err}); reading {self.url} "
+                              "without a cache", TesseraExploreWarning, stacklevel=2)
 
     def clear_cache(self) -> None:
         """Delete this store's cached objects (other stores' caches are kept)."""
@@ -200,67 +244,140 @@ class RemoteStore(Store):
             self.requests += 1
 
     async def _fetch(self, key: str, byte_range: ByteRequest | None) -> bytes | None:
-        """One object or range from the server (None when it is not there), retried."""
+        """One object or range from the server (None when it is not there), retried
+        within the deadline."""
         import obstore as obs
         from obstore.exceptions import NotFoundError
 
         where = f"{self.url}/{key}"
         last: Exception | None = None
         delay = self.backoff
-        for attempt in range(self.retries + 1):
+        end = time.monotonic() + self.deadline
+        attempts = 0
+        while True:
             async with self._semaphore():
+                left = end - time.monotonic()
                 self._counted()
+                attempts += 1
                 try:
-                    if isinstance(byte_range, RangeByteRequest):
-                        data = bytes(await obs.get_range_async(self._http, key, start=byte_range.start,
-                                                               end=byte_range.end))
-                        want = byte_range.end - byte_range.start
-                        if len(data) != want:
-                            raise StoreError(f"{where}: asked for bytes {byte_range.start}-{byte_range.end - 1} "
-                                             f"({want} bytes), the server sent {len(data)}")
-                        return data
-                    if byte_range is None:
-                        resp = await obs.get_async(self._http, key)
-                    elif isinstance(byte_range, OffsetByteRequest):
-                        resp = await obs.get_async(self._http, key, options={"range": {"offset": byte_range.offset}})
-                    else:
-                        resp = await obs.get_async(self._http, key, options={"range": {"suffix": byte_range.suffix}})
-                    data = bytes(await resp.bytes_async())
-                    if isinstance(byte_range, SuffixByteRequest) and len(data) > byte_range.suffix:
-                        raise StoreError(f"{where}: asked for the last {byte_range.suffix} bytes, the server sent "
-                                         f"{len(data)}")
-                    return data
-                except NotFoundError:
+                    return await asyncio.wait_for(self._once(obs, key, byte_range, where), max(0.001, left))
+                except (NotFoundError, FileNotFoundError):
                     return None
-                except StoreError:
-                    raise
+                except StoreError as err:
+                    if not getattr(err, "retry", False):
+                        raise
+                    last = err
+                except TimeoutError as err:
+                    last = TimeoutError(f"no complete answer within the {self.deadline:g} s deadline")
+                    last.__cause__ = err
                 except Exception as err:  # obstore raises its own classes and OSError/TimeoutError subclasses
                     last = err
-            if attempt < self.retries:
-                await asyncio.sleep(delay)
-                delay = min(30.0, delay * 2)
-        raise StoreError(f"cannot read {where} after {self.retries + 1} attempts: {_short(last)}") from last
+            if attempts > self.retries or time.monotonic() + delay >= end:
+                break
+            await asyncio.sleep(delay)
+            delay = min(30.0, delay * 2)
+        raise StoreError(f"cannot read {where}: {attempts} attempt(s) failed within the {self.deadline:g} s "
+                         f"deadline; the last: {_short(last)}") from last
+
+    async def _once(self, obs, key: str, byte_range: ByteRequest | None, where: str) -> bytes:
+        if isinstance(byte_range, RangeByteRequest):
+            data = bytes(await obs.get_range_async(self._http, key, start=byte_range.start, end=byte_range.end))
+            want = byte_range.end - byte_range.start
+            if len(data) != want:
+                raise _retryable(f"{where}: asked for bytes {byte_range.start}-{byte_range.end - 1} ({want} bytes), "
+                                 f"the server sent {len(data)}")
+            return data
+        if byte_range is None:
+            resp = await obs.get_async(self._http, key)
+        elif isinstance(byte_range, OffsetByteRequest):
+            resp = await obs.get_async(self._http, key, options={"range": {"offset": byte_range.offset}})
+        else:
+            resp = await obs.get_async(self._http, key, options={"range": {"suffix": byte_range.suffix}})
+        data = bytes(await resp.bytes_async())
+        if isinstance(byte_range, SuffixByteRequest) and len(data) != byte_range.suffix:
+            raise _retryable(f"{where}: asked for the last {byte_range.suffix} bytes, the server sent {len(data)}")
+        return data
+
+    async def _cached(self, key: str, tag: str, fetch) -> bytes | None:
+        where = self._cache_file(key, tag)
+        loop = asyncio.get_running_loop()
+        hit = await loop.run_in_executor(None, self._cache_read, where) if where is not None else KeyError
+        if hit is not KeyError:
+            return hit
+        data = await fetch()
+        if where is not None:
+            await loop.run_in_executor(None, self._cache_write, where, data)
+        return data
 
     async def get(self, key: str, prototype: BufferPrototype, byte_range: ByteRequest | None = None) -> Buffer | None:
         is_index = isinstance(byte_range, SuffixByteRequest)
         if is_index:
             with self._count_lock:
-                data = self._index_cache.get((key, byte_range.suffix))
-            if data is not None:
-                return None if data == _MISSING else prototype.buffer.from_bytes(data)
-        cfile = self._cache_file(key, byte_range)
-        data = self._cache_read(cfile)
-        if data is None:
-            data = await self._fetch(key, byte_range)
-            self._cache_write(cfile, _MISSING if data is None else data)
+                hit = self._index_cache.get((key, byte_range.suffix), KeyError)
+            if hit is not KeyError:
+                return None if hit is None else prototype.buffer.from_bytes(hit)
+        data = await self._cached(key, _range_tag(byte_range), lambda: self._fetch(key, byte_range))
         if is_index:
             with self._count_lock:
-                self._index_cache[(key, byte_range.suffix)] = _MISSING if data is None else data
+                self._index_cache[(key, byte_range.suffix)] = data
                 while len(self._index_cache) > 64:
                     self._index_cache.popitem(last=False)
-        if data is None or data == _MISSING:
-            return None
-        return prototype.buffer.from_bytes(data)
+        return None if data is None else prototype.buffer.from_bytes(data)
+
+    async def get_ranges(self, key: str, byte_ranges: Sequence[ByteRequest | None], *, prototype: BufferPrototype,
+                         max_concurrency: int | None = None, max_gap_bytes: int = 1 << 20,
+                         max_coalesced_bytes: int = 16 << 20) -> AsyncIterator[Sequence[tuple[int, Buffer | None]]]:
+        """Many byte ranges of one object (zarr-python's ``Store.get_ranges``): each range
+        from the cache where it is there (one batch), the rest in merged requests (gap at
+        most ``max_gap_bytes``, at most ``max_coalesced_bytes`` each), all in flight at
+        once within the store's ``concurrency``, yielded as they arrive.  Every range is
+        cached on its own, never the merged request.  An absent object raises
+        ``FileNotFoundError`` in an exception group, as zarr-python expects."""
+        from .shards import coalesce
+
+        loop = asyncio.get_running_loop()
+        ranged = [i for i, r in enumerate(byte_ranges) if isinstance(r, RangeByteRequest)]
+        other = [i for i, r in enumerate(byte_ranges) if not isinstance(r, RangeByteRequest)]
+        wheres = {i: self._cache_file(key, _range_tag(byte_ranges[i])) for i in ranged}
+        todo = ranged
+        if self.cache_path is not None and not self._cache_off:
+            found = await loop.run_in_executor(None, lambda: [(i, self._cache_read(wheres[i])) for i in ranged])
+            hits = [(i, v) for i, v in found if v is not KeyError]
+            if any(v is None for _, v in hits):
+                raise ExceptionGroup(f"{self.url}/{key}", [FileNotFoundError(f"{self.url}/{key}")])
+            if hits:
+                yield [(i, prototype.buffer.from_bytes(v)) for i, v in hits]
+            todo = [i for i, v in found if v is KeyError]
+
+        async def merged(s: int, e: int, members: list[int]) -> list[tuple[int, Buffer]]:
+            data = await self._fetch(key, RangeByteRequest(s, e))
+            if data is None:
+                raise FileNotFoundError(f"{self.url}/{key}")
+            parts = [(i, data[byte_ranges[i].start - s:byte_ranges[i].end - s]) for i in members]
+            if self.cache_path is not None and not self._cache_off:
+                await loop.run_in_executor(None, lambda: [self._cache_write(wheres[i], b) for i, b in parts])
+            return [(i, prototype.buffer.from_bytes(b)) for i, b in parts]
+
+        async def single(i: int) -> list[tuple[int, Buffer]]:
+            buf = await self.get(key, prototype, byte_ranges[i])
+            if buf is None:
+                raise FileNotFoundError(f"{self.url}/{key}")
+            return [(i, buf)]
+
+        spans = coalesce([(byte_ranges[i].start, byte_ranges[i].end) for i in todo], gap=max_gap_bytes,
+                         max_merge=max_coalesced_bytes)
+        tasks = [asyncio.ensure_future(merged(s, e, [todo[j] for j in idx])) for s, e, idx in spans]
+        tasks += [asyncio.ensure_future(single(i)) for i in other]
+        try:
+            for fut in asyncio.as_completed(tasks):
+                try:
+                    batch = await fut
+                except FileNotFoundError as err:
+                    raise ExceptionGroup(f"{self.url}/{key}", [err]) from None
+                yield batch
+        finally:
+            for t in tasks:
+                t.cancel()
 
     async def get_partial_values(self, prototype: BufferPrototype,
                                  key_ranges: Iterable[tuple[str, ByteRequest | None]]) -> list[Buffer | None]:
@@ -285,6 +402,12 @@ class RemoteStore(Store):
 
     def list_dir(self, prefix: str) -> AsyncIterator[str]:
         raise StoreError(f"{self.url}: an HTTP store cannot be listed")
+
+
+def _retryable(message: str) -> StoreError:
+    err = StoreError(message)
+    err.retry = True
+    return err
 
 
 def _short(err: Exception | None) -> str:

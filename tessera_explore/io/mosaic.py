@@ -17,16 +17,64 @@ that has data there only when that tile has none.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from ..exceptions import ArgumentError
-from . import grid
 from .quant import quantize
 
-__all__ = ["Mosaic", "RESAMPLING"]
+__all__ = ["Mosaic", "RESAMPLING", "Tile", "STATUS"]
 
 RESAMPLING = ("nearest", "bilinear")
+
+
+@runtime_checkable
+class Tile(Protocol):
+    """What the mosaic reads: one raster of embeddings on its own north-up grid.
+
+    :class:`~tessera_explore.io.tiles.NpyTile`, :class:`~tessera_explore.io.tiles.TiffTile`
+    and the store windows (:class:`~tessera_explore.io.store.StoreTile`,
+    :class:`~tessera_explore.io.store.UnfilledTile`) follow it; :class:`Mosaic` calls
+    these methods directly, never probing for them.  Windows are ``rows``, ``cols``
+    slices (unit step) of the tile's own pixels.
+    """
+
+    crs: Any  #: the tile's CRS (rasterio)
+    transform: Any  #: affine transform of the tile's pixel corners (north-up)
+    shape: tuple[int, int]  #: (height, width)
+    nbands: int  #: bands per pixel (128, or a nested-depth prefix)
+    year: int | None
+    lon: float | None  #: centre of the tile's 0.1 degree cell (None for store windows)
+    lat: float | None
+
+    @property
+    def res(self) -> float: ...
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]: ...
+
+    def read(self, rows: slice, cols: slice) -> tuple[np.ndarray, np.ndarray]:
+        """int8 codes ``(h, w, bands)`` and float32 scales ``(h, w)``, NaN where no data."""
+
+    def read_bands(self, rows: slice, cols: slice) -> tuple[np.ndarray, np.ndarray]:
+        """As :meth:`read`, codes band-first ``(bands, h, w)``."""
+
+    def read_float_into(self, out: np.ndarray, rows: slice, cols: slice) -> None:
+        """Dequantised float32 ``(bands, h, w)`` written into ``out``, NaN where no data."""
+
+    def valid(self, rows: slice, cols: slice) -> np.ndarray:
+        """bool ``(h, w)``: the pixel has an embedding."""
+
+    def status(self, rows: slice, cols: slice) -> np.ndarray:
+        """uint8 ``(h, w)``: 0 valid, 1 water, 2 not computed (:data:`STATUS`)."""
+
+    def owns(self, lon: np.ndarray, lat: np.ndarray) -> np.ndarray | None:
+        """bool: the points (degrees) this tile gives first where tiles overlap (its 0.1
+        degree cell, or its UTM zone); None when it claims none."""
+
+    def release_pages(self) -> None:
+        """Drop memory-mapped pages already read (a no-op for tiles that map nothing)."""
 
 
 @dataclass
@@ -54,7 +102,7 @@ class Mosaic:
         self.shape = (int(shape[0]), int(shape[1]))
         self.resampling = resampling
         self.res = float(transform.a)
-        nbs = {int(getattr(t, "nbands", 128)) for t in self.tiles}
+        nbs = {int(t.nbands) for t in self.tiles}
         if len(nbs) > 1:
             from ..exceptions import SchemaError
 
@@ -103,18 +151,11 @@ class Mosaic:
         x, y = self._window_xy(rows, cols)
         xx, yy = np.meshgrid(x, y)
         lon, lat = Transformer.from_crs(self.crs, 4326, always_xy=True).transform(xx, yy)
-        ii, jj = grid.lonlat_tile_index(lon, lat)
         owner = np.full(xx.shape, -1, dtype=np.int32)
         for n, k in enumerate(cands):
-            t = self.tiles[k]
-            owns = getattr(t, "owns", None)
+            owns = self.tiles[k].owns(lon, lat)
             if owns is not None:
-                owner[owns(lon, lat)] = n
-                continue
-            if t.lon is None or t.lat is None:
-                continue
-            ci, cj = grid.center_index(t.lon, t.lat)
-            owner[(ii == ci) & (jj == cj)] = n
+                owner[owns] = n
         return owner
 
     def _map_tile(self, k: int, rows: slice, cols: slice):
@@ -246,23 +287,16 @@ class Mosaic:
         if not (whole and plan[0].ty == slice(0, h) and plan[0].tx == slice(0, w)):
             out.fill(np.nan)
         for c in plan:
-            t = self.tiles[c.k]
-            if c.src[0] == "slice" and (whole or c.take.all()) and hasattr(t, "read_bands"):
-                # band-first source (Zarr stores): no transpose on the way
-                q, s = t.read_bands(c.src[1], c.src[2])
-                np.multiply(q, s[None], out=out[:, c.ty, c.tx], casting="unsafe")
-                continue
             if c.src[0] == "slice" and (whole or c.take.all()):
-                # one tile gives the whole block: its NaN scales already mark the gaps
-                q, s = self.tiles[c.k].read(c.src[1], c.src[2])
-                _dequantize_into(out[:, c.ty, c.tx], q, s)
+                # one tile gives the whole block (its NaN scales already mark the gaps),
+                # decoded straight into the output
+                self.tiles[c.k].read_float_into(out[:, c.ty, c.tx], c.src[1], c.src[2])
                 continue
             q, s = self._gather(c)
             vals = q.astype(np.float32) * s[:, None]
             sub = out[:, c.ty, c.tx]
             sub[:, c.take] = vals.T
         return out
-
 
     def read_status(self, rows: slice, cols: slice) -> np.ndarray:
         """Why each pixel of a window has or lacks data: uint8 ``(h, w)`` with
@@ -271,89 +305,87 @@ class Mosaic:
         A pixel takes the status of the tile that owns it (as for values); where that
         tile has no data, any other tile with data there wins.
         """
+        return self._winners(rows, cols)[0]
+
+    def read_layer(self, rows: slice, cols: slice, read, *, fill: Any, dtype: Any,
+                   extra: tuple[int, ...] = ()) -> np.ndarray:
+        """Another per-pixel array of the tiles (a store's quality arrays) on a window of
+        the output grid: ``(*extra, h, w)``.
+
+        ``read(tile, rows, cols)`` gives the tile's values ``(*extra, th, tw)`` for a window
+        of its own pixels.  Each output pixel takes the value of the tile whose
+        :meth:`read_status` it has (the owner, else the tile with the best status there;
+        across zones the nearest source pixel); pixels outside every tile hold ``fill``.
+        """
+        h, w = rows.stop - rows.start, cols.stop - cols.start
+        out = np.full((*extra, h, w), fill, dtype)
+        _, winner, maps = self._winners(rows, cols)
+        for k in np.unique(winner[winner >= 0]).tolist():
+            ty, tx, src, _ = maps[k]
+            sel = winner[ty, tx] == k
+            sr, sc, ri, ci = self._source_pixels(src)
+            vals = np.asarray(read(self.tiles[k], sr, sc))
+            dst = out[..., ty, tx]
+            dst[..., sel] = vals[..., sel] if ri is None else vals[..., ri[sel], ci[sel]]
+        return out
+
+    def _winners(self, rows: slice, cols: slice):
+        """``(status (h, w), index of the tile each pixel's status comes from (-1: none),
+        {tile index: _map_tile result})`` of a window."""
         h, w = rows.stop - rows.start, cols.stop - cols.start
         out = np.full((h, w), 3, np.uint8)
+        winner = np.full((h, w), -1, np.int32)
+        maps: dict = {}
         cands = self._candidates(rows, cols)
         if not cands:
-            return out
+            return out, winner, maps
         owner = self._owner(rows, cols, cands) if len(cands) > 1 else np.zeros((h, w), np.int32)
+        stats: dict = {}
         for pass_ in ("owner", "fill"):
             for n, k in enumerate(cands):
-                m = self._map_tile(k, rows, cols)
+                if k not in maps:
+                    maps[k] = self._map_tile(k, rows, cols)
+                m = maps[k]
                 if m is None:
                     continue
                 ty, tx, src, _valid = m
-                st = self._tile_status(k, src)
-                cur = out[ty, tx]
+                if k not in stats:
+                    stats[k] = self._tile_status(k, src)
+                st = stats[k]
+                cur, win = out[ty, tx], winner[ty, tx]
+                take = st < cur
                 if pass_ == "owner":
-                    take = (owner[ty, tx] == n) & (st < cur)
-                else:
-                    take = (st < cur)
+                    take &= owner[ty, tx] == n
                 cur[take] = st[take]
-        return out
+                win[take] = k
+        return out, winner, {k: m for k, m in maps.items() if m is not None}
+
+    @staticmethod
+    def _source_pixels(src):
+        """``(rows, cols)`` of the tile window a mapping reads, and for resampled mappings
+        the (nearest) source pixel of every output pixel within it (None when aligned)."""
+        if src[0] == "slice":
+            return src[1], src[2], None, None
+        r0, r1, c0, c1 = src[-1]
+        if src[0] == "index":
+            ri, ci = src[1] - r0, src[2] - c0
+        else:  # bilinear: the nearest source pixel
+            ri = np.clip(np.floor(src[1]).astype(np.int64), r0, r1 - 1) - r0
+            ci = np.clip(np.floor(src[2]).astype(np.int64), c0, c1 - 1) - c0
+        return slice(r0, r1), slice(c0, c1), np.clip(ri, 0, r1 - r0 - 1), np.clip(ci, 0, c1 - c0 - 1)
 
     def _tile_status(self, k: int, src) -> np.ndarray:
-        t = self.tiles[k]
-        if src[0] == "slice":
-            sr, sc = src[1], src[2]
-        else:
-            r0, r1, c0, c1 = src[-1]
-            sr, sc = slice(r0, r1), slice(c0, c1)
-        status = getattr(t, "status", None)
-        if status is not None:
-            st = status(sr, sc)
-        else:
-            st = np.where(t.valid(sr, sc), 0, 1).astype(np.uint8)
-        if src[0] == "slice":
+        sr, sc, ri, ci = self._source_pixels(src)
+        st = self.tiles[k].status(sr, sc)
+        if ri is None:
             return st
-        if src[0] == "index":
-            ri, ci = src[1] - src[-1][0], src[2] - src[-1][2]
-        else:  # bilinear: the status of the nearest source pixel
-            ri = np.clip(np.floor(src[1]).astype(np.int64), src[-1][0], src[-1][1] - 1) - src[-1][0]
-            ci = np.clip(np.floor(src[2]).astype(np.int64), src[-1][2], src[-1][3] - 1) - src[-1][2]
-        th, tw = st.shape
-        out = st[np.clip(ri, 0, th - 1), np.clip(ci, 0, tw - 1)]
-        return np.where(src[3], out, 3).astype(np.uint8)
+        return np.where(src[3], st[ri, ci], 3).astype(np.uint8)
 
     def release_pages(self) -> None:
         """Drop already-read pages of memory-mapped tile files from the resident set."""
         for t in self.tiles:
-            rel = getattr(t, "release_pages", None)
-            if rel is not None:
-                rel()
-            else:
-                _madvise_dontneed(getattr(t, "_codes", None), getattr(t, "_scales", None))
-
-
-def _madvise_dontneed(*arrays) -> None:
-    """MADV_DONTNEED on the maps behind memory-mapped NumPy arrays (np.load mmap_mode)."""
-    import mmap
-
-    if not hasattr(mmap, "MADV_DONTNEED"):
-        return
-    for arr in arrays:
-        mm = getattr(arr, "_mmap", None)
-        if mm is not None and hasattr(mm, "madvise"):
-            try:
-                mm.madvise(mmap.MADV_DONTNEED)
-            except (OSError, ValueError):  # a closed map or a platform without it: only memory is at stake
-                return
+            t.release_pages()
 
 
 #: Meaning of :meth:`Mosaic.read_status` codes.
 STATUS = {0: "valid", 1: "water", 2: "nodata", 3: "outside"}
-
-
-def _dequantize_into(out_bhw: np.ndarray, codes: np.ndarray, scales: np.ndarray, block: int = 8) -> None:
-    """Write ``codes * scales`` band-first into ``out_bhw`` a few rows at a time.
-
-    The int8 codes are transposed (a quarter of the bytes of floats) and multiplied
-    straight into the output, in row blocks small enough to stay in cache: about 1.25x
-    the time of a plain pixel-major ``codes.astype(float32) * scales``.
-    NaN scales give NaN pixels.
-    """
-    h = codes.shape[0]
-    for r0 in range(0, h, block):
-        r1 = min(h, r0 + block)
-        qt = np.ascontiguousarray(np.asarray(codes[r0:r1]).transpose(2, 0, 1))
-        np.multiply(qt, scales[None, r0:r1, :], out=out_bhw[:, r0:r1, :], casting="unsafe")

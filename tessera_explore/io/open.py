@@ -9,6 +9,7 @@ a chunk is computed (see :mod:`tessera_explore.io.codes`).
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -451,8 +452,40 @@ def _lazy_data(mosaic: Mosaic, chunks, token: str, tiles, out_crs, transform):
             spec = ((nb,),) + spec[1:]
     else:
         spec = (band, want[0], want[1])
-    return dsa.from_array(arr, chunks=spec, name=token, asarray=False, meta=np.empty((0, 0, 0), np.float32),
-                          lock=False, inline_array=True)
+    d = dsa.from_array(arr, chunks=spec, name=token, asarray=False, meta=np.empty((0, 0, 0), np.float32),
+                       lock=False, inline_array=True)
+    return _whole_read_array(d, arr)
+
+
+def _whole_read_array(d, arr: _MosaicArray):
+    """``d`` as a dask array that, converted to NumPy whole (``DataArray.values``,
+    ``np.asarray``), reads its source in one call into one output array: every request
+    of the window in flight at once, each chunk decoded straight into the result, and
+    no second copy for dask to concatenate.  Anything derived from it (a slice, a sum,
+    ``.compute()``) is an ordinary dask array."""
+    w = _whole_read_class()(d.dask, d.name, d.chunks, meta=d._meta)
+    w._whole_source, w._whole_name = arr, d.name
+    return w
+
+
+@functools.cache
+def _whole_read_class():
+    import dask.array as dsa
+
+    class WholeReadArray(dsa.Array):
+        """A dask array whose whole NumPy conversion is one read of its source."""
+
+        def __array__(self, dtype=None, copy=None):
+            if self.name != self._whole_name:  # changed in place (dask's __setitem__)
+                return super().__array__(dtype)
+            m = self._whole_source.mosaic
+            out = m.read_float(slice(0, m.shape[0]), slice(0, m.shape[1]))
+            return out if dtype is None else out.astype(dtype, copy=False)
+
+        def copy(self):  # xarray copies the arrays it wraps (rio.write_crs, assign_coords ...)
+            return _whole_read_array(self, self._whole_source)
+
+    return WholeReadArray
 
 
 def data_mask(da: xr.DataArray) -> xr.DataArray:

@@ -16,7 +16,7 @@ from tessera_explore.testing.store import touched_chunk_bytes
 
 from .conftest import BBOX_NORTH, BBOX_SOUTH
 
-FAST = {"backoff": 0.05, "retries": 4, "timeout": 10}
+FAST = {"backoff": 0.05, "retries": 6, "timeout": 10}  # one retry layer: 6 retries span about 3 s
 
 
 def test_http_gives_the_local_values_with_ranged_reads_and_a_cache(scene, tmp_path):
