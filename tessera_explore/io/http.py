@@ -279,9 +279,10 @@ class RemoteStore(Store):
         raise StoreError(f"cannot read {where}: {attempts} attempt(s) failed within the {self.deadline:g} s "
                          f"deadline; the last: {_short(last)}") from last
 
-    async def _once(self, obs, key: str, byte_range: ByteRequest | None, where: str) -> bytes:
+    async def _once(self, obs, key: str, byte_range: ByteRequest | None, where: str) -> bytes | memoryview:
         if isinstance(byte_range, RangeByteRequest):
-            data = bytes(await obs.get_range_async(self._http, key, start=byte_range.start, end=byte_range.end))
+            # obstore's Bytes shares its buffer: a view, not a copy of up to 16 MiB
+            data = memoryview(await obs.get_range_async(self._http, key, start=byte_range.start, end=byte_range.end))
             want = byte_range.end - byte_range.start
             if len(data) != want:
                 raise _retryable(f"{where}: asked for bytes {byte_range.start}-{byte_range.end - 1} ({want} bytes), "

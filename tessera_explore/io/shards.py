@@ -401,7 +401,7 @@ class WindowReader:
                                                 max_coalesced_bytes=MAX_MERGE)
                 work = []
                 async for batch in batches:
-                    got = [(pieces[i], None if b is None else b.to_bytes()) for i, b in batch]
+                    got = [(pieces[i], b.as_numpy_array()) for i, b in batch]
                     work.append(loop.run_in_executor(_POOL, decode_all, [g[0] for g in got], [g[1] for g in got]))
                 await asyncio.gather(*work)
             except BaseExceptionGroup as eg:
