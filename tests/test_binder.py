@@ -43,7 +43,7 @@ def test_binder_is_pip_based_and_prepares_the_demo():
     # every package to pip through requirements.txt (the tested pins)
     deps = env["dependencies"]
     conda = sorted(d for d in deps if isinstance(d, str))
-    assert conda == ["pip", "python=3.11"], conda
+    assert conda == ["pip", "python=3.12"], conda
     pip = next(d["pip"] for d in deps if isinstance(d, dict))
     assert pip == ["-r requirements.txt"]
     assert "download.pytorch.org/whl/cpu" in (ROOT / "binder" / "requirements.txt").read_text()
@@ -52,3 +52,19 @@ def test_binder_is_pip_based_and_prepares_the_demo():
     assert (ROOT / "binder" / "postBuild").stat().st_mode & 0o111
     readme = (ROOT / "README.md").read_text()
     assert "mybinder.org/badge_logo.svg" in readme and "01_quickstart.ipynb" in readme
+
+
+def test_every_recipe_names_the_same_python():
+    """pyproject, Binder and the conda recipe move together (Python 3.12, the pins' platform)."""
+    import tomllib
+
+    import yaml
+
+    requires = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["requires-python"]
+    assert requires == ">=3.12", requires
+    for path in (ROOT / "binder" / "environment.yml", ROOT / "environment.yml"):
+        deps = yaml.safe_load(path.read_text())["dependencies"]
+        pythons = [d for d in deps if isinstance(d, str) and d.startswith("python")]
+        assert pythons == ["python=3.12"], (path.name, pythons)
+    base = (ROOT / "requirements" / "base.txt").read_text()
+    assert "Python 3.12" in base.splitlines()[0]

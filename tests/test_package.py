@@ -56,3 +56,49 @@ def test_demo_scene_is_cached(demo_cache):
     a, b = da.values, da2.values
     assert np.isfinite(a[0]).mean() > 0.7
     assert not np.allclose(np.nan_to_num(a), np.nan_to_num(b))  # the years differ
+
+
+def test_find_python_skips_failing_shims_and_old_versions(tmp_path):
+    """scripts/find-python.sh (the Makefile's interpreter search) takes only a Python that runs and is 3.12+."""
+    import os
+    import shutil
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "scripts" / "find-python.sh"
+    bin_ = tmp_path / "bin"
+    bin_.mkdir()
+
+    def fake(path: Path, body: str) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"#!/bin/sh\n{body}\n")
+        path.chmod(0o755)
+        return path
+
+    for name in ("python3.13", "python3.12"):  # pyenv shims of versions not selected
+        fake(bin_ / name, f'echo "pyenv: {name}: command not found" >&2; exit 127')
+    old = fake(bin_ / "python3", "exit 1")  # a Python 3.11 answers the version check with status 1
+    versions = tmp_path / "home" / ".pyenv" / "versions"
+    fake(versions / "3.11.7" / "bin" / "python3", "exit 1")
+    for v in ("3.12.9", "3.13.0"):
+        (versions / v / "bin").mkdir(parents=True)
+        (versions / v / "bin" / "python3").symlink_to(sys.executable)  # this test's Python is 3.12+
+
+    env = {"PATH": str(bin_), "HOME": str(tmp_path / "home")}
+
+    def run(**extra):
+        return subprocess.run([shutil.which("bash"), str(script)], env={**env, **extra}, capture_output=True, text=True)
+
+    out = run()
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == str(versions / "3.12.9" / "bin" / "python3")  # 3.12, the pins' platform, first
+
+    for v in ("3.12.9", "3.13.0"):
+        os.remove(versions / v / "bin" / "python3")
+    out = run()
+    assert out.returncode == 1 and out.stdout == ""
+    assert len(out.stderr.strip().splitlines()) == 1 and "install" in out.stderr and "3.12" in out.stderr
+
+    out = run(PYTHON=str(old))
+    assert out.returncode == 1 and f"PYTHON={old}" in out.stderr
+    out = run(PYTHON=sys.executable)
+    assert out.returncode == 0 and out.stdout.strip() == sys.executable
