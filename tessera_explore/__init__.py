@@ -23,6 +23,7 @@ _LAZY: dict[str, str] = {
     "fetch_tiles": "tessera_explore.io.fetch:fetch_tiles",
     "fetch_region": "tessera_explore.io.fetch_region:fetch_region",
     "data_mask": "tessera_explore.io.open:data_mask",
+    "quality": "tessera_explore.io.quality:quality",
     "config": "tessera_explore.config:",
     "validate": "tessera_explore._schema:validate",
     "io": "tessera_explore.io:",

@@ -1,8 +1,10 @@
 """``fetch_region``: copy the chunks an area needs from a store into a local store.
 
 The copy has the published layout (same zone groups, array shapes, shards, inner
-chunks, codecs, coordinates and statistics), holds only the chunks the area touches,
-and opens offline with :func:`~tessera_explore.open_embeddings` like the original.
+chunks, codecs, coordinates, statistics, ``years_complete`` and, where the source has
+them, the per-pixel quality arrays; names from :mod:`~tessera_explore.io.layout`),
+holds only the chunks the area touches, and opens offline with
+:func:`~tessera_explore.open_embeddings` like the original.
 
 * **Resumable**: a manifest (``.tessera_fetch.json`` in the store folder) records each
   block once it is written and verified; a later call skips those blocks.
@@ -24,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from ..exceptions import StoreError, TesseraExploreError, VersionMismatchError
-from . import grid
+from . import grid, layout
 from .store import ZarrSource, open_store, zones_in_bbox
 
 __all__ = ["fetch_region", "MANIFEST"]
@@ -32,9 +34,7 @@ __all__ = ["fetch_region", "MANIFEST"]
 MANIFEST = ".tessera_fetch.json"
 #: Pixels per side of one copied block (at most 128 MiB of int8 codes at 128 bands).
 BLOCK = 1024
-_COORDS = ("time", "x", "y", "band")
-_STATS = ("stretch_stats_count", "stretch_stats_sum", "stretch_stats_prod", "stretch_sample",
-          "stretch_sample_scales", "stretch_sample_count", "stretch_stats_shards")
+_COORDS = (layout.TIME, layout.X, layout.Y, layout.BAND, layout.MONTH)
 
 
 def _write_json_atomic(path: str, obj: Any) -> None:
@@ -85,6 +85,14 @@ def _window(src: ZarrSource, zone: int, bbox, inner: int) -> tuple[int, int, int
     if r0 >= r1 or c0 >= c1:
         return None
     return r0, r1, c0, c1
+
+
+def _dims(part, name: str) -> tuple[str, ...]:
+    """Dimension names of a per-pixel array (the published ones where it records none)."""
+    dims = part.pixel_dims(name)
+    if dims:
+        return tuple(dims)
+    return layout.SCALE_DIMS if name == layout.SCALES else layout.EMBEDDING_DIMS
 
 
 def _blocks(win, shard: int, block: int):
@@ -182,27 +190,27 @@ def fetch_region(
                            "tessera_explore:fetched_from": src.url})
         depth_list = [{"dimensions": d, "array": src.depths[d]} for d in sorted(src.depths) if d in want_depths]
         if len(depth_list) > 1 or want_depths != [src.nbands]:
-            root.attrs["geoemb:depths"] = depth_list
+            root.attrs[layout.GEOEMB_DEPTHS] = depth_list
     jobs = []
     for z in zones:
         part = src._parts[z][0]
         sg = part.group
-        name = f"utm{z:02d}"
+        name = layout.zone_group(z)
         dg = root.require_group(name)
         if not dict(dg.attrs):
             dg.attrs.update(dict(sg.attrs))
         members = set(sg.array_keys())
-        for c in (*_COORDS, *(f"band_d{d}" for d in want_depths), *_STATS):
+        for c in (*_COORDS, *(layout.depth_band(d) for d in want_depths), *layout.STATS):
             if c in members and c not in set(dg.array_keys()):
                 a = sg[c]
                 _like(dg, c, a, shards=None, chunks=a.chunks if not getattr(a, "shards", None) else a.shards)[...] = \
                     np.asarray(a[...])
-        arrays = [(n, sg[n], _like(dg, n, sg[n])) for n in (*names, "scales")]
-        inner = int(sg["scales"].chunks[-1])
-        shard = int((sg["scales"].shards or sg["scales"].chunks)[-1])
-        for n, a, _ in arrays:
-            if n != "scales":
-                inner = max(inner, int(a.chunks[-1]))
+        quality = part.quality_arrays()
+        arrays = [(n, sg[n], _like(dg, n, sg[n])) for n in (*names, layout.SCALES, *quality)]
+        # blocks of whole inner chunks of every array, never across a shard (sizes from
+        # the arrays' own metadata)
+        grids = [layout.chunk_grid(a) for _, a, _ in arrays]
+        inner, shard = max(g.inner for g in grids), min(g.shard for g in grids)
         win = _window(src, z, bbox, inner)
         if win is None:
             continue
@@ -213,15 +221,13 @@ def fetch_region(
             for blk in _blocks(win, shard, BLOCK):
                 key = f"{name}/{y}/{blk[0]}-{blk[1]}/{blk[2]}-{blk[3]}/{','.join(names)}"
                 if key not in done:
-                    jobs.append((key, ti, blk, arrays))
+                    jobs.append((key, ti, blk, [(n, sa, da, _dims(part, n)) for n, sa, da in arrays]))
     bar = tqdm(total=len(jobs), desc="fetching blocks", unit="block", disable=not progress)
     try:
         for key, ti, (ra, rb, ca, cb), arrays in jobs:
-            for n, sa, da in arrays:
-                if n == "scales":
-                    sel = (ti, slice(ra, rb), slice(ca, cb))
-                else:
-                    sel = (ti, slice(None), slice(ra, rb), slice(ca, cb))
+            for n, sa, da, dims in arrays:
+                sel = tuple(ti if d == layout.TIME else slice(ra, rb) if d in layout.Y_DIMS
+                            else slice(ca, cb) if d in layout.X_DIMS else slice(None) for d in dims)
                 data = np.asarray(sa[sel])
                 da[sel] = data
                 back = np.asarray(da[sel])

@@ -492,9 +492,12 @@ def data_mask(da: xr.DataArray) -> xr.DataArray:
     """Why each pixel of ``da`` has or lacks an embedding: uint8 ``(y, x)``.
 
     ``0`` valid, ``1`` water (a NaN scale in a store, water in a tile's landmask),
-    ``2`` not computed (a +inf scale: land without data), ``3`` outside every source.
-    Reads only scales.  ``da`` must come from :func:`open_embeddings` (a window of it
-    is fine); float arrays have no such record and get 0 where finite, 2 elsewhere.
+    ``2`` not computed (a +inf scale: land without data; every pixel of a year that the
+    store's ``years_complete`` leaves out, whatever its chunks hold; land without an
+    embedding in a tile), ``3`` outside every source.  Reads only scales.  ``da`` must
+    come from :func:`open_embeddings` (a window of it is fine); float arrays have no such
+    record and get 0 where finite, 2 elsewhere.  The observations behind each pixel
+    (where the store records them) come from :func:`~tessera_explore.quality`.
     """
     from .mosaic import STATUS
 

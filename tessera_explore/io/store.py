@@ -168,7 +168,7 @@ class _Part:
         done = self.years_complete
         return done is None or int(year) in done
 
-    def _pixel_dims(self, name: str) -> list[str] | None:
+    def pixel_dims(self, name: str) -> list[str] | None:
         """The dimension names of a per-pixel array (one with time, y and x axes), else None."""
         dims = list(getattr(self.group[name].metadata, "dimension_names", None) or ())
         ok = layout.TIME in dims and any(d in layout.Y_DIMS for d in dims) and any(d in layout.X_DIMS for d in dims)
@@ -177,13 +177,13 @@ class _Part:
     def quality_arrays(self) -> list[str]:
         """Names of the per-pixel quality arrays the group holds (observation counts,
         month coverage; see :func:`~tessera_explore.io.layout.is_quality_array`)."""
-        return sorted(n for n in self.group.array_keys() if layout.is_quality_array(n) and self._pixel_dims(n))
+        return sorted(n for n in self.group.array_keys() if layout.is_quality_array(n) and self.pixel_dims(n))
 
     def read_layer(self, name: str, ti: int, rows: slice, cols: slice) -> np.ndarray:
         """A window (``rows``, ``cols`` of this part) of the per-pixel array ``name`` at time
         index ``ti``: ``(*other axes, h, w)``, the other axes (``month``...) in the array's
         order, whatever the array's own axis order."""
-        dims = self._pixel_dims(name)
+        dims = self.pixel_dims(name)
         if dims is None:
             raise StoreError(f"{self.where}/{name} is not a per-pixel array (no time, y and x dimensions)")
         off = self.row_clip[0] if self.row_clip else 0
@@ -564,6 +564,9 @@ class StoreTile:
         from .shards import run
 
         run(self._emb_reader.read(self._selection(rows, cols), sink))
+
+    def release_pages(self) -> None:
+        """Nothing is memory-mapped (the mosaic's Tile protocol)."""
 
 
 #: Scales at or above this (or at or below zero) are no data: published stores hold some

@@ -38,7 +38,7 @@ from ..exceptions import (
     VersionMismatchError,
 )
 from . import grid
-from .quant import quantize
+from .quant import bands_first, dequantize_into, quantize
 
 __all__ = [
     "NpyTile",
@@ -74,6 +74,37 @@ class _TileBase:
         t = self.transform
         h, w = self.shape
         return (t.c, t.f + t.e * h, t.c + t.a * w, t.f)
+
+    # -- the rest of the mosaic's Tile protocol (io.mosaic.Tile) ----------------------------
+    @property
+    def nbands(self) -> int:
+        return 128  # checked when the tile is opened
+
+    def owns(self, lon: np.ndarray, lat: np.ndarray) -> np.ndarray | None:
+        """Pixels inside this tile's 0.1 degree cell (None when the tile's cell is unknown)."""
+        if self.lon is None or self.lat is None:
+            return None
+        ii, jj = grid.lonlat_tile_index(np.asarray(lon), np.asarray(lat))
+        ci, cj = grid.center_index(self.lon, self.lat)
+        return (ii == ci) & (jj == cj)
+
+    def status(self, rows: slice, cols: slice) -> np.ndarray:
+        """0 valid, 1 no data (a tile that cannot tell water from not computed)."""
+        return np.where(self.valid(rows, cols), 0, 1).astype(np.uint8)
+
+    def read_bands(self, rows: slice, cols: slice) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`read` with band-first codes ``(bands, h, w)``."""
+        codes, scales = self.read(rows, cols)
+        return bands_first(codes), scales
+
+    def read_float_into(self, out: np.ndarray, rows: slice, cols: slice) -> None:
+        """Dequantised float32 ``(bands, h, w)`` of a window written into ``out`` (NaN where
+        there is no data)."""
+        codes, scales = self.read(rows, cols)
+        dequantize_into(out, codes, scales)
+
+    def release_pages(self) -> None:
+        """Windows are read with file reads into fresh arrays: nothing is mapped."""
 
 
 #: Largest .npy header read (numpy's own default is 10,000 bytes).
@@ -411,6 +442,21 @@ def resolve_dataset_version(recorded: Mapping[str, str | None], dataset_version:
     return found if found is not None else default
 
 
+def _madvise_dontneed(*arrays) -> None:
+    """MADV_DONTNEED on the maps behind memory-mapped NumPy arrays (np.load mmap_mode)."""
+    import mmap
+
+    if not hasattr(mmap, "MADV_DONTNEED"):
+        return
+    for arr in arrays:
+        mm = getattr(arr, "_mmap", None)
+        if mm is not None and hasattr(mm, "madvise"):
+            try:
+                mm.madvise(mmap.MADV_DONTNEED)
+            except (OSError, ValueError):  # a closed map or a platform without it: only memory is at stake
+                return
+
+
 @dataclass
 class NpyTile(_TileBase):
     """A tile stored as int8 codes + float32 scales + landmask GeoTIFF."""
@@ -434,6 +480,17 @@ class NpyTile(_TileBase):
         if s.ndim == 3:
             s = s[..., 0]
         return np.isfinite(s) & (s != 0) & self._landmask()[rows, cols]
+
+    def status(self, rows: slice, cols: slice) -> np.ndarray:
+        """0 valid, 1 water (the landmask's), 2 land without an embedding."""
+        out = np.where(self.valid(rows, cols), 0, 2).astype(np.uint8)
+        out[~self._landmask()[rows, cols]] = 1
+        return out
+
+    def release_pages(self) -> None:
+        """Drop already-read pages of memory-mapped code and scale arrays (a tile built on
+        ``np.load(..., mmap_mode="r")`` arrays) from the resident set."""
+        _madvise_dontneed(self._codes, self._scales)
 
     def read(self, rows: slice, cols: slice) -> tuple[np.ndarray, np.ndarray]:
         codes = np.asarray(self._codes[rows, cols])

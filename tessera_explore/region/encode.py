@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from ..exceptions import ArgumentError, SchemaError
+from ..io import layout
 from .output import REGION_ATTR, done_mask
 from .plan import zone_bbox
 
@@ -50,7 +51,6 @@ DEFAULT_TILE = 512
 RES = 10.0
 #: bytes of imagery read per pixel for a year (as ``encoder.stac.check_size`` reckons it)
 _IMAGERY_BYTES_PER_PX = 150 * 11 * 2 + 120 * 2 * 4
-_MODEL_NUMBER = {"v1.0": "1.0", "v1.1": "1.1", "v2": "2.0"}
 OUTSIDE = 2
 
 
@@ -72,11 +72,11 @@ class EncodeZone:
 
     @property
     def name(self) -> str:
-        return f"utm{self.zone:02d}"
+        return layout.zone_group(self.zone)
 
     @property
     def epsg(self) -> int:
-        return 32600 + self.zone
+        return layout.zone_epsg(self.zone)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -162,10 +162,12 @@ def _overlaps(a: Sequence[float], b: Sequence[float]) -> bool:
 
 
 def _inner_chunk(tile: int) -> int:
-    for c in (32, 16, 8, 4, 2, 1):
-        if tile % c == 0:
-            return c
-    return 1  # pragma: no cover
+    """The Cambridge layout's inner chunk (32 px), halved until it divides the tile (one
+    tile is one shard)."""
+    c = layout.CAMBRIDGE.inner
+    while tile % c:
+        c //= 2
+    return c
 
 
 # --- the model on the workers --------------------------------------------------------------
@@ -324,7 +326,6 @@ def create_store(out: str, zones: list[EncodeZone], job: dict, *, overwrite: boo
     """Create the published-layout store for ``zones``, or check that an existing one holds
     the same job.  Returns True when an existing store of the job was found (resume)."""
     import zarr
-    from zarr.codecs import BloscCodec
 
     try:
         have = dict(zarr.open_group(out, mode="r").attrs).get(REGION_ATTR, False)
@@ -343,45 +344,19 @@ def create_store(out: str, zones: list[EncodeZone], job: dict, *, overwrite: boo
 
     gen, depth = job["generation"], int(job["depth"])
     root = zarr.open_group(out, mode="w", zarr_format=3)
-    root.attrs.update({
-        "zarr_conventions": [{"name": "geoemb:", "description": "geo-embeddings convention"}],
-        "geoemb:type": "pixel",
-        "geoemb:dimensions": depth,
-        "geoemb:model": f"https://geotessera.org/model/{_MODEL_NUMBER.get(gen, gen.lstrip('v'))}",
-        "geoemb:data_type": "int8",
-        "geoemb:gsd": RES,
-        "geoemb:spatial_layout": "utm_zones",
-        "geoemb:build_version": f"tessera_explore {pkg_version()} live",
-        "geoemb:quantization": {"method": "per_pixel_scale", "original_dtype": "float32", "quantized_dtype": "int8",
-                                 "scale": {"type": "array", "array_name": "scales", "nodata": "+inf"}},
+    root.attrs.update(layout.root_attrs(
         # "<generation>-live": read back as this generation (what embed_area records), with
         # the checkpoint's name as the variant, so live tiles and the region combine
-        "dataset_version": job["dataset_version"],
-        "dataset_variant": job["model"],
-        "model_generation": gen,
-        "live": True,
-        REGION_ATTR: job,
-    })
-    blosc = (BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle"),)
+        version=job["dataset_version"], variant=job["model"], generation=gen, dimensions=depth, gsd=RES,
+        build_version=f"tessera_explore {pkg_version()} live", model_generation=gen, live=True, **{REGION_ATTR: job}))
     for z in zones:
         g = root.create_group(z.name)
         h, w = z.shape
-        g.attrs.update({
-            "proj:code": f"EPSG:{z.epsg}", "spatial:dimensions": ["y", "x"], "spatial:transform": z.transform,
-            "spatial:shape": [h, w], "spatial:bbox": [z.x0, z.y0 - h * z.res, z.x0 + w * z.res, z.y0],
-            "spatial:registration": "pixel", "tile": z.tile, "epsg": z.epsg, "zone": z.zone,
-        })
-        c, t = _inner_chunk(z.tile), z.tile
-        g.create_array("embeddings", shape=(1, depth, h, w), dtype="int8", shards=(1, depth, t, t),
-                       chunks=(1, depth, c, c), compressors=blosc, fill_value=0,
-                       dimension_names=("time", "band", "y", "x"))
-        g.create_array("scales", shape=(1, h, w), dtype="float32", shards=(1, t, t), chunks=(1, c, c),
-                       compressors=blosc, fill_value=np.inf, dimension_names=("time", "y", "x"))
-        x, y = z.coords()
-        for name, values, dt in (("time", np.asarray([job["year"]], np.int32), "int32"), ("x", x, "float64"),
-                                 ("y", y, "float64"), ("band", np.arange(depth, dtype=np.int32), "int32")):
-            a = g.create_array(name, shape=values.shape, dtype=dt, chunks=values.shape, dimension_names=(name,))
-            a[:] = values
+        g.attrs.update(layout.zone_attrs(z.zone, res=z.res, x0=z.x0, y0=z.y0, shape=(h, w), tile=z.tile, epsg=z.epsg,
+                                         zone=z.zone))
+        # one shard is one tile, so tasks never write the same file
+        layout.create_zone_arrays(g, years=[job["year"]], shape=(h, w), res=z.res, x0=z.x0, y0=z.y0,
+                                  grid=layout.ChunkGrid(_inner_chunk(z.tile), z.tile), nbands=depth)
         done = np.zeros((z.nrows, z.ncols), np.uint8)
         for i, j in z.outside:
             done[i, j] = OUTSIDE

@@ -183,6 +183,8 @@ def open_region(out: str | os.PathLike, zone: str | int | None = None) -> xr.Dat
     """
     import zarr
 
+    from ..io.layout import zone_group
+
     out = os.fspath(out)
     root = zarr.open_group(out, mode="r", zarr_format=3)
     job = dict(root.attrs).get(REGION_ATTR)
@@ -190,7 +192,7 @@ def open_region(out: str | os.PathLike, zone: str | int | None = None) -> xr.Dat
         raise ArgumentError(f"{out} is not the output of a regional job")
     zones = [z for z in job["zones"]]
     if zone is not None:
-        name = zone if isinstance(zone, str) else f"utm{int(zone):02d}"
+        name = zone if isinstance(zone, str) else zone_group(zone)
         if name not in zones:
             raise ArgumentError(f"{out} has zones {zones}, not {name}")
         zones = [name]

@@ -7,8 +7,9 @@ zone), so no pixel is resampled on the way in.  Zones are merged only at export
 (:func:`~tessera_explore.region.output.region_to_cog`).
 
 Within a zone the grid is the bbox part **snapped outwards to the store's chunk grid**
-in steps of the task chunk (a multiple of the store's 32-pixel inner chunk that divides
-its 4096-pixel shard), so every task reads whole inner chunks of one shard and writes
+in steps of the task chunk (a multiple of the store's inner chunk that divides its shard,
+both read from the store's metadata: 32 px in 4096 px in the Cambridge layout, 256 px in
+2048 px in the dclimate layout), so every task reads whole inner chunks of one shard and writes
 whole chunks of the output store.  Tile folders have no chunk grid: their chunks start
 at the area's top-left pixel.
 
@@ -45,8 +46,9 @@ def zone_bbox(bbox: Sequence[float], zone: int) -> tuple[float, float, float, fl
     return (lo, s, hi, n)
 
 
-def chunk_side(want: int, inner: int = 32, shard: int = 4096) -> int:
-    """The largest multiple of ``inner`` dividing ``shard`` that is at most ``want``."""
+def chunk_side(want: int, inner: int, shard: int) -> int:
+    """The largest multiple of ``inner`` dividing ``shard`` that is at most ``want`` (at
+    least ``inner``)."""
     if int(want) < 1:
         raise ArgumentError(f"chunk must be a positive number of pixels, got {want!r}")
     side = inner
@@ -74,7 +76,9 @@ class ZoneSpec:
 
     @property
     def name(self) -> str:
-        return f"utm{self.zone:02d}"
+        from ..io.layout import zone_group
+
+        return zone_group(self.zone)
 
     @property
     def shape(self) -> tuple[int, int]:

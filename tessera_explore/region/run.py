@@ -267,8 +267,9 @@ def run_region(verb: Any, source: Any, *args, bbox: Sequence[float], year: int |
         output of the same job is resumed: finished chunks are skipped.
     client : a ``distributed.Client``, a scheduler address (``"tcp://..."``), or None
         (the current client, else a new ``LocalCluster`` for this job).
-    chunk : task side in pixels; for stores rounded down to a multiple of the 32-pixel
-        inner chunk that divides the 4096-pixel shard (default 1024: 128 MiB of codes).
+    chunk : task side in pixels; for stores rounded down to a multiple of the store's inner
+        chunk that divides its shard (32 and 4096 px in the Cambridge layout, 256 and 2048 px
+        in the dclimate layout; read from the store) (default 1024: 128 MiB of codes).
     overwrite : start again even if ``out`` holds a job.
     progress : print the estimate and the dashboard link, and show a progress bar.
     on_chunk : called on the client with each finished chunk's record (zone, i, j,

@@ -1,16 +1,22 @@
 """Write the synthetic scene as a published-layout TESSERA Zarr store (and an Icechunk copy).
 
-``make_store`` writes what the published stores hold, at a small scale: a Zarr v3
-root with consolidated metadata and the ``geoemb:`` attributes, one ``utmNN`` group
-per UTM zone on the zone's northern CRS (southern rows with negative northings),
-``embeddings`` int8 ``(time, band, y, x)`` in shards of inner chunks, ``scales``
-float32 ``(time, y, x)`` with NaN = water and +inf = not computed, optional nested
-depth prefixes ``embeddings_dN``, coordinates, and the per-(zone, year) statistics
-``stretch_stats_*`` / ``stretch_sample*``.
+``make_store`` writes what the published stores hold, at a small scale, with the names
+of :mod:`tessera_explore.io.layout`: a Zarr v3 root with consolidated metadata and the
+``geoemb:`` attributes, one ``utmNN`` group per UTM zone on the zone's northern CRS
+(southern rows with negative northings), ``embeddings`` int8 ``(time, band, y, x)`` in
+shards of inner chunks, ``scales`` float32 ``(time, y, x)`` with NaN = water and +inf =
+not computed, optional nested depth prefixes ``embeddings_dN``, coordinates, and the
+per-(zone, year) statistics ``stretch_stats_*`` / ``stretch_sample*``.  Two layouts:
+
+* ``"cambridge"`` (default): 32 px inner chunks in 4096 px shards;
+* ``"dclimate"``: the v1.1 global run's 256 px inner chunks in 2048 px shards, with the
+  per-pixel quality arrays (``s2_obs_count``, ``s1_asc_obs_count``,
+  ``s1_desc_obs_count``, ``*_month_covered``) and ``years_complete``; a year can be
+  left unfilled (``unfilled_years``).
 
 The pixel values are exactly those :func:`~tessera_explore.testing.make_tiles` writes
-for the same tiles, seed and ``shape``: one scene, read from NPY tiles, a local store,
-the store over HTTP or the Icechunk copy, gives identical embeddings.
+for the same tiles, seed and ``shape``: one scene, read from NPY tiles, a local store of
+either layout, the store over HTTP or the Icechunk copy, gives identical embeddings.
 """
 
 from __future__ import annotations
@@ -23,18 +29,20 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .._schema import variant_of
 from ..exceptions import ArgumentError
-from ..io import grid
+from ..io import grid, layout
 from ..io.quant import quantize
-from .scene import scene_embeddings
+from .scene import _hash, scene_embeddings
 from .tiles import _cell_utm_bounds, _common_res
 
-__all__ = ["make_store", "make_icechunk", "touched_chunk_bytes", "STORE_VARIANTS"]
+__all__ = ["make_store", "make_icechunk", "touched_chunk_bytes", "STORE_VARIANTS", "LAYOUTS"]
 
-#: Default variant of each version label, as published.
-STORE_VARIANTS = {"v1": "vultr", "v1.1": "dclimate", "v2": "2B-L~beta1"}
-_MODEL = {"v1": "1.0", "v1.1": "1.1", "v2": "2.0"}
-FALSE_NORTHING = 10_000_000.0
+#: Default variant of each version label, as published (the schema's table).
+STORE_VARIANTS = {v: variant_of(v) for v in ("v1", "v1.1", "v2")}
+#: The layouts make_store writes: their chunk grids.
+LAYOUTS = layout.CHUNK_GRIDS
+FALSE_NORTHING = layout.FALSE_NORTHING
 SAMPLE_K = 512
 
 
@@ -51,11 +59,7 @@ class _ZoneGrid:
 
     @property
     def epsg(self) -> int:
-        return 32600 + self.zone
-
-    @property
-    def transform(self) -> list[float]:
-        return [self.res, 0.0, self.x0, 0.0, -self.res, self.y0]
+        return layout.zone_epsg(self.zone)
 
 
 def _zone_of(lon: float) -> int:
@@ -68,7 +72,7 @@ def _zone_grids(centres, res: float, shard: int) -> list[_ZoneGrid]:
         by_zone.setdefault(_zone_of(lon), []).append((lon, lat))
     out = []
     for zone, cs in sorted(by_zone.items()):
-        epsg = 32600 + zone
+        epsg = layout.zone_epsg(zone)
         bs = [_cell_utm_bounds(lon, lat, epsg) for lon, lat in cs]
         x0 = math.floor(min(b[0] for b in bs) / res) * res
         top = math.ceil(max(b[3] for b in bs) / res) * res
@@ -136,13 +140,6 @@ def _zone_window(zg: _ZoneGrid, rows: slice, cols: slice, year: int, seed: int, 
     return codes, scales
 
 
-def _depth_chunk(depth: int, chunk: int, shard: int) -> int:
-    side = chunk
-    while side * 2 <= shard and depth * (side * 2) ** 2 <= 128 * chunk * chunk:
-        side *= 2
-    return side
-
-
 def _stats_update(acc: dict, t: int, codes: np.ndarray, scales: np.ndarray, rng) -> None:
     valid = np.isfinite(scales)
     if not valid.any():
@@ -162,6 +159,25 @@ def _stats_update(acc: dict, t: int, codes: np.ndarray, scales: np.ndarray, rng)
     acc["sample"][t].append((codes.reshape(128, -1)[:, pick].T, scales.ravel()[pick]))
 
 
+def _quality_block(rows: slice, cols: slice, year: int, seed: int, scales: np.ndarray) -> dict:
+    """Synthetic per-pixel quality arrays of a window of a zone grid (keyed by the zone
+    pixel, so every window agrees): pixels that were processed (valid or water) have at
+    least :data:`~tessera_explore.io.layout.MIN_S2_OBS` optical observations and some
+    radar ones (possibly none); pixels never computed (+inf) have none."""
+    rr, cc = np.meshgrid(np.arange(rows.start, rows.stop), np.arange(cols.start, cols.stop), indexing="ij")
+    seen = ~np.isposinf(scales)
+    out = {}
+    for k, name in enumerate(layout.OBS_COUNTS):
+        h = _hash(rr, cc, year, k, seed=seed)
+        base, span = (layout.MIN_S2_OBS, 40) if k == 0 else (0, 25)
+        out[name] = np.where(seen, base + (h % np.uint64(span)).astype(np.uint16), 0).astype(np.uint16)
+    for k, name in enumerate(layout.MONTH_COVERED):
+        h = _hash(rr, cc, year, 10 + k, seed=seed)
+        months = (h[None] >> np.arange(12, dtype=np.uint64)[:, None, None]) & np.uint64(1)
+        out[name] = (months.astype(bool) | (k == 0)) & seen[None]  # optical: every month seen
+    return out
+
+
 def make_store(
     dest: str | os.PathLike,
     *,
@@ -172,8 +188,11 @@ def make_store(
     version: str = "v1.1",
     variant: str | None = None,
     depths: Sequence[int] = (),
-    shard: int = 4096,
-    chunk: int = 32,
+    layout: str = "cambridge",
+    shard: int | None = None,
+    chunk: int | None = None,
+    quality: bool | None = None,
+    unfilled_years: Iterable[int] = (),
     overwrite: bool = False,
     difficulty: float = 0.0,
 ) -> str:
@@ -191,14 +210,24 @@ def make_store(
     version, variant : recorded in the root attributes (``dataset_version``,
         ``dataset_variant``); the variant defaults to the version's published default.
     depths : nested prefix depths to write (``embeddings_d4`` ...), e.g. ``(4, 16)``.
-    shard, chunk : shard and inner-chunk side in pixels (published: 4096 and 32).
+    layout : ``"cambridge"`` (32 px inner chunks in 4096 px shards) or ``"dclimate"``
+        (256 px in 2048 px, with the quality arrays and ``years_complete``).
+    shard, chunk : shard and inner-chunk side in pixels, replacing the layout's.
+    quality : write the per-pixel quality arrays (default: for the dclimate layout).
+    unfilled_years : years of the time axis that were never completely filled: only
+        their first shard of data is written (an interrupted fill), they are left out of
+        the zone groups' ``years_complete`` attribute and of the statistics.  Readers
+        must show them as not computed.
     difficulty : as for :func:`make_tiles` (0 = the scene as it always was, bit for bit).
 
     Returns the store's path.
     """
     import zarr
-    from zarr.codecs import BloscCodec
 
+    from ..io import layout as lay
+
+    if layout not in lay.CHUNK_GRIDS:
+        raise ArgumentError(f"layout must be one of {sorted(lay.CHUNK_GRIDS)}, got {layout!r}")
     dest = os.fspath(dest)
     if os.path.exists(dest):
         if not overwrite:
@@ -210,8 +239,15 @@ def make_store(
     years = grid.unique_years(years)
     if not centres or not years:
         raise ArgumentError("make_store needs at least one tile and one year")
-    if shard % chunk:
-        raise ArgumentError(f"shard {shard} must be a multiple of chunk {chunk}")
+    base = lay.CHUNK_GRIDS[layout]
+    try:
+        cg = lay.ChunkGrid(int(chunk or base.inner), int(shard or base.shard))
+    except ValueError as err:
+        raise ArgumentError(str(err)) from None
+    unfilled = {int(y) for y in unfilled_years}
+    if not unfilled <= set(years):
+        raise ArgumentError(f"unfilled_years {sorted(unfilled)} are not all in years {years}")
+    quality = (layout == "dclimate") if quality is None else bool(quality)
     depths = sorted({int(d) for d in depths})
     if any(not 0 < d < 128 for d in depths):
         raise ArgumentError(f"depths must lie in 1..127, got {depths}")
@@ -219,63 +255,24 @@ def make_store(
     res = _common_res(centres, shape)
     T = len(years)
     root = zarr.open_group(dest, mode="w", zarr_format=3)
-    root.attrs.update({
-        "zarr_conventions": [{"name": "geoemb:", "description": "geo-embeddings convention"}],
-        "geoemb:type": "pixel",
-        "geoemb:dimensions": 128,
-        "geoemb:model": f"https://geotessera.org/model/{_MODEL.get(version, version.lstrip('v'))}",
-        "geoemb:data_type": "int8",
-        "geoemb:gsd": float(res),
-        "geoemb:spatial_layout": "utm_zones",
-        "geoemb:build_version": "synthetic",
-        "geoemb:quantization": {"method": "per_pixel_scale", "original_dtype": "float32", "quantized_dtype": "int8",
-                                 "scale": {"type": "array", "array_name": "scales", "nodata": "+inf"}},
-        "dataset_version": version,
-        "dataset_variant": variant,
-        "synthetic": True,
-        "seed": int(seed),
-        **({"difficulty": float(difficulty)} if difficulty else {}),
-    })
-    if depths:
-        root.attrs["geoemb:depths"] = [{"dimensions": d, "array": f"embeddings_d{d}"} for d in depths] + [
-            {"dimensions": 128, "array": "embeddings"}]
-    blosc = BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle")
+    root.attrs.update(lay.root_attrs(
+        version=version, variant=variant, gsd=res, build_version="synthetic", depths=depths, synthetic=True,
+        seed=int(seed), layout=layout, **({"difficulty": float(difficulty)} if difficulty else {})))
     rng = np.random.default_rng(seed)
-    for zg in _zone_grids(centres, res, shard):
-        g = root.create_group(f"utm{zg.zone:02d}")
-        x1, y1 = zg.x0 + zg.width * res, zg.y0 - zg.height * res
-        g.attrs.update({
-            "proj:code": f"EPSG:{zg.epsg}",
-            "spatial:dimensions": ["y", "x"],
-            "spatial:transform": zg.transform,
-            "spatial:shape": [zg.height, zg.width],
-            "spatial:bbox": [zg.x0, y1, x1, zg.y0],
-            "spatial:registration": "pixel",
-        })
-        H, W = zg.height, zg.width
-        emb = g.create_array("embeddings", shape=(T, 128, H, W), dtype="int8", shards=(1, 128, shard, shard),
-                             chunks=(1, 128, chunk, chunk), compressors=blosc, fill_value=0,
-                             dimension_names=("time", "band", "y", "x"))
-        dep = {}
-        for d in depths:
-            c = _depth_chunk(d, chunk, shard)
-            dep[d] = g.create_array(f"embeddings_d{d}", shape=(T, d, H, W), dtype="int8",
-                                    shards=(1, d, shard, shard), chunks=(1, d, c, c), compressors=blosc, fill_value=0,
-                                    dimension_names=("time", f"band_d{d}", "y", "x"))
-        sc = g.create_array("scales", shape=(T, H, W), dtype="float32", shards=(1, shard, shard),
-                            chunks=(1, chunk, chunk), compressors=blosc, fill_value=np.inf,
-                            dimension_names=("time", "y", "x"))
-        for name, values, dt in (("time", np.asarray(years, np.int32), "int32"),
-                                 ("x", zg.x0 + (np.arange(W) + 0.5) * res, "float64"),
-                                 ("y", zg.y0 - (np.arange(H) + 0.5) * res, "float64"),
-                                 ("band", np.arange(128, dtype=np.int32), "int32"),
-                                 *((f"band_d{d}", np.arange(d, dtype=np.int32), "int32") for d in depths)):
-            a = g.create_array(name, shape=values.shape, dtype=dt, chunks=values.shape, dimension_names=(name,))
-            a[:] = values
+    complete = [y for y in years if y not in unfilled]
+    for zg in _zone_grids(centres, res, cg.shard):
+        g = root.create_group(lay.zone_group(zg.zone))
+        g.attrs.update(lay.zone_attrs(zg.zone, res=res, x0=zg.x0, y0=zg.y0, shape=(zg.height, zg.width)))
+        if layout == "dclimate" or unfilled:
+            g.attrs[lay.YEARS_COMPLETE] = complete
+        arrays = lay.create_zone_arrays(g, years=years, shape=(zg.height, zg.width), res=res, x0=zg.x0, y0=zg.y0,
+                                        grid=cg, depths=depths, quality=quality)
+        H, W, shard = zg.height, zg.width, cg.shard
         acc = {"count": np.zeros(T, np.int64), "sum": np.zeros((T, 128)), "prod": np.zeros((T, 128, 128)),
                "sample": [[] for _ in range(T)]}
         done = np.zeros((T, H // shard, W // shard), np.uint8)
         for t, year in enumerate(years):
+            written = 0
             for sr in range(0, H, shard):
                 for scol in range(0, W, shard):
                     d0, d1, e0, e1 = zg.data
@@ -283,15 +280,22 @@ def make_store(
                     cols = slice(max(scol, e0), min(scol + shard, e1))
                     if rows.start >= rows.stop or cols.start >= cols.stop:
                         continue
+                    if year in unfilled and written:
+                        continue  # the fill of this year stopped after its first shard
                     codes, scales = _zone_window(zg, rows, cols, year, seed, difficulty=difficulty)
                     if np.isposinf(scales).all():
                         continue  # nothing computed: the shard stays absent (fill values)
-                    emb[t, :, rows, cols] = codes
-                    sc[t, rows, cols] = scales
-                    for d, arr in dep.items():
-                        arr[t, :, rows, cols] = codes[:d]
-                    _stats_update(acc, t, codes, scales, rng)
-                    done[t, sr // shard, scol // shard] = 1
+                    written += 1
+                    arrays[lay.EMBEDDINGS][t, :, rows, cols] = codes
+                    arrays[lay.SCALES][t, rows, cols] = scales
+                    for d in depths:
+                        arrays[lay.depth_array(d)][t, :, rows, cols] = codes[:d]
+                    if quality:
+                        for name, values in _quality_block(rows, cols, year, seed, scales).items():
+                            arrays[name][(t, *([slice(None)] * (values.ndim - 2)), rows, cols)] = values
+                    if year not in unfilled:
+                        _stats_update(acc, t, codes, scales, rng)
+                        done[t, sr // shard, scol // shard] = 1
         _write_stats(g, acc, done)
     from ..io.fetch_region import _consolidate
 
@@ -334,15 +338,23 @@ def make_icechunk(
     years: Iterable[int],
     shape: tuple[int, int] | None = None,
     seed: int = 0,
-    shard: int = 4096,
-    chunk: int = 32,
+    shard: int | None = None,
+    chunk: int | None = None,
+    quality: bool = True,
+    unfilled_years: Iterable[int] = (),
 ) -> str:
-    """Write the synthetic scene as an Icechunk repository in the v1.1 dclimate layout.
+    """Write the synthetic scene as an Icechunk repository in the v1.1 dclimate layout,
+    with the installed icechunk (2.x writes the Icechunk v2 format, as the published
+    repository is).
 
     One group per zone and hemisphere (``30N``, ``30S``), each on its own CRS (326NN /
-    327NN), arrays ``embeddings`` int8 ``(time, northing, easting, band)`` and ``scales``
-    float32 ``(time, northing, easting)`` (NaN = no embedding), coordinates ``time``,
-    ``northing``, ``easting``, ``band``.  Needs the ``icechunk`` package.
+    327NN), arrays ``embeddings`` int8 ``(time, northing, easting, band)`` in shards of
+    ``shard`` (default 2048) of inner chunks of ``chunk`` (default 256) pixels,
+    ``scales`` float32 ``(time, northing, easting)`` (NaN = no embedding), with
+    ``quality`` the observation counts ``(time, northing, easting)`` and month coverage
+    ``(time, northing, easting, month)``, coordinates ``time``, ``northing``,
+    ``easting``, ``band`` (and ``month``), and the group attribute ``years_complete``
+    (without ``unfilled_years``).  Needs the ``icechunk`` package.
     """
     import tempfile
 
@@ -350,19 +362,22 @@ def make_icechunk(
     import zarr
 
     dest = os.fspath(dest)
+    cg = layout.ChunkGrid(int(chunk or layout.DCLIMATE.inner), int(shard or layout.DCLIMATE.shard))
+    chunk, shard = cg.inner, cg.shard
     tmp = tempfile.mkdtemp(prefix="store-")
     try:
         src = zarr.open_group(make_store(os.path.join(tmp, "s.zarr"), tiles=tiles, years=years, shape=shape,
-                                         seed=seed, shard=shard, chunk=chunk), mode="r")
+                                         seed=seed, shard=shard, chunk=chunk, quality=quality,
+                                         unfilled_years=unfilled_years), mode="r")
         repo = icechunk.Repository.create(icechunk.local_filesystem_storage(dest))
         session = repo.writable_session("main")
         root = zarr.open_group(session.store, mode="w", zarr_format=3)
         root.attrs.update({k: v for k, v in src.attrs.items() if k.startswith("geoemb:")})
-        for zname in sorted(k for k in src.group_keys() if k.startswith("utm")):
+        for zname in sorted(k for k in src.group_keys() if layout.parse_zone_group(k)):
             zg = src[zname]
-            zone = int(zname[3:])
-            res, _, x0, _, _, top = (float(v) for v in zg.attrs["spatial:transform"])
-            sc = np.asarray(zg["scales"][:])
+            zone = layout.parse_zone_group(zname)
+            res, _, x0, _, _, top = (float(v) for v in zg.attrs[layout.SPATIAL_TRANSFORM])
+            sc = np.asarray(zg[layout.SCALES][:])
             fin = np.isfinite(sc).any(axis=0) | np.isnan(sc).any(axis=0)
             rr, cc = np.flatnonzero(fin.any(axis=1)), np.flatnonzero(fin.any(axis=0))
             if not len(rr):
@@ -370,11 +385,14 @@ def make_icechunk(
             # only the computed window is copied (whole chunks), so x0/top move with it
             wr0, wc0 = int(rr[0]) // chunk * chunk, int(cc[0]) // chunk * chunk
             wr1, wc1 = -(-(int(rr[-1]) + 1) // chunk) * chunk, -(-(int(cc[-1]) + 1) // chunk) * chunk
-            emb = np.asarray(zg["embeddings"][:, :, wr0:wr1, wc0:wc1])
+            emb = np.asarray(zg[layout.EMBEDDINGS][:, :, wr0:wr1, wc0:wc1])
             sc = sc[:, wr0:wr1, wc0:wc1]
             sc[np.isposinf(sc)] = np.nan  # the copy marks every pixel without an embedding NaN
+            qual = {n: np.asarray(zg[n][..., wr0:wr1, wc0:wc1]) for n in (*layout.OBS_COUNTS, *layout.MONTH_COVERED)
+                    if n in zg}
             x0, top = x0 + wc0 * res, top - wr0 * res
-            y = np.asarray(zg["y"][wr0:wr1])
+            y = np.asarray(zg[layout.Y][wr0:wr1])
+            complete = zg.attrs.get(layout.YEARS_COMPLETE, [int(v) for v in zg[layout.TIME][:]])
             for hemi, keep in (("N", y > 0), ("S", y < 0)):
                 rows = np.flatnonzero(keep)
                 if not len(rows) or not np.isfinite(sc[:, rows]).any():
@@ -382,21 +400,36 @@ def make_icechunk(
                 r0, r1 = int(rows[0]), int(rows[-1]) + 1
                 g_top = top - r0 * res + (FALSE_NORTHING if hemi == "S" else 0.0)
                 h, w = r1 - r0, emb.shape[-1]
-                g = root.create_group(f"{zone:02d}{hemi}")
-                g.attrs.update({"proj:code": f"EPSG:{32600 + zone + (100 if hemi == 'S' else 0)}",
-                                "spatial:transform": [res, 0.0, x0, 0.0, -res, g_top],
-                                "spatial:shape": [h, w], "years_complete": [int(v) for v in zg["time"][:]]})
-                e = g.create_array("embeddings", shape=(len(emb), h, w, 128), dtype="int8",
+                g = root.create_group(layout.hemisphere_group(zone, hemi))
+                g.attrs.update(layout.zone_attrs(zone, res=res, x0=x0, y0=g_top, shape=(h, w), south=hemi == "S"))
+                g.attrs[layout.YEARS_COMPLETE] = [int(v) for v in complete]
+                T = len(emb)
+                e = g.create_array(layout.EMBEDDINGS, shape=(T, h, w, 128), dtype="int8", shards=(1, shard, shard, 128),
                                    chunks=(1, chunk, chunk, 128), fill_value=0,
                                    dimension_names=("time", "northing", "easting", "band"))
                 e[:] = np.ascontiguousarray(emb[:, :, r0:r1].transpose(0, 2, 3, 1))
-                s = g.create_array("scales", shape=(len(emb), h, w), dtype="float32", chunks=(1, chunk, chunk),
-                                   fill_value=np.nan, dimension_names=("time", "northing", "easting"))
+                s = g.create_array(layout.SCALES, shape=(T, h, w), dtype="float32", shards=(1, shard, shard),
+                                   chunks=(1, chunk, chunk), fill_value=np.nan,
+                                   dimension_names=("time", "northing", "easting"))
                 s[:] = sc[:, r0:r1]
-                for name, values in (("time", np.asarray(zg["time"][:], np.int32)),
-                                     ("northing", g_top - (np.arange(h) + 0.5) * res),
-                                     ("easting", x0 + (np.arange(w) + 0.5) * res),
-                                     ("band", np.arange(128, dtype=np.int32))):
+                for n, v in qual.items():
+                    if v.ndim == 3:
+                        a = g.create_array(n, shape=(T, h, w), dtype=v.dtype, shards=(1, shard, shard),
+                                           chunks=(1, chunk, chunk), fill_value=0,
+                                           dimension_names=("time", "northing", "easting"))
+                        a[:] = v[:, r0:r1]
+                    else:  # (time, month, y, x) -> (time, northing, easting, month), as the embeddings
+                        a = g.create_array(n, shape=(T, h, w, v.shape[1]), dtype=v.dtype,
+                                           shards=(1, shard, shard, v.shape[1]), chunks=(1, chunk, chunk, v.shape[1]),
+                                           fill_value=False, dimension_names=("time", "northing", "easting", "month"))
+                        a[:] = np.ascontiguousarray(v[:, :, r0:r1].transpose(0, 2, 3, 1))
+                coords = [("time", np.asarray(zg[layout.TIME][:], np.int32)),
+                          ("northing", g_top - (np.arange(h) + 0.5) * res),
+                          ("easting", x0 + (np.arange(w) + 0.5) * res),
+                          ("band", np.arange(128, dtype=np.int32))]
+                if layout.MONTH in zg:
+                    coords.append(("month", np.asarray(zg[layout.MONTH][:], np.int32)))
+                for name, values in coords:
                     a = g.create_array(name, shape=values.shape, dtype=values.dtype, chunks=values.shape,
                                        dimension_names=(name,))
                     a[:] = values
