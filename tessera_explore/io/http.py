@@ -67,6 +67,8 @@ _ENTRY = struct.Struct("<4sIQ8s")
 _DATA, _GONE = b"TXC2", b"TXM2"
 #: How long a "not found" answer is trusted (seconds).
 MISSING_TTL = 24 * 3600.0
+#: The most bytes one answer may hold (a whole published shard is at most 2 GiB of codes).
+MAX_OBJECT = 4 << 30
 
 
 def store_cache_key(url: str) -> str:
@@ -139,6 +141,7 @@ class RemoteStore(Store):
             self.url,
             client_options={
                 "allow_http": True,
+                "default_headers": {"Accept-Encoding": "identity"},
                 "timeout": timedelta(seconds=self.timeout),
                 "connect_timeout": timedelta(seconds=min(self.timeout, 10.0)),
             },
@@ -280,24 +283,46 @@ class RemoteStore(Store):
                          f"deadline; the last: {_short(last)}") from last
 
     async def _once(self, obs, key: str, byte_range: ByteRequest | None, where: str) -> bytes | memoryview:
+        """One GET.  The body is collected against the length this request must have (the
+        range asked for, or the object's size, at most :data:`MAX_OBJECT`), never
+        against a length the server announces, so a lying ``Content-Length`` cannot make
+        the process allocate it; a body of any other length, an empty object or an
+        encoded body is refused."""
         if isinstance(byte_range, RangeByteRequest):
-            # obstore's Bytes shares its buffer: a view, not a copy of up to 16 MiB
-            data = memoryview(await obs.get_range_async(self._http, key, start=byte_range.start, end=byte_range.end))
-            want = byte_range.end - byte_range.start
-            if len(data) != want:
-                raise _retryable(f"{where}: asked for bytes {byte_range.start}-{byte_range.end - 1} ({want} bytes), "
-                                 f"the server sent {len(data)}")
-            return data
-        if byte_range is None:
-            resp = await obs.get_async(self._http, key)
+            opts, want = {"range": (byte_range.start, byte_range.end)}, byte_range.end - byte_range.start
+            what = f"bytes {byte_range.start}-{byte_range.end - 1} ({want} bytes)"
         elif isinstance(byte_range, OffsetByteRequest):
-            resp = await obs.get_async(self._http, key, options={"range": {"offset": byte_range.offset}})
+            opts, want, what = {"range": {"offset": byte_range.offset}}, None, f"bytes from {byte_range.offset}"
+        elif isinstance(byte_range, SuffixByteRequest):
+            opts, want, what = {"range": {"suffix": byte_range.suffix}}, byte_range.suffix, \
+                f"the last {byte_range.suffix} bytes"
         else:
-            resp = await obs.get_async(self._http, key, options={"range": {"suffix": byte_range.suffix}})
-        data = bytes(await resp.bytes_async())
-        if isinstance(byte_range, SuffixByteRequest) and len(data) != byte_range.suffix:
-            raise _retryable(f"{where}: asked for the last {byte_range.suffix} bytes, the server sent {len(data)}")
-        return data
+            opts, want, what = {}, None, "the object"
+        resp = await obs.get_async(self._http, key, options=opts)
+        enc = {str(k).lower(): v for k, v in (resp.attributes or {}).items()}.get("content-encoding", "identity")
+        if enc.lower() not in ("identity", ""):
+            raise StoreError(f"{where}: the server sent a {enc}-encoded body although identity was asked for")
+        size = int(resp.meta["size"])
+        start, stop = (int(v) for v in resp.range)
+        if want is None:
+            want = stop - start
+            if size == 0 or want == 0:
+                raise _retryable(f"{where}: the server sent an empty object (no Zarr object is empty)")
+        if want > MAX_OBJECT:
+            raise StoreError(f"{where}: {what} would be {want:,} bytes, above the {MAX_OBJECT:,} this reader takes")
+        if stop - start != want:
+            raise _retryable(f"{where}: asked for {what}, the server answered for bytes {start}-{stop - 1}")
+        out = bytearray(want)
+        n = 0
+        async for part in resp.stream(min_chunk_size=1 << 20):
+            m = len(part)
+            if n + m > want:
+                raise StoreError(f"{where}: asked for {what}, the server sent more")
+            out[n:n + m] = part
+            n += m
+        if n != want:
+            raise _retryable(f"{where}: asked for {what}, the server sent {n} bytes")
+        return memoryview(out)
 
     async def _cached(self, key: str, tag: str, fetch) -> bytes | None:
         where = self._cache_file(key, tag)
