@@ -57,6 +57,12 @@ class FileServer:
     with ``Content-Encoding: gzip`` whatever the client accepts (Range ignored).
     ``throttle``: seconds to sleep after each 64 KiB block sent (to make downloads overlap).
 
+    ``empty_body``: a 200 with no body whatever was asked.  ``huge_length``: headers
+    announcing ``Content-Length: 10**12`` (and a matching Content-Range), then the real
+    bytes.  ``hang``: seconds to wait before answering.  ``only``: a regular expression;
+    when given, ``empty_body``, ``huge_length``, ``hang`` and ``gzip`` apply only to URL
+    paths it matches (e.g. the chunks of one array), the rest is served properly.
+
     ``log`` holds ``(path, range header, status)`` per request; ``headers`` the request
     headers (a dict per request, same order); ``bytes_sent`` the body bytes sent in all;
     ``requests`` the number of requests answered.
@@ -66,8 +72,13 @@ class FileServer:
                  fail_for: float = 0.0, honour_range: bool = True,
                  mapper: Callable[[str, str], str | None] | None = None, etag: bool = True,
                  last_modified: bool = True, honour_if_range: bool = True, wrong_content_range: bool = False,
-                 html: bool | str = False, gzip: bool = False, throttle: float = 0.0):
+                 html: bool | str = False, gzip: bool = False, throttle: float = 0.0, empty_body: bool = False,
+                 huge_length: bool = False, hang: float = 0.0, only: str | None = None):
         self.root = root
+        self.empty_body = empty_body
+        self.huge_length = huge_length
+        self.hang = float(hang)
+        self.only = re.compile(only) if only else None
         self.etag = etag
         self.last_modified = last_modified
         self.honour_if_range = honour_if_range
@@ -192,11 +203,18 @@ def _handler(server: FileServer):
             n = server._count(self.path)
             if n < server.fail_times:
                 return self._status(HTTPStatus.SERVICE_UNAVAILABLE, rng, req_headers)
+            odd = server.only is None or bool(server.only.search(url_path))
+            if odd and server.hang:
+                time.sleep(server.hang)
+            if odd and server.empty_body:
+                return self._send_bytes(b"", 200, rng, req_headers, body, "application/octet-stream")
+            if odd and server.huge_length:
+                return self._send_huge(path, rng, req_headers, body)
             if server.html:
                 return self._send_bytes(_HTML, 200, rng, req_headers, body,
                                         "text/html; charset=utf-8" if server.html is True else "application/octet-stream")
             etag, modified = server.validators(path)
-            if server.gzip:
+            if server.gzip and odd:
                 with open(path, "rb") as f:
                     return self._send_bytes(_gzip.compress(f.read()), 200, rng, req_headers, body,
                                             "application/octet-stream", encoding="gzip", etag=etag, modified=modified)
@@ -289,6 +307,33 @@ def _handler(server: FileServer):
                     sent = len(data)
             finally:
                 server._add_bytes(sent)
+
+        def _send_huge(self, path, rng, req_headers, body):
+            """Headers that announce 10**12 bytes, then the real ones, then a closed connection."""
+            size = os.path.getsize(path)
+            parsed = _parse_range(rng, size)
+            start, stop = parsed if isinstance(parsed, tuple) else (0, size)
+            huge = 10**12
+            server._record(self.path, rng, 206 if isinstance(parsed, tuple) else 200, headers=req_headers)
+            if isinstance(parsed, tuple):
+                self.send_response(HTTPStatus.PARTIAL_CONTENT)
+                self.send_header("Content-Range", f"bytes {start}-{start + huge - 1}/{start + huge}")
+            else:
+                self.send_response(HTTPStatus.OK)
+            self.send_header("Content-Length", str(huge))
+            self.end_headers()
+            self.close_connection = True
+            if body:
+                with open(path, "rb") as f:
+                    f.seek(start)
+                    data = f.read(stop - start)
+                try:
+                    self.wfile.write(data)
+                    self.wfile.flush()
+                    self.connection.shutdown(2)
+                except OSError:
+                    pass
+                server._add_bytes(len(data))
 
         def _status(self, code, rng, req_headers=None):
             server._record(self.path, rng, int(code), headers=req_headers)
