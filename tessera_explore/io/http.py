@@ -47,6 +47,7 @@ import shutil
 import struct
 import threading
 import time
+import uuid
 import warnings
 import zlib
 from collections import OrderedDict
@@ -136,6 +137,9 @@ class RemoteStore(Store):
         self._count_lock = threading.Lock()
         self._index_cache: OrderedDict = OrderedDict()
         self._cache_off = False
+        self._root_checked = False
+        #: what shard indexes decoded from this store are kept under (new when the store changed)
+        self.index_token = (self.url, uuid.uuid4().hex)
         # one retry layer: ours (obstore's are off, or attempts would multiply)
         self._http = HTTPStore.from_url(
             self.url,
@@ -246,9 +250,11 @@ class RemoteStore(Store):
         with self._count_lock:
             self.requests += 1
 
-    async def _fetch(self, key: str, byte_range: ByteRequest | None) -> bytes | None:
+    async def _fetch(self, key: str, byte_range: ByteRequest | None, *, seen: dict | None = None,
+                     attempts_max: int | None = None) -> bytes | None:
         """One object or range from the server (None when it is not there), retried
-        within the deadline."""
+        within the deadline.  ``seen`` receives the answer's validators (``etag``,
+        ``last_modified``)."""
         import obstore as obs
         from obstore.exceptions import NotFoundError
 
@@ -263,7 +269,7 @@ class RemoteStore(Store):
                 self._counted()
                 attempts += 1
                 try:
-                    return await asyncio.wait_for(self._once(obs, key, byte_range, where), max(0.001, left))
+                    return await asyncio.wait_for(self._once(obs, key, byte_range, where, seen), max(0.001, left))
                 except (NotFoundError, FileNotFoundError):
                     return None
                 except StoreError as err:
@@ -275,14 +281,16 @@ class RemoteStore(Store):
                     last.__cause__ = err
                 except Exception as err:  # obstore raises its own classes and OSError/TimeoutError subclasses
                     last = err
-            if attempts > self.retries or time.monotonic() + delay >= end:
+            if attempts > (self.retries if attempts_max is None else attempts_max - 1) or \
+                    time.monotonic() + delay >= end:
                 break
             await asyncio.sleep(delay)
             delay = min(30.0, delay * 2)
         raise StoreError(f"cannot read {where}: {attempts} attempt(s) failed within the {self.deadline:g} s "
                          f"deadline; the last: {_short(last)}") from last
 
-    async def _once(self, obs, key: str, byte_range: ByteRequest | None, where: str) -> bytes | memoryview:
+    async def _once(self, obs, key: str, byte_range: ByteRequest | None, where: str,
+                    seen: dict | None = None) -> bytes | memoryview:
         """One GET.  The body is collected against the length this request must have (the
         range asked for, or the object's size, at most :data:`MAX_OBJECT`), never
         against a length the server announces, so a lying ``Content-Length`` cannot make
@@ -304,6 +312,9 @@ class RemoteStore(Store):
             raise StoreError(f"{where}: the server sent a {enc}-encoded body although identity was asked for")
         size = int(resp.meta["size"])
         start, stop = (int(v) for v in resp.range)
+        if seen is not None:
+            lm = resp.meta.get("last_modified")
+            seen.update(etag=resp.meta.get("e_tag"), last_modified=lm.isoformat() if lm is not None else None)
         if want is None:
             want = stop - start
             if size == 0 or want == 0:
@@ -335,7 +346,55 @@ class RemoteStore(Store):
             await loop.run_in_executor(None, self._cache_write, where, data)
         return data
 
+    async def _root(self) -> bytes | None:
+        """The root metadata, checked against the server once per store object: when the
+        object changed since it was cached (another ETag or Last-Modified, or other
+        bytes), the store was rebuilt in place, so its whole cache is dropped (with a
+        warning) before anything else is read.  Offline, the cached copy is used."""
+        import json
+
+        loop = asyncio.get_running_loop()
+        where, vwhere = self._cache_file("zarr.json", "all"), self._cache_file("zarr.json", "validators")
+        cached = await loop.run_in_executor(None, self._cache_read, where) if where else KeyError
+        raw_v = await loop.run_in_executor(None, self._cache_read, vwhere) if vwhere else KeyError
+        try:
+            old = json.loads(raw_v) if isinstance(raw_v, bytes) else {}
+        except ValueError:
+            old = {}
+        seen: dict = {}
+        try:
+            # with a cached copy, one attempt: offline, the cache answers at once
+            data = await self._fetch("zarr.json", None, seen=seen,
+                                     attempts_max=1 if isinstance(cached, bytes) else None)
+        except StoreError:
+            if isinstance(cached, bytes):
+                self._root_checked = True
+                return cached
+            raise
+        if data is not None:
+            data = bytes(data)
+        if isinstance(cached, bytes) and data is not None:
+            same_tag = old.get("etag") and seen.get("etag") and old["etag"] == seen["etag"]
+            changed = data != cached or (not same_tag and old.get("last_modified") != seen.get("last_modified")
+                                         and bool(old.get("last_modified") or old.get("etag")))
+            if changed:
+                warnings.warn(f"the store at {self.url} changed since it was cached (its zarr.json is now "
+                              f"{_tag(seen)}, was {_tag(old)}); its cache at {self.cache_path} was cleared, so "
+                              "nothing read before the change is used", TesseraExploreWarning, stacklevel=2)
+                await loop.run_in_executor(None, self.clear_cache)
+                with self._count_lock:
+                    self._index_cache.clear()
+                self.index_token = (self.url, uuid.uuid4().hex)
+        if where is not None:
+            await loop.run_in_executor(None, self._cache_write, where, data)
+            await loop.run_in_executor(None, self._cache_write, vwhere, json.dumps(seen).encode())
+        self._root_checked = True
+        return data
+
     async def get(self, key: str, prototype: BufferPrototype, byte_range: ByteRequest | None = None) -> Buffer | None:
+        if key == "zarr.json" and byte_range is None and not self._root_checked:
+            data = await self._root()
+            return None if data is None else prototype.buffer.from_bytes(data)
         is_index = isinstance(byte_range, SuffixByteRequest)
         if is_index:
             with self._count_lock:
@@ -434,6 +493,10 @@ def _retryable(message: str) -> StoreError:
     err = StoreError(message)
     err.retry = True
     return err
+
+
+def _tag(v: dict) -> str:
+    return f"ETag {v['etag']}" if v.get("etag") else f"Last-Modified {v.get('last_modified') or '?'}"
 
 
 def _short(err: Exception | None) -> str:

@@ -306,9 +306,12 @@ class WindowReader:
         from zarr.core.buffer import default_buffer_prototype
 
         key = self._key(shard)
-        ck = (id(self.store), key)
+        # kept only for stores that say under what (the HTTP store, new token when the store
+        # changed); a local shard is re-read, since a copy being extended changes under us
+        token = getattr(self.store, "index_token", None)
+        ck = (token, key)
         with _INDEX_LOCK:
-            if ck in _INDEXES:
+            if token is not None and ck in _INDEXES:
                 _INDEXES.move_to_end(ck)
                 return _INDEXES[ck]
         L = self.layout
@@ -319,10 +322,11 @@ class WindowReader:
 
             buf = await self.store.get(key, default_buffer_prototype(), RangeByteRequest(0, L.index_nbytes))
         idx = None if buf is None else L.parse_index(buf.to_bytes(), f"{self.where}/{key}")
-        with _INDEX_LOCK:
-            _INDEXES[ck] = idx
-            while len(_INDEXES) > _INDEX_KEEP:
-                _INDEXES.popitem(last=False)
+        if token is not None:
+            with _INDEX_LOCK:
+                _INDEXES[ck] = idx
+                while len(_INDEXES) > _INDEX_KEEP:
+                    _INDEXES.popitem(last=False)
         return idx
 
     def _pieces(self, selection, shard, index) -> tuple[list[_Piece], list[tuple]]:

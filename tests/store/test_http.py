@@ -40,14 +40,21 @@ def test_http_gives_the_local_values_with_ranged_reads_and_a_cache(scene, tmp_pa
         rows, cols = slice(r0, r0 + da.sizes["y"]), slice(c0, c0 + da.sizes["x"])
         need = sum(touched_chunk_bytes(scene["store"], f"utm{zone:02d}", a, 1, rows, cols) for a in ("embeddings", "scales"))
         assert need > 0 and srv.bytes_sent <= 1.2 * need
-        # a second open and read in a fresh session: nothing goes over the network
-        from tessera_explore.io import store
+        # a second open and read in a fresh session: one check that the store is unchanged
+        # (its root metadata), nothing else goes over the network
+        from tessera_explore.io import shards, store
 
         store._SOURCES.clear()
+        shards._INDEXES.clear()
         srv.reset_counters()
         again = te.open_embeddings(url, bbox=BBOX_NORTH, year=2024, cache=tmp_path / "cache", http_options=FAST)
         assert np.array_equal(again.values, local, equal_nan=True)
-        assert srv.requests == 0
+        assert [p for p, _, _ in srv.log] == ["/s.zarr/zarr.json"]
+    # offline, the cache alone opens and reads it
+    store._SOURCES.clear()
+    shards._INDEXES.clear()
+    offline = te.open_embeddings(url, bbox=BBOX_NORTH, year=2024, cache=tmp_path / "cache", http_options=FAST)
+    assert np.array_equal(offline.values, local, equal_nan=True)
 
 
 def test_a_small_area_reads_inner_chunks_by_range(scene):

@@ -104,3 +104,25 @@ def test_a_read_only_cache_does_not_stop_a_read(scene, tmp_path):
     with serve_folder(scene["root"]) as srv, pytest.warns(te.exceptions.TesseraExploreWarning, match="cannot be written"):
         values = _open(srv.url, cache=cache).values
     np.testing.assert_array_equal(values, te.open_embeddings(scene["store"], bbox=BBOX_NORTH, year=2024).values)
+
+
+def test_a_store_rebuilt_in_place_drops_its_cache_and_says_so(tmp_path):
+    from tessera_explore.io import store as store_mod
+    from tessera_explore.testing.store import make_store
+
+    from .conftest import NORTH, SHAPE
+
+    path = tmp_path / "root" / "s.zarr"
+    make_store(path, tiles=NORTH, years=[2024], shape=SHAPE, seed=1, shard=64, chunk=32)
+    cache = tmp_path / "cache"
+    with serve_folder(tmp_path / "root") as srv:
+        first = _open(srv.url, cache=cache).values
+        time.sleep(1.1)  # a new Last-Modified second, as a real rebuild would have
+        make_store(path, tiles=NORTH, years=[2024], shape=SHAPE, seed=2, shard=64, chunk=32, overwrite=True)
+        store_mod._SOURCES.clear()
+        shards._INDEXES.clear()
+        with pytest.warns(te.exceptions.TesseraExploreWarning, match=r"changed since it was cached.*cleared"):
+            again = _open(srv.url, cache=cache).values
+    rebuilt = te.open_embeddings(str(path), bbox=BBOX_NORTH, year=2024).values
+    assert not np.array_equal(first, rebuilt, equal_nan=True)
+    np.testing.assert_array_equal(again, rebuilt)  # the new store's values, none of the old cache's

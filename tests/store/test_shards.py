@@ -156,6 +156,8 @@ def test_http_reads_merge_ranges_keep_many_in_flight_and_cache_each_chunk(tmp_pa
         assert srv.requests == 0
         # zarr-python's own partial-shard reads go through the same cache (Store.get_ranges)
         zarr_arr = _remote(tmp_path, px.url, cache=tmp_path / "cache")
+        assert [p for p, _, _ in srv.log] == ["/a.zarr/zarr.json"]  # opening checks the store is unchanged
+        srv.reset_counters()
         part = (slice(1, 2), slice(0, 5), slice(5, 30), slice(50, 70))
         np.testing.assert_array_equal(zarr_arr[part], local[part])
         assert srv.requests == 0, srv.log
