@@ -31,7 +31,7 @@ import xarray as xr
 
 from .quant import quantize
 
-__all__ = ["CodesWindow", "codes_window", "iter_blocks", "release", "register"]
+__all__ = ["CodesWindow", "codes_window", "iter_blocks", "release", "register", "source_of"]
 
 _SOURCES: weakref.WeakValueDictionary[str, Any] = weakref.WeakValueDictionary()
 _counter = itertools.count()
@@ -78,6 +78,12 @@ class CodesWindow:
         rel = getattr(self.source, "release_pages", None)
         if rel is not None:
             rel()
+
+
+def source_of(da: xr.DataArray) -> Any:
+    """The opened source (a :class:`~tessera_explore.io.mosaic.Mosaic`) an array was made
+    from, or None; unlike :func:`codes_window`, computed or resampled arrays keep it."""
+    return _SOURCES.get(str(da.attrs.get(ATTR, "")))
 
 
 def codes_window(da: xr.DataArray) -> CodesWindow | None:

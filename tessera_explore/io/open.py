@@ -515,11 +515,18 @@ def data_mask(da: xr.DataArray) -> xr.DataArray:
 
 
 def _store_of(da: xr.DataArray):
-    from .store import open_store
+    """The opened store ``da`` came from (with the options it was opened with: cache,
+    time-outs), or None when it comes from no single store."""
+    from .codes import source_of
+    from .store import StoreTile, open_store
 
     url = str(da.attrs.get("store", ""))
     if not url or ";" in url:
         return None
+    mosaic = source_of(da)
+    for t in getattr(mosaic, "tiles", ()):
+        if isinstance(t, StoreTile) and t.source.url == url:
+            return t.source
     return open_store(url)
 
 
@@ -558,6 +565,10 @@ def reopen(da: xr.DataArray, year: int) -> xr.DataArray:
             f"cannot open another year of {src or 'this array'}: only arrays opened from one store or one "
             "geotessera-layout folder can be reopened; open the other year yourself")
     kwargs = {"depth": int(da.attrs["depth"])} if st_url and int(da.attrs.get("depth", 128)) != 128 else {}
+    st = _store_of(da) if st_url else None
+    if st is not None:
+        src = st.url
+        kwargs.update(st.options)
     try:
         other = open_embeddings(src, bbox=da.attrs.get("bbox"), year=int(year), crs=da.rio.crs,
                                 resampling=str(da.attrs.get("resampling", "nearest")), **kwargs)

@@ -140,6 +140,8 @@ class _Part:
     row_clip: tuple[int, int] | None = None  # rows of the group that this part keeps
     arrays: dict = field(default_factory=dict)  # depth -> array name
     _complete: tuple = ()  # (years_complete,) once read
+    _arrays: dict = field(default_factory=dict)  # name -> (array, pixel dims or None), opened once
+    _quality: list | None = None  # names of the quality arrays, once listed
 
     @property
     def epsg(self) -> int:
@@ -168,16 +170,28 @@ class _Part:
         done = self.years_complete
         return done is None or int(year) in done
 
+    def _array(self, name: str):
+        """``(array, pixel dims or None)``, opened once (an Icechunk group reads each
+        array's metadata on every access)."""
+        hit = self._arrays.get(name)
+        if hit is None:
+            arr = self.group[name]
+            dims = list(getattr(arr.metadata, "dimension_names", None) or ())
+            ok = layout.TIME in dims and any(d in layout.Y_DIMS for d in dims) and any(d in layout.X_DIMS for d in dims)
+            hit = self._arrays[name] = (arr, dims if ok else None)
+        return hit
+
     def pixel_dims(self, name: str) -> list[str] | None:
         """The dimension names of a per-pixel array (one with time, y and x axes), else None."""
-        dims = list(getattr(self.group[name].metadata, "dimension_names", None) or ())
-        ok = layout.TIME in dims and any(d in layout.Y_DIMS for d in dims) and any(d in layout.X_DIMS for d in dims)
-        return dims if ok else None
+        return self._array(name)[1]
 
     def quality_arrays(self) -> list[str]:
         """Names of the per-pixel quality arrays the group holds (observation counts,
         month coverage; see :func:`~tessera_explore.io.layout.is_quality_array`)."""
-        return sorted(n for n in self.group.array_keys() if layout.is_quality_array(n) and self.pixel_dims(n))
+        if self._quality is None:
+            self._quality = sorted(n for n in self.group.array_keys()
+                                   if layout.is_quality_array(n) and self.pixel_dims(n))
+        return list(self._quality)
 
     def read_layer(self, name: str, ti: int, rows: slice, cols: slice) -> np.ndarray:
         """A window (``rows``, ``cols`` of this part) of the per-pixel array ``name`` at time
@@ -189,7 +203,7 @@ class _Part:
         off = self.row_clip[0] if self.row_clip else 0
         key = tuple(ti if d == layout.TIME else slice(rows.start + off, rows.stop + off) if d in layout.Y_DIMS
                     else slice(cols.start, cols.stop) if d in layout.X_DIMS else slice(None) for d in dims)
-        v = np.asarray(self.group[name][key])
+        v = np.asarray(self._array(name)[0][key])
         rest = [d for d in dims if d != layout.TIME]
         yi = next(i for i, d in enumerate(rest) if d in layout.Y_DIMS)
         xi = next(i for i, d in enumerate(rest) if d in layout.X_DIMS)
@@ -208,6 +222,8 @@ class ZarrSource:
         import zarr
 
         self.location = os.fspath(location)
+        #: the options it was opened with: arrays reopened from it (other years, statistics) keep them
+        self.options = {"cache": cache, "http_options": dict(http_options) if http_options else None}
         ds = DATASETS.get(self.location)
         self.url = dataset_url(self.location, base_url=base_url) if ds else self.location.rstrip("/")
         if ds is None and re.match(r"^https?://", self.url):
@@ -763,7 +779,9 @@ def zone_statistics(da) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
     if not url or ";" in url:
         raise StoreError("per-zone statistics need an array opened from one Zarr store "
                          f"(this one comes from {da.attrs.get('source', '?')})")
-    st = open_store(url)
+    from .open import _store_of
+
+    st = _store_of(da)
     bbox = da.attrs.get("bbox")
     zones = [z for z in (zones_in_bbox(bbox) if bbox else st.zones) if z in st.zones]
     year = int(da.coords["year"])
