@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from ._grid import Grid
 from .exceptions import SchemaError, VersionMismatchError
-from .io.grid import Grid
 
 __all__ = [
     "N_BANDS",
