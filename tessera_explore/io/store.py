@@ -140,6 +140,7 @@ class _Part:
     row_clip: tuple[int, int] | None = None  # rows of the group that this part keeps
     arrays: dict = field(default_factory=dict)  # depth -> array name
     _complete: tuple = ()  # (years_complete,) once read
+    _coords_checked: bool = False
     _arrays: dict = field(default_factory=dict)  # name -> (array, pixel dims or None), opened once
     _quality: list | None = None  # names of the quality arrays, once listed
 
@@ -163,6 +164,27 @@ class _Part:
         if not self._complete:
             self._complete = (layout.years_complete(self.group, self.years),)
         return self._complete[0]
+
+    def check_coordinates(self) -> None:
+        """Once per part: the group's own ``x``/``y`` pixel-centre arrays must sit where its
+        ``spatial:transform`` puts them (a bad store would shift the zone silently)."""
+        if self._coords_checked or self.band_last:
+            return
+        members = set(self.group.array_keys())
+        t = self.transform
+        for name, n, first, step in (("x", self.shape[1], t.c + 0.5 * t.a, t.a),
+                                     ("y", self.shape[0], t.f - 0.5 * t.a, -t.a)):
+            if name not in members:
+                continue
+            arr = self.group[name]
+            if arr.shape != (n,):
+                raise StoreError(f"{self.where}/{name}: {arr.shape[0] if arr.ndim else 0} values for {n} pixels")
+            got = (float(arr[0]), float(arr[n - 1]))
+            want = (first, first + (n - 1) * step)
+            if any(abs(g - w) > 1e-3 * abs(step) for g, w in zip(got, want)):
+                raise StoreError(f"{self.where}: the {name} coordinates run {got[0]:.2f} .. {got[1]:.2f} m, but "
+                                 f"spatial:transform puts the pixel centres at {want[0]:.2f} .. {want[1]:.2f} m")
+        self._coords_checked = True
 
     def filled(self, year: int) -> bool:
         """False for a year of the time axis that was never completely filled: its pixels
@@ -267,7 +289,11 @@ class ZarrSource:
             for name in names:
                 zone = layout.parse_zone_group(name)
                 if zone:
-                    self._add_zone(zone, self.root[name])
+                    try:
+                        self._add_zone(zone, self.root[name])
+                    except ValueError as err:  # zarr refuses member names such as '..' (no traversal)
+                        raise StoreError(f"{self.url}/{name}: the group lists a member zarr refuses to open "
+                                         f"({err})") from err
         if not self._parts:
             raise StoreError(f"{self.url} holds no UTM zone groups (utm01..utm60): not a TESSERA store")
         # the depths the zones really hold (a local copy may hold a prefix only)
@@ -293,9 +319,22 @@ class ZarrSource:
             raise StoreError(f"{where}: expected a north-up square-pixel grid, got spatial:transform {t}")
         return Affine(*t), shape
 
+    def _check_pixel(self, tr, where: str) -> None:
+        """The pixel size a zone's transform gives must be the store's declared one
+        (``geoemb:gsd``, TESSERA's 10 m when it says none) and at least a metre: a wrong
+        transform would otherwise open a lazy array of any size."""
+        gsd = float(self.attrs.get(layout.GEOEMB_GSD, 10.0))
+        if tr.a < 1.0:
+            raise StoreError(f"{where}: spatial:transform gives {tr.a:g} m pixels (TESSERA pixels are 10 m); "
+                             "refusing a grid that fine")
+        if not math.isclose(tr.a, gsd, rel_tol=1e-6):
+            raise StoreError(f"{where}: spatial:transform gives {tr.a:g} m pixels, but the store declares "
+                             f"{layout.GEOEMB_GSD} = {gsd:g} m")
+
     def _add_zone(self, zone: int, group) -> None:
         where = f"{self.url}/{layout.zone_group(zone)}"
         tr, shape = self._grid(group, where)
+        self._check_pixel(tr, where)
         epsg = layout.zone_epsg(zone)
         code = str(group.attrs.get(layout.PROJ_CODE, f"EPSG:{epsg}"))
         if code != f"EPSG:{epsg}":
@@ -390,6 +429,7 @@ class ZarrSource:
                 r1 = min(part.shape[0], int(math.ceil((t.f - y0) / t.a)) + margin)
                 if r0 >= r1 or c0 >= c1:
                     continue
+                part.check_coordinates()
                 # a year the group says was never completely filled reads as not computed
                 kind = StoreTile if part.filled(year) else UnfilledTile
                 out.append(kind(self, part, name, part.years.index(year), year, r0, r1, c0, c1))
