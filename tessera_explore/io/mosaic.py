@@ -47,6 +47,11 @@ class Tile(Protocol):
     year: int | None
     lon: float | None  #: centre of the tile's 0.1 degree cell (None for store windows)
     lat: float | None
+    #: the source's chunk grid, for chunk-aligned reads: inner chunk and shard sides (from
+    #: the arrays' metadata) and the (x, y) of its origin in ``crs``; None for tiles
+    inner_chunk: int | None
+    shard: int | None
+    grid_origin: tuple[float, float] | None
 
     @property
     def res(self) -> float: ...

@@ -76,6 +76,9 @@ class _TileBase:
         return (t.c, t.f + t.e * h, t.c + t.a * w, t.f)
 
     # -- the rest of the mosaic's Tile protocol (io.mosaic.Tile) ----------------------------
+    #: a tile file has no chunk grid (reads start at the area's corner)
+    inner_chunk = shard = grid_origin = None
+
     @property
     def nbands(self) -> int:
         return 128  # checked when the tile is opened

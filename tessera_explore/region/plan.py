@@ -139,7 +139,7 @@ def _store_grid(da) -> tuple[float, float, int, int] | None:
     if cw is None:
         return None
     for t in getattr(cw.source, "tiles", []):
-        if getattr(t, "inner_chunk", None) and getattr(t, "crs", None) == cw.source.crs:
+        if t.inner_chunk and t.crs == cw.source.crs:
             gx, gy = t.grid_origin
             return float(gx), float(gy), int(t.inner_chunk), int(t.shard)
     return None
