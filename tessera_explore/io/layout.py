@@ -292,7 +292,7 @@ def root_attrs(*, version: str, variant: str, dimensions: int = 128, gsd: float 
     return attrs
 
 
-def zone_attrs(zone: int, *, res: float, x0: float, y0: float, shape: tuple[int, int], south: bool = False,
+def zone_attrs(zone: int, /, *, res: float, x0: float, y0: float, shape: tuple[int, int], south: bool = False,
                **extra: Any) -> dict:
     """The ``proj:`` / ``spatial:`` attributes of a zone grid whose top-left corner is
     ``(x0, y0)`` (``south``: a southern hemisphere group of the Icechunk copy)."""

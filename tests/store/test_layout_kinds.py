@@ -233,3 +233,27 @@ def test_one_map_of_versions_and_model_numbers():
     assert [d["array"] for d in attrs[layout.GEOEMB_DEPTHS]] == ["embeddings_d4", "embeddings_d16", "embeddings"]
     assert layout.parse_zone_group(layout.zone_group(7)) == 7 and layout.parse_zone_group("31N") is None
     assert layout.parse_hemisphere_group(layout.hemisphere_group(21, "S")) == (21, "S")
+
+
+def test_the_live_writer_writes_the_published_layout(tmp_path):
+    """embed_region's store (created before any tile is embedded) opens as a published
+    store: zones, depth, model number and chunk grid (one shard per tile) from the layout."""
+    import zarr
+
+    from tessera_explore.io.store import open_store
+    from tessera_explore.region.encode import create_store, plan_tiles
+
+    zones = plan_tiles((5.9, 52.1, 6.1, 52.15), tile=96)
+    job = {"verb": "embed_area", "bbox": [5.9, 52.1, 6.1, 52.15], "year": 2024, "start": "2024-01-01",
+           "end": "2024-12-31", "tile": 96, "zones": [z.name for z in zones], "model": "ckpt", "generation": "v2",
+           "depth": 64, "dataset_version": "v2-live"}
+    out = str(tmp_path / "live.zarr")
+    assert create_store(out, zones, job) is False
+    root = zarr.open_group(out, mode="r")
+    assert root.attrs[layout.GEOEMB_MODEL] == layout.model_url("v2")
+    g = root["utm31"]
+    assert g.attrs[layout.PROJ_CODE] == "EPSG:32631" and g.attrs["tile"] == 96
+    assert layout.chunk_grid(g[layout.EMBEDDINGS]) == layout.ChunkGrid(32, 96)
+    st = open_store(out)
+    assert st.zones == [31, 32] and st.nbands == 64 and st.years == [2024]
+    assert (st.version, st.variant) == ("v2-live", "ckpt") and not st.incomplete_years()
