@@ -6,9 +6,10 @@ them (``scene_classes``) gives the true land cover anywhere, so examples can che
 what a classifier found.
 """
 
+from .proxy import latency_proxy
 from .scene import CLASS_COLORS, CLASSES, scene_classes, scene_embeddings
 from .store import make_icechunk, make_store
 from .tiles import make_tiles, tile_grid
 
 __all__ = ["make_store", "make_icechunk", "make_tiles", "tile_grid", "scene_classes", "scene_embeddings", "CLASSES",
-           "CLASS_COLORS"]
+           "CLASS_COLORS", "latency_proxy"]
