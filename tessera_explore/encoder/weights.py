@@ -230,6 +230,17 @@ def _plain(obj: Any) -> dict[str, Any]:
     return dict(obj) if isinstance(obj, dict) else {}
 
 
+def _weight(kept: dict[str, torch.Tensor], key: str, ndim: int, source: str) -> torch.Tensor:
+    """``kept[key]``, refused with a :class:`CheckpointError` naming the key and its shape
+    unless it has ``ndim`` dimensions (a matrix where a linear layer's weight is expected)."""
+    t = kept[key]
+    if t.ndim != ndim:
+        what = {1: "a vector", 2: "a matrix"}.get(ndim, f"{ndim}-D")
+        raise CheckpointError(f"{source}: {key} has shape {tuple(t.shape)} ({t.ndim}-D); {what} is expected there "
+                              "(a damaged or hand-edited checkpoint?)")
+    return t
+
+
 def parse_checkpoint(
     obj: dict[str, Any], *, source: str = "checkpoint"
 ) -> tuple[str, dict[str, Any], dict[str, torch.Tensor], dict[str, Any]]:
@@ -254,6 +265,11 @@ def parse_checkpoint(
         raise CheckpointError(f"{source}: the state dict is a {type(state).__name__}")
     state = {(k[len("_orig_mod.") :] if k.startswith("_orig_mod.") else k): v for k, v in state.items()}
     kept = {k: v for k, v in state.items() if k.startswith(_KEEP)}
+    not_tensors = sorted(k for k, v in kept.items() if not isinstance(v, torch.Tensor))
+    if not_tensors:
+        k = not_tensors[0]
+        raise CheckpointError(f"{source}: {k} holds a {type(kept[k]).__name__}, not a tensor"
+                              + (f" (and {len(not_tensors) - 1} more keys)" if len(not_tensors) > 1 else ""))
     if layout == "v2-student":
         dropped = sorted(set(state) - set(kept))
         if dropped:
@@ -263,7 +279,8 @@ def parse_checkpoint(
             f"{source} is not a TESSERA encoder (another architecture?): no s2_backbone/s1_backbone "
             f"band embedding among its keys {sorted(state)[:6]}"
         )
-    w2, w1 = kept["s2_backbone.embedding.0.weight"], kept["s1_backbone.embedding.0.weight"]
+    w2 = _weight(kept, "s2_backbone.embedding.0.weight", 2, source)
+    w1 = _weight(kept, "s1_backbone.embedding.0.weight", 2, source)
     if w2.shape[1] != 10 or w1.shape[1] != 2:
         raise CheckpointError(
             f"{source}: band embeddings take {w2.shape[1]} (S2) and {w1.shape[1]} (S1) bands; TESSERA takes 10 and 2"
@@ -271,7 +288,10 @@ def parse_checkpoint(
     d = int(w2.shape[0])
     gru = any(k.startswith("s2_backbone.attn_pool.temporal_context.") for k in kept)
     has_mlp_head = "dim_reducer.4.weight" in kept
-    out = kept["dim_reducer.4.weight"].shape[0] if has_mlp_head else kept.get("dim_reducer.0.weight", torch.empty(0, 0)).shape[0]
+    if has_mlp_head:
+        out = _weight(kept, "dim_reducer.4.weight", 2, source).shape[0]
+    else:
+        out = _weight(kept, "dim_reducer.0.weight", 2, source).shape[0] if "dim_reducer.0.weight" in kept else 0
     if gru and not has_mlp_head:
         generation = "v1.0"
     elif gru and has_mlp_head and out == 192:
@@ -294,9 +314,13 @@ def parse_checkpoint(
     if lin1 not in kept:
         raise CheckpointError(f"{source}: missing {lin1}")
     config = dict(ARCHITECTURES[generation])
-    config.update(latent_dim=d // 4, num_layers=max(layer_ids) + 1, dim_feedforward=int(kept[lin1].shape[0]), qk_norm=qk)
+    config.update(latent_dim=d // 4, num_layers=max(layer_ids) + 1, dim_feedforward=int(_weight(kept, lin1, 2, source).shape[0]),
+                  qk_norm=qk)
     if qk:
-        head = int(kept["s2_backbone.transformer_encoder.0.q_norm.weight"].shape[0])
+        q_norm = "s2_backbone.transformer_encoder.0.q_norm.weight"
+        if q_norm not in kept:
+            raise CheckpointError(f"{source}: missing {q_norm}")
+        head = int(_weight(kept, q_norm, 1, source).shape[0])
         if head <= 0 or d % head:
             raise CheckpointError(f"{source}: q_norm of size {head} does not divide the model width {d}")
         config["nhead"] = d // head

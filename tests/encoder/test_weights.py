@@ -398,3 +398,36 @@ def test_web_page_instead_of_checkpoint_is_refused_at_once(flaky_server, tmp_pat
     with pytest.raises(DownloadError, match="web page.*in a browser"):
         W.download_weights(entry, cache_dir=tmp_path, progress=False)
     assert len(b.log) == 1 and not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(
+    ("generation", "sizes", "layout", "key", "shape"),
+    [
+        ("v2", {}, "v2", "s2_backbone.embedding.0.weight", (320,)),  # a 1-D weight where a matrix belongs
+        ("v1.0", {}, "v1-qat", "s1_backbone.embedding.0.weight", (64,)),
+        ("v1.1", {}, "v1.1", "dim_reducer.4.weight", ()),  # a 0-D one
+        ("v1.0", {}, "bare", "dim_reducer.0.weight", ()),
+        ("v2", {}, "v2", "s2_backbone.transformer_encoder.layers.0.linear1.weight", ()),
+        ("v2", {"qk_norm": True}, "v2", "s2_backbone.transformer_encoder.0.q_norm.weight", ()),
+    ],
+)
+def test_a_weight_of_the_wrong_rank_is_a_checkpoint_error(tiny, save_checkpoint, generation, sizes, layout, key,
+                                                           shape):
+    path = save_checkpoint(tiny(generation, **sizes), layout)
+    obj = torch.load(path, weights_only=False)
+    state = obj if layout == "bare" else obj[{"v2": "model", "v1-qat": "model_state", "v1.1": "model_state_dict"}[layout]]
+    stored = next(k for k in state if k.endswith(key))  # v1-qat keys start with _orig_mod.
+    state[stored] = torch.zeros(shape) if shape else torch.tensor(1.0)
+    torch.save(obj, path)
+    with pytest.raises(CheckpointError) as err:
+        load_encoder(path)
+    assert str(path) in str(err.value) and key in str(err.value) and str(tuple(shape)) in str(err.value)
+
+
+def test_a_value_that_is_not_a_tensor_is_a_checkpoint_error(tiny, save_checkpoint):
+    path = save_checkpoint(tiny("v1.0"), "v1-qat")
+    obj = torch.load(path, weights_only=False)
+    obj["model_state"]["_orig_mod.s2_backbone.embedding.0.weight"] = [1, 2]
+    torch.save(obj, path)
+    with pytest.raises(CheckpointError, match=r"s2_backbone\.embedding\.0\.weight holds a list, not a tensor"):
+        load_encoder(path)
