@@ -78,6 +78,8 @@ def _write(da: xr.DataArray, path: str, attrs: dict, extra: dict, compress: str)
     for k, v in {**attrs, **da.attrs}.items():
         if k in _TAG_KEYS and v is not None and v != "":
             tags[_TAG_KEYS[k]] = _tag(v)
+    if "TESSERA_YEAR" not in tags and "year" in da.coords and da.coords["year"].ndim == 0:
+        tags["TESSERA_YEAR"] = _tag(da.coords["year"].item())  # a map on the embeddings' grid keeps its year
     classes = da.attrs.get("classes")
     colors = da.attrs.get("colors")
     if classes is not None:

@@ -118,16 +118,19 @@ def predict_map(da: Any, clf: Any, *, probabilities: bool = False, block: int = 
     base["classes"] = classes
     base["colors"] = [colors.get(c) or "" for c in classes]
     base["fast_path"] = fast[0]
+    # each map carries the provenance too, so ``export_map(pred["class"])`` tags it as the Dataset would
+    prov_attrs = {k: v for k, v in base.items() if k not in ("classes", "colors", "fast_path")}
+    prov_attrs["product"] = "classification"
     cls_da = new_map(grid, cls_map, name="class", nodata=NODATA_CLASS,
-                     attrs={"long_name": "class", "classes": classes, "colors": base["colors"],
+                     attrs={**prov_attrs, "long_name": "class", "classes": classes, "colors": base["colors"],
                             "flag_values": list(range(n_cls)), "flag_meanings": " ".join(
                                 c.replace(" ", "_") for c in classes)})
     conf_da = new_map(grid, conf_map, name="confidence", nodata=np.nan,
-                      attrs={"long_name": "probability of the winning class", "units": "1"})
+                      attrs={**prov_attrs, "long_name": "probability of the winning class", "units": "1"})
     data = {"class": cls_da, "confidence": conf_da}
     if probabilities:
         data["probability"] = new_map(grid, prob_map, name="probability", nodata=np.nan,
                                       dims=("class_name", "y", "x"), extra_coords={"class_name": classes},
-                                      attrs={"long_name": "class probability", "units": "1"})
+                                      attrs={**prov_attrs, "long_name": "class probability", "units": "1"})
     ds = xr.Dataset(data, attrs={**base, "product": "classification"})
     return ds

@@ -111,3 +111,36 @@ def test_scores_carry_their_uncertainty(prepared24, draw):
     assert cv_readiness({"a": 5, "b": 7}) is None
     assert cv_readiness({"a": 5}) == "label at least two classes"
     assert cv_readiness({"a": 3, "b": 5, "c": 0}) == "needs 5 labels of each class to score on held-out labels (a 3)"
+
+
+def test_one_map_of_a_prediction_keeps_its_provenance(prepared24, labels5, tmp_path):
+    """``export_map(pred["class"])`` tags the file with the dataset and model, as the Dataset's export does."""
+    clf = te.fit_classifier(prepared24, labels5, model="logreg")
+    pred = te.predict_map(prepared24, clf, probabilities=True)
+    want = {"TESSERA_DATASET_VERSION": str(prepared24.grid.attrs["dataset_version"]),
+            "TESSERA_DATASET_VARIANT": str(prepared24.grid.attrs["dataset_variant"]),
+            "TESSERA_MODEL_GENERATION": str(prepared24.grid.attrs["model_generation"]),
+            "TESSERA_YEAR": "2024", "TESSERA_PRODUCT": "classification"}
+    assert want["TESSERA_DATASET_VERSION"] not in ("", "?")
+    for name in ("class", "confidence", "probability"):
+        (p,) = te.export_map(pred[name], tmp_path / f"{name}.tif")
+        with rasterio.open(p) as src:
+            tags = src.tags()
+        assert {k: tags.get(k) for k in want} == want, name
+        assert "LogisticRegression" in tags["TESSERA_MODEL"] and json.loads(tags["TESSERA_SETTINGS"])
+        assert ("TESSERA_CLASSES" in tags) == (name == "class")
+    # the whole Dataset still writes the same tags
+    (p,) = te.export_map(pred, tmp_path / "ds.tif", variables="class")
+    with rasterio.open(tmp_path / "class.tif") as a, rasterio.open(p) as b:
+        ta, tb = a.tags(), b.tags()
+    assert {k: v for k, v in ta.items() if k != "TESSERA_LABEL_FILE"} == {
+        k: v for k, v in tb.items() if k != "TESSERA_LABEL_FILE"}
+
+
+def test_a_map_without_attrs_keeps_its_year(prepared24, tmp_path):
+    cl = te.cluster(prepared24, 3)
+    bare = cl.copy()
+    bare.attrs = {}
+    (p,) = te.export_map(bare, tmp_path / "bare.tif")
+    with rasterio.open(p) as src:
+        assert src.tags()["TESSERA_YEAR"] == str(int(cl.coords["year"]))
