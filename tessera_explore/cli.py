@@ -12,6 +12,12 @@
 ``SOURCE`` of ``app`` is ``demo`` (the built-in scene, no network), a store name such as
 ``v1.1``, a store URL, a local store or tile folder.  ``--dry-run`` on ``lab`` and ``app``
 prints the command instead of running it.
+
+A failure prints one line on stderr, ``tessera-explore COMMAND: what went wrong``, naming
+the path, URL or argument, and no traceback (``--traceback`` shows one).  Exit status:
+0 done; 1 the command could not be done (a destination that is a file, lies below a file
+or is not writable, a store that cannot be read, any error of the package); 2 the
+command line itself is wrong (argparse's convention); 130 interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import traceback
 from pathlib import Path
 
 __all__ = ["main"]
@@ -30,6 +37,42 @@ __all__ = ["main"]
 _PACKAGES = ("tessera_explore", "numpy", "xarray", "dask", "distributed", "zarr", "obstore", "rasterio",
              "scikit-learn", "umap-learn", "torch", "ipyleaflet", "leafmap", "hvplot", "datashader",
              "jupyterlab", "voila")
+
+
+class _Refused(Exception):
+    """A failure the CLI reports as one line, with its exit status (1 unless said)."""
+
+    def __init__(self, message: str, status: int = 1):
+        super().__init__(message)
+        self.status = status
+
+
+def _os_error(err: OSError) -> str:
+    """``Permission denied: /x`` for an ``OSError`` (its text and file names, no ``[Errno 13]``)."""
+    what = err.strerror or str(err) or type(err).__name__
+    if err.filename is not None:
+        what += f": {os.fsdecode(err.filename)}"
+        if err.filename2 is not None:
+            what += f" -> {os.fsdecode(err.filename2)}"
+    return what
+
+
+def _check_folder(path: str, flag: str) -> Path:
+    """Refuse (with a :class:`_Refused` naming ``flag`` and the path) a folder argument
+    that cannot be created or written: a file, a path below a file, a read-only place."""
+    p = Path(os.path.abspath(path))  # as the command will use it (the shell expands ~)
+    if os.path.lexists(p) and not p.is_dir():
+        kind = "a broken link" if p.is_symlink() and not p.exists() else "a file"
+        raise _Refused(f"{flag} {path} is {kind}, not a folder")
+    above = p
+    while not os.path.lexists(above) and above.parent != above:
+        above = above.parent
+    if not above.is_dir():
+        raise _Refused(f"{flag} {path} cannot be created: {above} is a file, not a folder")
+    if not os.access(above, os.W_OK | os.X_OK):
+        where = f"{flag} {path} is" if above == p else f"{flag} {path} cannot be created: {above} is"
+        raise _Refused(f"{where} not writable (read-only, or another user's)")
+    return p
 
 
 def _notebooks_dir() -> Path:
@@ -87,8 +130,11 @@ def app_notebook(source: str, *, bbox=None, year=None, labels=None, basemap: boo
 def cmd_app(args) -> int:
     import nbformat
 
+    if args.source != "demo" and args.bbox is None:
+        raise _Refused("--bbox W S E N is needed for a store or tile folder", status=2)
+    folder = _check_folder(args.workdir, "--workdir") if args.workdir else None
     nb = app_notebook(args.source, bbox=args.bbox, year=args.year, labels=args.labels, basemap=not args.no_basemap)
-    folder = Path(args.workdir or tempfile.mkdtemp(prefix="tessera-app-"))
+    folder = folder or Path(tempfile.mkdtemp(prefix="tessera-app-"))
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "explorer.ipynb"
     nbformat.write(nb, path)
@@ -98,7 +144,11 @@ def cmd_app(args) -> int:
 
 def cmd_fetch(args) -> int:
     bbox = tuple(float(v) for v in args.bbox)
+    w, so, e, n = bbox
+    if not (w < e and so < n):
+        raise _Refused(f"--bbox {w:g} {so:g} {e:g} {n:g} is not W S E N with W < E and S < N", status=2)
     years = [int(y) for y in args.year]
+    _check_folder(args.dest, "--dest")
     if args.tiles:
         from .io.fetch import fetch_tiles
 
@@ -116,14 +166,15 @@ def cmd_fetch(args) -> int:
     return 0
 
 
-def _du(path: Path) -> int:
+def _du(path: Path, problems: list[str]) -> int:
+    """Bytes under ``path``; what cannot be read is added to ``problems`` (never skipped silently)."""
     total = 0
-    for dirpath, _, files in os.walk(path):
+    for dirpath, _, files in os.walk(path, onerror=lambda err: problems.append(_os_error(err))):
         for f in files:
             try:
                 total += os.lstat(os.path.join(dirpath, f)).st_size
-            except OSError:
-                pass
+            except OSError as err:
+                problems.append(_os_error(err))
     return total
 
 
@@ -150,21 +201,48 @@ def info() -> dict:
     caches = {}
     for kind in CACHE_KINDS:
         d = cache_dir(kind)
-        entries = []
-        if d.is_dir():
-            for e in sorted(d.iterdir()):
-                if e.name.startswith("."):
-                    continue
-                entries.append({"name": e.name, "bytes": _du(e) if e.is_dir() else e.stat().st_size})
+        entries, problems = [], []
+        above = d
+        while not os.path.lexists(above) and above.parent != above:
+            above = above.parent
+        if not above.is_dir():
+            problems.append(f"{above} is a file, not a folder")
+        try:
+            listing = sorted(d.iterdir()) if d.is_dir() else []
+        except OSError as err:
+            listing = []
+            problems.append(_os_error(err))
+        for e in listing:
+            if e.name.startswith("."):
+                continue
+            try:
+                size = _du(e, problems) if e.is_dir() else e.lstat().st_size
+            except OSError as err:
+                size = 0
+                problems.append(_os_error(err))
+            entries.append({"name": e.name, "bytes": size})
         caches[kind] = {"path": str(d), "entries": entries, "bytes": sum(e["bytes"] for e in entries)}
+        if problems:  # sizes are then lower bounds
+            caches[kind]["problems"] = problems
     return {"versions": versions, "cache_root": str(cache_dir()), "caches": caches}
 
 
 def cmd_info(args) -> int:
     data = info()
+    unreadable = [(c["path"], c["problems"]) for c in data["caches"].values() if c.get("problems")]
     if args.json:
         print(json.dumps(data, indent=2))
-        return 0
+    else:
+        _print_info(data)
+    if unreadable:
+        path, problems = unreadable[0]
+        more = len(problems) - 1 + sum(len(p) for _, p in unreadable[1:])
+        raise _Refused(f"cannot read the cache {path}: {problems[0]}" + (f" (and {more} more)" if more else "")
+                       + "; its sizes are lower bounds")
+    return 0
+
+
+def _print_info(data: dict) -> None:
     print("versions:")
     for k, v in data["versions"].items():
         print(f"  {k:<16} {v or '(not installed)'}")
@@ -175,11 +253,13 @@ def cmd_info(args) -> int:
             print(f"           {e['name']}  {_size(e['bytes'])}")
         if len(c["entries"]) > 20:
             print(f"           ... {len(c['entries']) - 20} more")
-    return 0
+        for problem in c.get("problems", [])[:5]:
+            print(f"           cannot read: {problem}")
 
 
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="tessera-explore", description="Explore TESSERA embeddings.")
+    ap.add_argument("--traceback", action="store_true", help="on an error, show the traceback (for bug reports)")
     sub = ap.add_subparsers(dest="command", required=True)
     p = sub.add_parser("lab", help="open JupyterLab on the tutorial notebooks")
     p.add_argument("notebook", nargs="?", help="a notebook of the notebooks folder (default 01_quickstart.ipynb)")
@@ -212,14 +292,55 @@ def _parser() -> argparse.ArgumentParser:
     return ap
 
 
+def _say(command: str, message: str) -> None:
+    """One line on stderr (a multi-line message is joined, so it stays one line)."""
+    line = " ".join(str(message).split())
+    try:
+        print(f"tessera-explore {command}: {line}", file=sys.stderr, flush=True)
+    except OSError:  # stderr itself is gone
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    """Run the command line; returns the exit status (see the module's docstring)."""
+    try:
+        args = _parser().parse_args(argv)
+    except KeyboardInterrupt:
+        return 130
     from .exceptions import TesseraExploreError
 
     try:
-        return int(args.fn(args) or 0)
+        status = int(args.fn(args) or 0)
+        sys.stdout.flush()  # here, so a closed pipe is met below rather than at exit
+        return status
+    except KeyboardInterrupt:
+        _say(args.command, "interrupted")
+        return 130
+    except _Refused as e:
+        _say(args.command, str(e))
+        return e.status
+    except BrokenPipeError:  # the reader went away (``tessera-explore info | head -1``)
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        return 1
     except TesseraExploreError as e:
-        print(f"tessera-explore {args.command}: {e}", file=sys.stderr)
+        if args.traceback:
+            traceback.print_exc()
+        _say(args.command, str(e))
+        return 1
+    except OSError as e:
+        if args.traceback:
+            traceback.print_exc()
+        _say(args.command, _os_error(e))
+        return 1
+    except Exception as e:  # a bug: one line, the traceback on request
+        if args.traceback:
+            traceback.print_exc()
+        _say(args.command, f"unexpected {type(e).__name__}: {e} (a bug: please report it with what "
+                           f"'tessera-explore --traceback {args.command} ...' prints)")
         return 1
 
 

@@ -86,3 +86,200 @@ def test_console_script_runs():
         pytest.skip("the package is not installed with its console script in this environment")
     out = subprocess.run([str(script), "info"], capture_output=True, text=True)
     assert out.returncode == 0 and "cache root:" in out.stdout
+
+
+# --- failures a user can cause: one line naming the path or argument, an exit status, no traceback ---------
+
+def _drop_root_override():  # pragma: no cover - runs in the child
+    """Root ignores permission bits; without CAP_DAC_OVERRIDE / CAP_DAC_READ_SEARCH in its bounding
+    set, the child (still uid 0, so it can read the root-owned interpreter) meets them as a user does."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    for cap in (1, 2):  # CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH
+        if libc.prctl(24, cap, 0, 0, 0) != 0:  # PR_CAPBSET_DROP
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
+
+
+def _cli(*args, cache=None, as_user=False, cwd=None):
+    """``python -m tessera_explore.cli ARGS`` in a subprocess (``as_user``: permission bits apply, even for root)."""
+    import os
+
+    env = dict(os.environ, NO_PROXY="*", no_proxy="*")
+    if cache is not None:
+        env["TESSERA_EXPLORE_CACHE"] = str(cache)
+    pre = _drop_root_override if as_user and os.geteuid() == 0 else None
+    try:
+        return subprocess.run([sys.executable, "-m", "tessera_explore.cli", *map(str, args)], capture_output=True,
+                              text=True, env=env, cwd=cwd, preexec_fn=pre, timeout=120)
+    except subprocess.SubprocessError as err:
+        pytest.skip(f"cannot make permission bits apply to a root process here: {err}")
+
+
+def _one_line(out, command: str) -> str:
+    err = out.stderr
+    assert "Traceback" not in err, err
+    assert err.endswith("\n") and err.count("\n") == 1, err
+    assert err.startswith(f"tessera-explore {command}: "), err
+    return err.strip()
+
+
+@pytest.fixture
+def small_store(tmp_path_factory):
+    from tessera_explore.testing import make_store
+
+    root = tmp_path_factory.mktemp("store")
+    return make_store(root / "src.zarr", tiles=[(0.05, 52.15)], years=[2024], shape=(40, 40), seed=1)
+
+
+FETCH = ["fetch", "--bbox", "0.01", "52.11", "0.09", "52.19", "--year", "2024", "--quiet"]
+
+
+def test_fetch_into_a_file_or_below_one_is_one_line(tmp_path, small_store):
+    f = tmp_path / "afile"
+    f.write_text("mine")
+    out = _cli(*FETCH, "--source", small_store, "--dest", f)
+    assert out.returncode == 1
+    assert f"--dest {f} is a file, not a folder" in _one_line(out, "fetch")
+    below = f / "sub" / "copy.zarr"
+    out = _cli(*FETCH, "--source", small_store, "--dest", below)
+    assert out.returncode == 1
+    assert f"--dest {below} cannot be created: {f} is a file, not a folder" in _one_line(out, "fetch")
+    assert f.read_text() == "mine"  # untouched
+
+
+def test_fetch_into_a_read_only_folder_is_one_line(tmp_path, small_store):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    try:
+        out = _cli(*FETCH, "--source", small_store, "--dest", ro / "copy.zarr", as_user=True)
+        assert out.returncode == 1
+        assert f"--dest {ro / 'copy.zarr'} cannot be created: {ro} is not writable" in _one_line(out, "fetch")
+        out = _cli(*FETCH, "--source", small_store, "--dest", ro, as_user=True)  # the folder itself
+        assert out.returncode == 1 and f"--dest {ro} is not writable" in _one_line(out, "fetch")
+        assert not list(ro.iterdir())
+    finally:
+        ro.chmod(0o755)
+
+
+def test_a_bad_workdir_is_one_line(tmp_path):
+    f = tmp_path / "afile"
+    f.write_text("")
+    for workdir, said in [(f, f"--workdir {f} is a file, not a folder"),
+                          (f / "x", f"--workdir {f / 'x'} cannot be created: {f} is a file, not a folder")]:
+        out = _cli("app", "demo", "--workdir", workdir, "--dry-run")
+        assert out.returncode == 1 and said in _one_line(out, "app")
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    try:
+        out = _cli("app", "demo", "--workdir", ro / "w", "--dry-run", as_user=True)
+        assert out.returncode == 1 and f"{ro} is not writable" in _one_line(out, "app")
+    finally:
+        ro.chmod(0o755)
+
+
+def test_info_on_an_unreadable_cache_reports_the_rest_and_names_the_folder(tmp_path):
+    (tmp_path / "weights").mkdir()
+    (tmp_path / "weights" / "w.pt").write_bytes(b"x" * 3000)
+    locked = tmp_path / "zarr"
+    (locked / "abc").mkdir(parents=True)
+    locked.chmod(0)
+    try:
+        out = _cli("info", cache=tmp_path, as_user=True)
+        assert out.returncode == 1
+        assert f"cannot read the cache {locked}: Permission denied: {locked}" in _one_line(out, "info")
+        assert "cache root: " + str(tmp_path) in out.stdout and "w.pt  3.0 kB" in out.stdout  # the rest is shown
+        assert f"cannot read: Permission denied: {locked}" in out.stdout
+        out = _cli("info", "--json", cache=tmp_path, as_user=True)
+        assert out.returncode == 1
+        data = json.loads(out.stdout)
+        assert data["caches"]["zarr"]["problems"] == [f"Permission denied: {locked}"]
+        assert data["caches"]["weights"]["entries"] == [{"name": "w.pt", "bytes": 3000}]
+    finally:
+        locked.chmod(0o755)
+    # a folder inside the cache that cannot be read: its size is not silently 0
+    (locked / "abc").chmod(0)
+    try:
+        out = _cli("info", cache=tmp_path, as_user=True)
+        assert out.returncode == 1 and f"Permission denied: {locked / 'abc'}" in _one_line(out, "info")
+    finally:
+        (locked / "abc").chmod(0o755)
+    # a cache root that is a file
+    f = tmp_path / "afile"
+    f.write_text("")
+    out = _cli("info", cache=f)
+    assert out.returncode == 1 and f"{f} is a file, not a folder" in _one_line(out, "info")
+
+
+def test_ctrl_c_during_a_fetch_exits_130_with_one_line(tmp_path, small_store):
+    import os
+    import signal
+    import time
+    from pathlib import Path
+
+    from tessera_explore.testing.server import serve_folder
+
+    root = Path(small_store).parent
+    with serve_folder(root, only=r"/(embeddings|scales)/c/", hang=60) as srv:  # chunk reads hang
+        env = dict(os.environ, NO_PROXY="*", no_proxy="*", TESSERA_EXPLORE_CACHE=str(tmp_path / "cache"))
+        p = subprocess.Popen([sys.executable, "-m", "tessera_explore.cli", *FETCH, "--dest", str(tmp_path / "c.zarr"),
+                              "--source", srv.url + "/src.zarr"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True, env=env)
+        try:
+            t0 = time.monotonic()
+            while srv.requests < 3 and time.monotonic() - t0 < 60 and p.poll() is None:
+                time.sleep(0.05)  # metadata is served; then the fetch waits on the hanging chunks
+            time.sleep(1.0)
+            assert p.poll() is None, p.communicate()
+            p.send_signal(signal.SIGINT)
+            t1 = time.monotonic()
+            out, err = p.communicate(timeout=30)
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.communicate()
+        assert time.monotonic() - t1 < 20
+    assert p.returncode == 130
+    assert err == "tessera-explore fetch: interrupted\n", err
+
+
+def test_library_errors_and_usage_errors_from_the_shell(tmp_path):
+    missing = tmp_path / "missing.zarr"
+    out = _cli(*FETCH, "--source", missing, "--dest", tmp_path / "d")
+    assert out.returncode == 1 and str(missing) in _one_line(out, "fetch")  # a TesseraExploreError, as its message
+    out = _cli("fetch", "--bbox", "0.09", "52.11", "0.01", "52.19", "--year", "2024", "--dest", tmp_path / "d")
+    assert out.returncode == 2 and "--bbox 0.09 52.11 0.01 52.19" in _one_line(out, "fetch")
+    out = _cli("app", "v1.1", "--dry-run")
+    assert out.returncode == 2 and "--bbox W S E N is needed" in _one_line(out, "app")
+    assert not (tmp_path / "d").exists()
+
+
+def test_unexpected_errors_are_one_line_unless_a_traceback_is_asked_for(monkeypatch, capsys):
+    def boom(args):
+        raise ValueError("something\ninside")
+
+    def denied(args):
+        raise PermissionError(13, "Permission denied", "/some/file")
+
+    monkeypatch.setattr(cli, "cmd_info", boom)
+    assert cli.main(["info"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "tessera-explore info: unexpected ValueError: something inside" in err
+    assert cli.main(["--traceback", "info"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" in err and err.strip().endswith("--traceback info ...' prints)")
+    monkeypatch.setattr(cli, "cmd_info", denied)
+    assert cli.main(["info"]) == 1
+    assert capsys.readouterr().err == "tessera-explore info: Permission denied: /some/file\n"
+
+
+def test_a_closed_pipe_is_no_traceback(tmp_path):
+    p = subprocess.Popen([sys.executable, "-m", "tessera_explore.cli", "info"], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, env={**__import__("os").environ, "TESSERA_EXPLORE_CACHE": str(tmp_path)})
+    p.stdout.close()  # the reader goes away before the first line (``| head -0``)
+    err = p.stderr.read().decode()
+    p.wait(timeout=60)
+    p.stderr.close()
+    assert p.returncode == 1 and "Traceback" not in err and "BrokenPipeError" not in err, err
