@@ -81,8 +81,12 @@ class Explorer:
         """The latest class map (a DataArray of class indices), or None."""
         return self.controller.class_map()
 
-    def wait(self, timeout: float | None = 120.0) -> Explorer:
-        """Wait until the app has finished the work queued so far."""
+    def wait(self, timeout: float | None = 120.0, *, full_depth: bool = True) -> Explorer:
+        """Wait until the app has finished the work queued so far: with ``full_depth``
+        (default) also the background read of full depth and the switch to it, when the
+        app opened a store's 16-band prefix first."""
+        if full_depth:
+            self.controller.depth.wait(timeout)
         self.controller.wait(timeout)
         return self
 
@@ -172,15 +176,17 @@ CSS = f"""<style>
   white-space: normal; overflow-wrap: anywhere; line-height: 1.35; overflow: visible; }}
 .te-explorer .te-panel .widget-html, .te-explorer .te-panel .jupyter-widget-html {{ height: auto; }}
 .te-explorer .te-panel {{ font-size: 14px; }}
-.te-explorer .te-status, .te-explorer .te-accuracy, .te-explorer .te-notice, .te-explorer .te-error {{
+.te-explorer .te-status, .te-explorer .te-depth, .te-explorer .te-accuracy, .te-explorer .te-notice,
+.te-explorer .te-error {{
   margin: 2px 0; }}
 .te-explorer .te-map.te-basemap.leaflet-container {{
   background: #e4e4e4 url("{_OFFLINE_NOTE}") no-repeat 8px 8px; }}
 </style>"""
 
 
-def _arrays(source: Any, *, year, years, bbox) -> tuple[dict, list[str]]:
-    """``({year: embeddings}, notes)``: the arrays to explore and what was said about them."""
+def _arrays(source: Any, *, year, years, bbox, depth: int | None = None) -> tuple[dict, list[str]]:
+    """``({year: embeddings}, notes)``: the arrays to explore and what was said about them
+    (``depth``: the nested prefix of a store source to open; other years follow it)."""
     import xarray as xr
 
     from ..io.open import available_years, open_embeddings, reopen
@@ -190,7 +196,7 @@ def _arrays(source: Any, *, year, years, bbox) -> tuple[dict, list[str]]:
     if isinstance(source, xr.DataArray):
         first = source
     else:
-        first = open_embeddings(source, bbox=bbox, year=year)
+        first = open_embeddings(source, bbox=bbox, year=year, **({"depth": depth} if depth else {}))
     out = {int(first.coords["year"]) if "year" in first.coords else int(year or 0): first}
     notes = []
     auto = years is None
@@ -229,6 +235,7 @@ def explore(
     live_cache: Any = None,
     export_dir: str | None = None,
     map_size: tuple[str, str] = ("700px", "560px"),
+    depth_first: bool = True,
 ) -> Explorer:
     """Open the explorer: a map to label by clicking, with classes, similarity, change and
     a projection scatter linked to the map.
@@ -254,8 +261,17 @@ def explore(
     live_model, live_stac, live_cache : enable live embedding of a rectangle drawn on the
         map (:func:`~tessera_explore.embed_area` with this model, STAC source and cache).
     export_dir : folder of the export button (default beside the label file).
+    depth_first : when ``source`` is a store with nested prefixes (the v2 stores), open its
+        16-band prefix first (about a sixth of the bytes): the map is drawn and clicks label
+        and train at once, while full depth is read in the background and then replaces it
+        in every layer (the classifier retrained on full-depth vectors).  The panel says
+        which depth is shown and, once both are in, what the prefix cost on this area.
+        ``False`` opens full depth at once.  Arrays are always explored as they are.
     """
-    arrays, notes = _arrays(source, year=year, years=years, bbox=bbox)
+    from .depth import plan
+
+    full = plan(source, years=years, enabled=depth_first)
+    arrays, notes = _arrays(source, year=year, years=years, bbox=bbox, depth=full.first if full else None)
     shown = int(year) if year is not None and int(year) in arrays else next(iter(arrays))
     store, owns = _open_store(labels, arrays[shown], shown, notes)
     try:
@@ -263,7 +279,7 @@ def explore(
         state = ExplorerState(model=model)
         controller = ExplorerController(state, arrays, store, year=shown, label_year=shown, live_model=live_model,
                                         live_stac=live_stac, live_cache=live_cache, export_dir=export_dir,
-                                        max_pixels=_screen_pixels(map_size))
+                                        max_pixels=_screen_pixels(map_size), full_depth=full)
     except Exception:
         if owns:
             _release_store(store)

@@ -116,12 +116,16 @@ class ExplorerController:
     live_model, live_stac, live_cache : what :meth:`embed_live` passes to
         :func:`~tessera_explore.embed_area` (no model: live embedding is off).
     export_dir : folder of :meth:`export` (default beside the label file).
+    full_depth : a :class:`~tessera_explore.widgets.depth.FullDepth` when ``arrays`` are a
+        store's 16-band prefix: full depth is read in the background and replaces them
+        (``widgets/depth.py``); None explores the arrays as they are.
     """
 
     def __init__(self, state: ExplorerState, arrays: dict, store: Any, *, year: int | None = None,
                  label_year: int | None = None,
                  projection_sample: int = 100_000, max_pixels: int = 1_000_000, live_model: Any = None,
-                 live_stac: Any = "planetary-computer", live_cache: Any = None, export_dir: str | None = None):
+                 live_stac: Any = "planetary-computer", live_cache: Any = None, export_dir: str | None = None,
+                 full_depth: Any = None):
         from .._schema import check_compatible, validate
         from ..classify.area import grid_of
 
@@ -187,6 +191,7 @@ class ExplorerController:
             "live": self._click_live, "change": self._click_change}
         # guided labelling, validation, trust, learning curve, UMAP and live embedding live in their own
         # modules; the controller only delegates to them
+        from .depth import DepthSwitch
         from .guided import Guide
         from .live import LiveEmbedder
         from .projection import ProjectionSwitch
@@ -196,6 +201,7 @@ class ExplorerController:
         self.live_embedder = LiveEmbedder(self)
         self.quality = Quality(self)
         self.umap = ProjectionSwitch(self)
+        self.depth = DepthSwitch(self, full_depth)
 
     # ------------------------------------------------------------------ events
     def on(self, event: str, callback: Callable) -> None:
@@ -255,6 +261,7 @@ class ExplorerController:
             return
         self._closed = True
         self.state.unobserve(self._on_choice, names=list(_CHOICES))
+        self.depth.close()
         self.umap.close()
         self.quality.close()
         try:
@@ -266,7 +273,8 @@ class ExplorerController:
     # ------------------------------------------------------------------ start
     def start(self) -> None:
         """Project the shown year to false colour now (fast), then prepare the labelling
-        year in the background so the first click is quick."""
+        year in the background so the first click is quick (and, depth first, read full
+        depth on a thread of its own)."""
         year = int(self.state.year)
         self._show_false_colour(year)
         self.submit(f"prepare-{self.label_year}", lambda: self._prepare(self.label_year),
@@ -277,6 +285,7 @@ class ExplorerController:
         if others:  # the other years' projection, so switching year (map and scatter) is quick
             self.submit("components", lambda: [self.ensure_components(y) for y in others],
                         "projecting the other years", quiet=True)
+        self.depth.start()  # a store's 16-band prefix: full depth is read in the background
 
     def _prepare(self, year: int):
         from ..classify import prepare

@@ -104,6 +104,7 @@ class ProjectionSwitch:
         self._pool: ThreadPoolExecutor | None = None
         self._futures: dict[int, Future] = {}
         self._lock = threading.Lock()
+        self._generation = 0  # bumped by reset(): a fit of the arrays before it is thrown away
         self.state.observe(self._on_projection, names=["projection"])
 
     def close(self) -> None:
@@ -133,6 +134,16 @@ class ProjectionSwitch:
             if comps is not None:
                 self.ctl._emit("scatter", year, comps)
 
+    def reset(self) -> None:
+        """Forget the fit and its components (the explorer's arrays changed, e.g. to full
+        depth: a projection of the others cannot place them); a fit still running is thrown
+        away when it ends.  Refitted at once when the scatter shows UMAP."""
+        with self._lock:
+            self._generation += 1
+            self.fitted, self.components, self._futures = None, {}, {}
+        if self.state.projection == "umap":
+            self.fit(self.ctl.scatter_year)
+
     # ------------------------------------------------------------------ the fit
     def fit(self, year: int | None = None) -> Future:
         """Fit (or apply) UMAP for ``year`` in the background; the future gives its components."""
@@ -151,13 +162,13 @@ class ProjectionSwitch:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tessera-umap")
             self.state.projection_status = "UMAP: queued..."
-            fut = self._futures[year] = self._pool.submit(self._run, year)
+            fut = self._futures[year] = self._pool.submit(self._run, year, self._generation)
             return fut
 
     def _status(self, text: str) -> None:
         self.state.projection_status = text
 
-    def _run(self, year: int):
+    def _run(self, year: int, gen: int = 0):
         from ..project import project
         from ..project.umap import warm_up_umap
 
@@ -166,7 +177,7 @@ class ProjectionSwitch:
         spec = reopen_spec(arr) if self.process else None
         if spec is not None:
             try:
-                return self._run_in_process(year, arr, spec, t0)
+                return self._run_in_process(year, arr, spec, t0, gen)
             except Exception as err:  # e.g. a process that cannot start: fit here instead
                 self._status(f"UMAP: the projection process failed ({type(err).__name__}); fitting here...")
         try:
@@ -181,18 +192,21 @@ class ProjectionSwitch:
                     self._status(f"UMAP: fitting on a sample of {self.sample:,} pixels, then placing every pixel...")
                     comps, fitted = project(arr, method="umap", n_components=2, sample=self.sample, random_state=0,
                                             **self.options)
-                    self.fitted = fitted
+                    if gen == self._generation:
+                        self.fitted = fitted
                 else:
                     self._status(f"UMAP: placing the pixels of {year}...")
                     comps, _ = project(arr, fitted=self.fitted)
             self.fitted_in = os.getpid()
-            return self._ready(year, comps, t0)
+            return self._ready(year, comps, t0, gen)
         except Exception as err:
             self.ctl._report(err, "fitting UMAP")
             self._status("UMAP failed (see the message above); the scatter stays PCA")
             raise
 
-    def _ready(self, year: int, comps, t0: float):
+    def _ready(self, year: int, comps, t0: float, gen: int = 0):
+        if gen != self._generation:  # fitted on the arrays before a reset: not shown
+            return comps
         self.components[year] = comps
         self.fit_seconds = time.perf_counter() - t0
         self._status(f"UMAP ready ({self.fit_seconds:.0f} s); the scatter shows it"
@@ -201,7 +215,7 @@ class ProjectionSwitch:
             self.ctl._emit("scatter", year, comps)
         return comps
 
-    def _run_in_process(self, year: int, arr, spec: dict, t0: float):
+    def _run_in_process(self, year: int, arr, spec: dict, t0: float, gen: int = 0):
         import multiprocessing
 
         from ..project._base import components_array
@@ -213,6 +227,7 @@ class ProjectionSwitch:
         self._status(f"UMAP: {doing} in a separate process (clicks carry on)...")
         fut = self._procs.submit(umap_in_process, spec, self.fitted, self.sample, self.options)
         values, fitted, pid = fut.result()
-        self.fitted = fitted
+        if gen == self._generation:
+            self.fitted = fitted
         self.fitted_in = pid
-        return self._ready(year, components_array(values, arr, fitted), t0)
+        return self._ready(year, components_array(values, arr, fitted), t0, gen)

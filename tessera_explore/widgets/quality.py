@@ -108,6 +108,12 @@ class Quality:
         self.state.unobserve(self._on_toggle, names=["show_trust"])
         self.state.unobserve(self._on_year, names=["year"])
 
+    def forget_scores(self) -> None:
+        """Drop the learning curve's scores and the trust map (the embeddings changed, e.g.
+        to full depth: what was scored on the others says nothing of them)."""
+        self._curve_cache.clear()
+        self.trust_map, self._trust_key = None, None
+
     # ------------------------------------------------------------------ events
     def _on_trained(self, clf) -> None:
         if clf is None:

@@ -70,6 +70,9 @@ class ExplorerState(t.HasTraits):
     learning_curve = t.List(t.Dict(), help="[{n, accuracy, low, high}]: spatially cross-validated accuracy "
                                           "of the first n labels")
     projection_status = t.Unicode("", help="where the UMAP fit stands")
+    depth = t.Int(0, help="dimensions of the embeddings in use (16 while a v2 store's full depth loads)")
+    depth_status = t.Unicode("", help="which depth is shown and, once both are loaded, what the 16-band prefix "
+                                      "costs (empty for arrays explored as they are)")
     last_click = t.Tuple(t.Float(), t.Float(), default_value=(float("nan"), float("nan")), help="(lon, lat)")
 
     def __init__(self, **kwargs):

@@ -542,6 +542,7 @@ class PanelView:
         self.status = _html("", "te-status")
         self.accuracy = _html("", "te-accuracy")
         self.notice = _html("", "te-notice")
+        self.depth = _html("", "te-depth")  # which depth is shown, what the prefix costs (depth.py)
         self.progress = W.FloatProgress(value=0, min=0, max=1, layout=W.Layout(width="300px", height="12px"))
         self.error = _html("", "te-error")
         self.dismiss = W.Button(description="dismiss", layout=W.Layout(width="80px", display="none"))
@@ -569,6 +570,8 @@ class PanelView:
         st.observe(lambda ch: setattr(self.notice, "value", f"<small>{html.escape(ch['new'])}</small>"),
                    names="notice")
         st.observe(lambda ch: setattr(self.progress, "value", ch["new"]), names="progress")
+        st.observe(lambda ch: setattr(self.depth, "value", html.escape(ch["new"])), names="depth_status")
+        self.depth.value = html.escape(st.depth_status)
         st.observe(self._busy, names="busy")
         st.observe(self._error, names="error")
         self._classes_changed(None)
@@ -586,7 +589,7 @@ class PanelView:
             _html("<b>view</b>", "te-h"), self.year, self.change_from, row([self.show_classes, self.show_conf]),
             self.show_colour, self.opacity, self.confidence, self.sim_thr,
             self.guided.widget,
-            self.progress, self.status, self.accuracy, row([self.error, self.dismiss]), self.notice,
+            self.progress, self.status, self.depth, self.accuracy, row([self.error, self.dismiss]), self.notice,
         ], layout=W.Layout(width="320px"))
         panel.add_class("te-panel")
         return panel
