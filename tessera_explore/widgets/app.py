@@ -84,7 +84,10 @@ class Explorer:
     def wait(self, timeout: float | None = 120.0, *, full_depth: bool = True) -> Explorer:
         """Wait until the app has finished the work queued so far: with ``full_depth``
         (default) also the background read of full depth and the switch to it, when the
-        app opened a store's 16-band prefix first."""
+        app opened a store's 16-band prefix first.  After :meth:`close` there is nothing
+        left to wait for."""
+        if self._closed:
+            return self
         if full_depth:
             self.controller.depth.wait(timeout)
         self.controller.wait(timeout)

@@ -34,3 +34,12 @@ def test_components_event_when_ready_and_after_projecting(area24, tmp_path):
         assert app.state.error == ""
     finally:
         app.close()
+
+
+def test_wait_after_close_returns_at_once(area24, tmp_path):
+    import tessera_explore as te
+
+    app = te.explore(area24, labels=tmp_path / "l.geojson", basemap=False, scatter=False)
+    app.wait()
+    app.close()
+    assert app.wait() is app and app.closed  # nothing left to wait for, no RuntimeError
