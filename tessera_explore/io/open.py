@@ -438,7 +438,7 @@ def _lazy_data(mosaic: Mosaic, chunks, token: str, tiles, out_crs, transform):
         band, want = nb, (int(chunks), int(chunks))
     else:
         raise TesseraExploreError(f"chunks must be 'auto', a positive int, a dict or None, got {chunks!r}")
-    ref = next((t for t in tiles if getattr(t, "inner_chunk", None) and t.crs == out_crs), None)
+    ref = next((t for t in tiles if t.inner_chunk and t.crs == out_crs), None)
     if ref is not None:
         # follow the store's chunk grid: edges on inner-chunk multiples, never across a shard
         gx, gy = ref.grid_origin

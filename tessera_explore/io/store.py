@@ -57,9 +57,6 @@ ICECHUNK_V11 = "s3://tessera-embeddings/v1.1/dclimate.icechunk"
 ICECHUNK_REQUIREMENT = "icechunk>=2.3"
 
 FALSE_NORTHING = layout.FALSE_NORTHING
-#: Inner chunk side that StoreTile still assumes for band-last (Icechunk) arrays; every
-#: other chunk size is read from the arrays' metadata (layout.chunk_grid).
-INNER = layout.CAMBRIDGE.inner
 
 
 @dataclass(frozen=True)
@@ -503,12 +500,10 @@ class StoreTile:
         self._scales_reader = window_reader(self._scales, where=f"{source.url}/{self._scales.path}")
         #: pixels whose scale was finite but implausible (masked as no data), counted as read
         self.absurd_scales = 0
-        # the zone's chunk grid (for chunk-aligned dask chunks): rows/cols of the part's
-        # origin, the inner chunk and shard sides
-        chunks = getattr(arr, "chunks", None)
-        shards = getattr(arr, "shards", None)
-        self.inner_chunk = int(chunks[-2] if chunks and not part.band_last else INNER)
-        self.shard = int(shards[-2]) if shards and not part.band_last else int(self.inner_chunk)
+        # the zone's chunk grid (for chunk-aligned dask chunks), from the array's own metadata:
+        # rows/cols of the part's origin, the inner chunk and shard sides
+        cg = layout.chunk_grid(arr)
+        self.inner_chunk, self.shard = cg.inner, cg.shard
         self.grid_origin = (part.transform.c, part.transform.f - (part.row_clip[0] if part.row_clip else 0) * t.e)
 
     @property
