@@ -213,12 +213,38 @@ def _refuse_training(reference: Any, pred: Any) -> None:
                          "be the reference. Draw points with validation_sample(pred, n) and label those")
 
 
+def _read_reference_file(path: str | os.PathLike):
+    """A reference file as a (Geo)DataFrame: a validation sample saved by tessera_explore
+    (its design kept, so the strata are checked against the map), else any vector file."""
+    from ..io import labels as _io
+
+    name = os.path.abspath(os.fspath(path))
+    if not os.path.exists(name):
+        raise LabelError(f"reference file not found: {name}")
+    if os.path.splitext(name)[1].lower() in (".json", ".geojson"):
+        try:
+            with open(name, "rb") as f:
+                data = f.read()
+        except OSError as err:
+            raise LabelError(f"cannot read reference file {name}: {err}") from err
+        if f'"{_MARK}"'.encode() in data:
+            return _io.read_validation_sample(name)
+    import geopandas as gpd
+
+    try:
+        return gpd.read_file(name)
+    except Exception as err:  # pyogrio/fiona raise many types
+        raise LabelError(f"reference file {name} cannot be read as a vector file: {err}") from err
+
+
 def _reference_table(reference: Any, column: str) -> tuple[np.ndarray, np.ndarray, list, dict | None]:
     """lon, lat, reference class names, and the sample design if known."""
     if isinstance(reference, (str, os.PathLike)):
-        import geopandas as gpd
-
-        reference = gpd.read_file(reference)
+        name = os.path.abspath(os.fspath(reference))
+        try:
+            return _reference_table(_read_reference_file(name), column)
+        except ArgumentError as err:
+            raise ArgumentError(f"reference file {name}: {err}") from err
     if isinstance(reference, (list, tuple)):
         try:
             lon, lat, ref = (np.asarray(v) for v in zip(*reference, strict=True)) if reference else ([], [], [])

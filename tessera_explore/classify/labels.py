@@ -17,6 +17,10 @@ every write the store checks that the file is still what it last read or wrote; 
 made by someone else (another store of this process, an editor, a writer that ignored
 the lock) is merged into the store's labels, or, where it cannot be merged, the write is
 refused with :class:`LabelConflictError`.  It is never overwritten silently.
+
+Symlinks are resolved when a path is bound: the store writes the file a link points to
+(a rename over the link would replace the link and leave the shared file without the
+labels) and locks that file, so two links to one file take one lock.
 """
 
 from __future__ import annotations
@@ -128,7 +132,7 @@ def _read_lock(lock: str) -> tuple[bytes | None, dict]:
         return b"", {}
     try:
         held = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):
         held = {}
     return raw, held if isinstance(held, dict) else {}
 
@@ -293,7 +297,7 @@ class LabelStore:
 
     def __init__(self, path: str | os.PathLike | None = None, *, classes: Any = None,
                  dataset_version: str | None = None, year: int | None = None, dataset_variant: str | None = None):
-        path = os.path.abspath(os.fspath(path)) if path is not None else None
+        path = _io.real_path(path) if path is not None else None
         self._path: str | None = None
         self.dataset_version = None if dataset_version is None else str(dataset_version)
         self.dataset_variant = None if dataset_variant is None else str(dataset_variant)
@@ -366,7 +370,7 @@ class LabelStore:
         process is refused with :class:`LabelConflictError`; a stale lock is taken over
         with a warning (also in :attr:`lock_notice`).
         """
-        path = os.path.abspath(os.fspath(path))
+        path = _io.real_path(path)
         if not os.path.exists(path):
             if create:
                 return cls(path, dataset_version=dataset_version, year=year, dataset_variant=dataset_variant)
@@ -650,7 +654,7 @@ class LabelStore:
         with self._lock:
             self._check_open()
             if path is not None:
-                new = os.path.abspath(os.fspath(path))
+                new = _io.real_path(path)
                 if new != self._path:
                     if os.path.exists(new):
                         raise LabelError(f"{new} already exists; a store never overwrites another label file "
@@ -744,18 +748,16 @@ class LabelStore:
     # -- the file ------------------------------------------------------------------------
     def _read_file(self) -> tuple[str, _io.LabelSet]:
         """(digest, labels) of the store's GeoJSON file as it is now."""
-        with open(self._path, "rb") as f:
-            data = f.read()
-        digest = hashlib.sha256(data).hexdigest()
-        if not data:
-            raise LabelError(f"label file {self._path} is empty (corrupt or truncated?)")
         try:
-            obj = json.loads(data.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError) as err:
-            raise LabelError(f"label file {self._path} is not valid JSON ({err})") from err
+            with open(self._path, "rb") as f:
+                data = f.read()
+        except OSError as err:
+            raise LabelError(f"cannot read label file {self._path}: {err}") from err
+        digest = hashlib.sha256(data).hexdigest()
+        obj = _io.parse_json(data, self._path)
         if not isinstance(obj, dict):
             raise LabelError(f"{self._path}: expected a JSON object (GeoJSON FeatureCollection)")
-        ls = _io.read_labels(obj)
+        ls = _io.read_json_object(obj, self._path)
         ls.meta["path"] = self._path
         return digest, ls
 

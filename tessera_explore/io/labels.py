@@ -6,18 +6,30 @@ on reading and writing, here and nowhere else.
 
 :func:`read_labels` returns a :class:`LabelSet` or raises
 :class:`~tessera_explore.exceptions.LabelError` naming the file and the feature; it
-never returns half a file.  :func:`write_json_atomic` writes to a temporary file in the
-same folder, flushes it to disk and renames it over the target, so a crash leaves
-either the old file or the new one.
+never returns half a file, and never another exception for a hand-edited file (not
+JSON, nested too deeply, a list, a missing or mistyped member).  A UTF-8 byte-order mark
+is accepted.  :func:`write_json_atomic` writes to a temporary file in the same folder,
+flushes it to disk and renames it over the target (through symlinks: the file a link
+points to is replaced, never the link), so a crash leaves either the old file or the new
+one.
+
+Validation samples (:func:`read_validation_sample`, :class:`ValidationFile`): the
+reference answers of :func:`~tessera_explore.validation_sample`'s points, saved as
+GeoJSON with a ``tessera_validation`` member that marks the file as ours.  A file that
+is not ours, or not readable, is never overwritten: it is moved aside under a new name
+(:func:`keep_aside`), and every earlier sample keeps its own file.
 """
 
 from __future__ import annotations
 
 import csv
 import datetime as _dt
+import hashlib
 import json
 import math
+import numbers
 import os
+import reprlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +41,7 @@ __all__ = [
     "FORMAT",
     "PALETTE",
     "read_labels",
+    "read_json_object",
     "to_geojson",
     "to_upstream_json",
     "write_json_atomic",
@@ -36,6 +49,13 @@ __all__ = [
     "check_geometry",
     "from_geodataframe",
     "now",
+    "parse_json",
+    "real_path",
+    "keep_aside",
+    "VALIDATION_FORMAT",
+    "read_validation_sample",
+    "validation_doc",
+    "ValidationFile",
 ]
 
 #: Marker of our own label files (collection property ``format``).
@@ -46,6 +66,20 @@ PALETTE = (
     "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
     "#7f7f7f", "#bcbd22", "#17becf", "#393b79", "#637939", "#8c6d31", "#843c39",
 )
+
+
+def _short(value: Any) -> str:
+    """A bounded repr for messages (safe on deeply nested or huge values)."""
+    r = reprlib.Repr()
+    r.maxlevel, r.maxstring, r.maxother, r.maxlist, r.maxdict = 3, 60, 60, 6, 6
+    return r.repr(value)
+
+
+def real_path(path: str | os.PathLike) -> str:
+    """The absolute path of the file ``path`` names, symlinks resolved: the one to write
+    (an atomic rename over a link would replace the link, not the shared file) and to
+    lock (two links to one file must take one lock)."""
+    return os.path.realpath(os.path.abspath(os.fspath(path)))
 
 
 def now() -> str:
@@ -132,14 +166,37 @@ def check_geometry(geom: Any, where: str):
 # ---------------------------------------------------------------------------------- readers
 
 
-def _load_json(path: str) -> Any:
+def parse_json(data: bytes, src: str, *, what: str = "label file") -> Any:
+    """The JSON value in ``data`` (the bytes of file ``src``), or a LabelError naming
+    ``src`` and what is wrong: empty, not UTF-8 text, not JSON, nested too deeply.  A
+    UTF-8 byte-order mark (as some editors write) is accepted."""
+    if not data.strip():
+        raise LabelError(f"{what} {src} is empty (corrupt or truncated?)")
     try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except json.JSONDecodeError as err:
-        raise LabelError(f"label file {path} is not valid JSON (corrupt or truncated?): {err}") from err
+        text = data.decode("utf-8-sig")
     except UnicodeDecodeError as err:
-        raise LabelError(f"label file {path} is not a text file: {err}") from err
+        raise LabelError(f"{what} {src} is not a UTF-8 text file ({err})") from err
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise LabelError(f"{what} {src} is not valid JSON (corrupt, truncated or mistyped?): {err}") from err
+    except RecursionError:
+        raise LabelError(f"{what} {src} nests JSON arrays or objects too deeply to be read (thousands of levels); "
+                         "it is not a label file") from None
+
+
+def _read_bytes(path: str, what: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        raise LabelError(f"{what} not found: {path}") from None
+    except OSError as err:
+        raise LabelError(f"cannot read {what} {path}: {err}") from err
+
+
+def _load_json(path: str) -> Any:
+    return parse_json(_read_bytes(path, "label file"), path)
 
 
 def _from_geojson(obj: dict, src: str) -> LabelSet:
@@ -152,7 +209,11 @@ def _from_geojson(obj: dict, src: str) -> LabelSet:
         raise LabelError(f"{src}: collection properties must be an object")
     crs = obj.get("crs")
     if crs:
-        name = str((crs.get("properties") or {}).get("name", "")) if isinstance(crs, dict) else str(crs)
+        cprops = (crs.get("properties") or {}) if isinstance(crs, dict) else None
+        if isinstance(crs, dict) and not isinstance(cprops, dict):
+            raise LabelError(f"{src}: the 'crs' member cannot be read ({_short(crs)}); labels must be lon/lat "
+                             "(EPSG:4326): remove it, or name EPSG:4326 in its properties")
+        name = str(cprops.get("name", "")) if isinstance(crs, dict) else str(crs)
         if name and not any(t in name.upper() for t in ("4326", "CRS84")):
             raise LabelError(f"{src}: coordinates are in {name}; labels must be lon/lat (EPSG:4326)")
     classes: dict[str, str | None] = {}
@@ -168,6 +229,8 @@ def _from_geojson(obj: dict, src: str) -> LabelSet:
         if not isinstance(feat, dict) or feat.get("type") != "Feature":
             raise LabelError(f"{where} is not a GeoJSON Feature")
         fp = feat.get("properties") or {}
+        if not isinstance(fp, dict):
+            raise LabelError(f"{where}: properties must be an object, got {_short(fp)}")
         name = fp.get("class", fp.get("label"))
         name = _check_class(name, where)
         try:
@@ -178,12 +241,13 @@ def _from_geojson(obj: dict, src: str) -> LabelSet:
         fid = fp.get("id", feat.get("id"))
         try:
             fid = int(fid) if fid is not None else None
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             fid = None
         color = fp.get("color")
         if name not in classes or classes[name] is None:
             classes[name] = check_color(color, where=f"{where}: ") if color else classes.get(name)
-        records.append(LabelRecord(geom, name, fid, fp.get("created")))
+        created = fp.get("created")
+        records.append(LabelRecord(geom, name, fid, None if created is None else str(created)))
     meta = {k: props[k] for k in ("dataset_version", "dataset_variant", "year", "created", "updated", "format")
             if k in props}
     meta["kind"] = "geojson"
@@ -208,7 +272,7 @@ def _from_upstream(obj: dict, src: str) -> LabelSet:
         where = f"{src}: training point {i}"
         if not (isinstance(item, (list, tuple)) and len(item) == 2 and isinstance(item[0], (list, tuple))
                 and len(item[0]) == 2):
-            raise LabelError(f"{where} is not [[lat, lon], class]: {item!r}")
+            raise LabelError(f"{where} is not [[lat, lon], class]: {_short(item)}")
         (lat, lon), name = item
         name = _check_class(name, where)
         lon, lat = _check_lonlat(lon, lat, where)
@@ -282,6 +346,12 @@ def from_geodataframe(gdf, *, src: str = "GeoDataFrame", class_column: str | Non
     return LabelSet(records, classes, {"kind": "vector"})
 
 
+def read_json_object(obj: dict, src: str, *, format: str | None = None) -> LabelSet:
+    """Labels from a parsed GeoJSON or upstream-JSON object; errors name ``src``."""
+    kind = format or ("upstream" if "training_points" in obj else "geojson")
+    return _from_upstream(obj, src) if kind == "upstream" else _from_geojson(obj, src)
+
+
 def read_labels(source: Any, *, format: str | None = None) -> LabelSet:
     """Read labels from a path (GeoJSON, upstream JSON, CSV, any GeoPandas format),
     a parsed GeoJSON / upstream dict, or a GeoDataFrame.
@@ -290,8 +360,7 @@ def read_labels(source: Any, *, format: str | None = None) -> LabelSet:
     it is told from the content (JSON) or the file extension.
     """
     if isinstance(source, dict):
-        kind = format or ("upstream" if "training_points" in source else "geojson")
-        return _from_upstream(source, "labels") if kind == "upstream" else _from_geojson(source, "labels")
+        return read_json_object(source, "labels", format=format)
     if hasattr(source, "geometry") and hasattr(source, "columns"):
         return from_geodataframe(source)
     path = os.fspath(source)
@@ -300,11 +369,10 @@ def read_labels(source: Any, *, format: str | None = None) -> LabelSet:
     ext = os.path.splitext(path)[1].lower()
     kind = format or {".csv": "csv", ".geojson": "json", ".json": "json"}.get(ext, "vector")
     if kind in ("json", "geojson", "upstream"):
-        if os.path.getsize(path) == 0:
-            raise LabelError(f"label file {path} is empty (corrupt or truncated?)")
         obj = _load_json(path)
         if not isinstance(obj, dict):
-            raise LabelError(f"{path}: expected a JSON object (GeoJSON FeatureCollection or training_points)")
+            raise LabelError(f"{path}: expected a JSON object (GeoJSON FeatureCollection or training_points), "
+                             f"found a JSON {type(obj).__name__}")
         if kind == "upstream" or (kind == "json" and "training_points" in obj):
             out = _from_upstream(obj, path)
         else:
@@ -352,7 +420,268 @@ def to_upstream_json(records, classes: dict) -> dict:
 
 
 def write_json_atomic(path: str, obj: Any) -> str:
-    """Write JSON to ``path`` through a temporary file in the same folder and a rename."""
+    """Write JSON to ``path`` through a temporary file in the same folder and a rename
+    (to the file a symlink points to, never over the link)."""
     from .._atomic import write_json
 
-    return write_json(path, obj)
+    return write_json(real_path(path), obj)
+
+
+# ---------------------------------------------------------------------------------- moving aside
+
+
+def keep_aside(path: str | os.PathLike, tag: str = "previous") -> str:
+    """Move the file ``path`` to ``<stem>.<tag><ext>`` (``<stem>.<tag>-2<ext>``, ``-3``...
+    when that name is taken), never over an existing file; returns the new path.  Raises
+    LabelError naming both paths when it cannot be moved."""
+    path = os.fspath(path)
+    stem, ext = os.path.splitext(path)
+    for k in range(1, 100_000):
+        dest = f"{stem}.{tag}{'' if k == 1 else f'-{k}'}{ext}"
+        if os.path.lexists(dest):
+            continue
+        try:
+            os.link(path, dest)  # fails on an existing name: nothing is ever replaced
+        except FileExistsError:
+            continue
+        except FileNotFoundError:
+            raise LabelError(f"cannot move {path} aside: it is gone") from None
+        except OSError:  # no hard links here (or not a file): a rename, after the check above
+            try:
+                os.rename(path, dest)
+            except OSError as err:
+                raise LabelError(f"cannot move {path} aside to {dest}: {err}; move or rename it yourself") from err
+            return dest
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        except OSError as err:
+            raise LabelError(f"copied {path} to {dest} but cannot remove it: {err}; remove it yourself") from err
+        return dest
+    raise LabelError(f"cannot move {path} aside: every name {stem}.{tag}-N{ext} is taken")
+
+
+# ---------------------------------------------------------------------------------- validation samples
+
+#: Marker of our validation sample files (``tessera_validation.format``).  Files written
+#: before it carry the ``tessera_validation`` member alone; they are ours too.
+VALIDATION_FORMAT = "tessera_explore.validation/1"
+_VALIDATION = "tessera_validation"
+_DESIGN = ("classes", "mapped_pixels", "sample_sizes", "allocation", "seed", "year")
+
+
+def _whole(v: Any) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def _real(v: Any) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool)
+
+
+def _json_kind(v: Any) -> str:
+    return {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}.get(
+        type(v), "number")
+
+
+def _check_design(design: Any, src: str) -> dict:
+    if not isinstance(design, dict):
+        raise LabelError(f"{src} is not a validation sample written by tessera_explore (it has no "
+                         f"'{_VALIDATION}' object with the sampling design); it is not read as one")
+    fmt = design.get("format")
+    if fmt is not None and fmt != VALIDATION_FORMAT:
+        raise LabelError(f"{src}: validation sample format {_short(fmt)} is not {VALIDATION_FORMAT!r} "
+                         "(written by another version of tessera_explore?)")
+    classes = design.get("classes")
+    if not (isinstance(classes, list) and classes and all(isinstance(c, str) and c.strip() for c in classes)):
+        raise LabelError(f"{src}: '{_VALIDATION}.classes' must be a list of the map's class names, "
+                         f"got {_short(classes)}")
+    for key in ("mapped_pixels", "sample_sizes"):
+        v = design.get(key)
+        if key == "sample_sizes" and v is None:
+            continue
+        if not (isinstance(v, list) and len(v) == len(classes) and all(_whole(x) and x >= 0 for x in v)):
+            raise LabelError(f"{src}: '{_VALIDATION}.{key}' must be {len(classes)} whole numbers (one per class), "
+                             f"got {_short(v)}")
+    for key in ("year", "seed"):
+        if design.get(key) is not None and not _whole(design[key]):
+            raise LabelError(f"{src}: '{_VALIDATION}.{key}' must be a whole number, got {_short(design[key])}")
+    return {k: design[k] for k in _DESIGN if k in design}
+
+
+def _check_point(feat: Any, classes: list, where: str) -> dict:
+    if not isinstance(feat, dict) or feat.get("type", "Feature") != "Feature":
+        raise LabelError(f"{where} is not a GeoJSON Feature object (found a JSON {_json_kind(feat)})")
+    geom = feat.get("geometry")
+    kind = geom.get("type") if isinstance(geom, dict) else None
+    if kind != "Point":
+        found = f"a {_short(kind)} geometry" if isinstance(geom, dict) else f"geometry {_short(geom)}"
+        raise LabelError(f"{where}: validation points are Point geometries (one pixel each), found {found}")
+    xy = geom.get("coordinates")
+    if not (isinstance(xy, list) and len(xy) in (2, 3) and all(_real(v) for v in xy)):
+        raise LabelError(f"{where}: coordinates must be [lon, lat], got {_short(xy)}")
+    lon, lat = _check_lonlat(xy[0], xy[1], where)
+    props = feat.get("properties")
+    if not isinstance(props, dict):
+        raise LabelError(f"{where}: properties must be an object with map_class, reference, row and col, "
+                         f"got {_short(props)}")
+    missing = [k for k in ("map_class", "reference", "row", "col") if k not in props]
+    if missing:
+        raise LabelError(f"{where}: properties lack {', '.join(missing)} (each point needs map_class, reference "
+                         "(null until answered), row and col)")
+    mc = props["map_class"]
+    if mc not in classes:
+        raise LabelError(f"{where}: map_class {_short(mc)} is not one of the sample's classes {classes}")
+    ref = props["reference"]
+    if ref is None or (isinstance(ref, float) and math.isnan(ref)):
+        ref = None
+    elif isinstance(ref, str) and ref.strip():
+        ref = ref.strip()
+    else:
+        raise LabelError(f"{where}: reference must be a class name, or null while unanswered; got {_short(ref)}")
+    for key in ("row", "col"):
+        if not (_whole(props[key]) and props[key] >= 0):
+            raise LabelError(f"{where}: {key} must be a pixel index (a whole number >= 0), got {_short(props[key])}")
+    return {"map_class": mc, "reference": ref, "row": int(props["row"]), "col": int(props["col"]),
+            "lon": lon, "lat": lat}
+
+
+def _validation_frame(obj: Any, src: str):
+    """validation_sample's GeoDataFrame from the parsed file ``src``, or LabelError."""
+    import geopandas as gpd
+    import pandas as pd
+
+    if not isinstance(obj, dict):
+        raise LabelError(f"validation sample {src}: expected a JSON object (a GeoJSON FeatureCollection), "
+                         f"found a JSON {_json_kind(obj)}")
+    design = _check_design(obj.get(_VALIDATION), src)
+    feats = obj.get("features")
+    if obj.get("type") != "FeatureCollection" or not isinstance(feats, list):
+        raise LabelError(f"validation sample {src}: not a GeoJSON FeatureCollection with a 'features' list")
+    rows = [_check_point(f, design["classes"], f"{src}: point {i + 1}") for i, f in enumerate(feats)]
+    cols = ("map_class", "reference", "row", "col", "lon", "lat")
+    data = {c: [r[c] for r in rows] for c in cols}
+    data["reference"] = pd.array(data["reference"], dtype="object")
+    gdf = gpd.GeoDataFrame(data, geometry=gpd.points_from_xy(data["lon"], data["lat"]), crs="EPSG:4326")
+    gdf["reference"] = gdf["reference"].astype(object).where(gdf["reference"].notna(), None)
+    gdf.attrs[_VALIDATION] = design
+    return gdf
+
+
+def read_validation_sample(path: str | os.PathLike):
+    """A validation sample saved by :class:`ValidationFile` (or the explorer's
+    ``<labels>_reference.geojson``) as :func:`~tessera_explore.validation_sample`'s
+    GeoDataFrame, its ``reference`` column holding the answers (None while unanswered).
+
+    Raises LabelError naming the file and what is wrong with it (not JSON, not an object,
+    not ours, a point that is not a Point, a missing property...)."""
+    name = os.path.abspath(os.fspath(path))
+    data = _read_bytes(name, "validation sample")
+    return _validation_frame(parse_json(data, name, what="validation sample"), name)
+
+
+def _plain(v: Any) -> Any:
+    if v is None:
+        return None
+    if hasattr(v, "item"):
+        v = v.item()
+    return None if isinstance(v, float) and math.isnan(v) else v
+
+
+def validation_doc(sample, *, year: int | None = None) -> dict:
+    """The GeoJSON of a validation sample (points, answers, design, our mark)."""
+    feats = []
+    for r in sample.itertuples(index=False):
+        ref = _plain(r.reference)
+        feats.append({"type": "Feature", "geometry": {"type": "Point", "coordinates": [float(r.lon), float(r.lat)]},
+                      "properties": {"map_class": str(r.map_class), "reference": None if ref is None else str(ref),
+                                     "row": int(r.row), "col": int(r.col)}})
+    design = {k: v for k, v in dict(sample.attrs.get(_VALIDATION) or {}).items() if k in _DESIGN}
+    if year is not None:
+        design["year"] = int(year)
+    return {"type": "FeatureCollection", "features": feats,
+            _VALIDATION: {"format": VALIDATION_FORMAT, **design,
+                          "note": "reference classes of a stratified random sample of the class map; "
+                                  "not training labels"}}
+
+
+def _is_ours(data: bytes) -> bool:
+    try:
+        obj = parse_json(data, "")
+    except LabelError:
+        return False
+    return isinstance(obj, dict) and isinstance(obj.get(_VALIDATION), dict)
+
+
+class ValidationFile:
+    """The file of one validation sample's answers (the explorer keeps
+    ``<labels>_reference.geojson`` beside the label file).
+
+    :meth:`read` returns the sample (None when there is no file) or raises LabelError
+    naming the file.  :meth:`save` rewrites the file only while it holds exactly what this
+    object last read or wrote there: anything else (another sample, a file someone edited,
+    a file tessera_explore did not write) is first moved aside with :func:`keep_aside`, so
+    no sample's answers and no foreign file are ever overwritten.  :meth:`set_aside` moves
+    the file to the next free ``<stem>.previous[-N].geojson``.  Symlinks are followed: the
+    file a link points to is the one read, written and moved.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.name = os.path.abspath(os.fspath(path))
+        self._digest: str | None = None  # SHA-256 of what this object last read or wrote there
+
+    @property
+    def path(self) -> str:
+        """The file itself (symlinks resolved)."""
+        return real_path(self.name)
+
+    def _bytes(self) -> bytes | None:
+        try:
+            with open(self.path, "rb") as f:
+                return f.read()
+        except FileNotFoundError:
+            return None
+        except OSError as err:
+            raise LabelError(f"cannot read validation sample {self.name}: {err}") from err
+
+    def read(self):
+        """The saved sample (a GeoDataFrame, see :func:`read_validation_sample`), or None."""
+        data = self._bytes()
+        if data is None:
+            return None
+        gdf = _validation_frame(parse_json(data, self.name, what="validation sample"), self.name)
+        self._digest = hashlib.sha256(data).hexdigest()
+        return gdf
+
+    def set_aside(self, tag: str = "previous") -> str | None:
+        """Move the file to the next free ``<stem>.<tag>[-N]<ext>``; its new path, or None
+        when there is no file."""
+        if not os.path.lexists(self.path):
+            return None
+        kept = keep_aside(self.path, tag)
+        self._digest = None
+        return kept
+
+    def save(self, sample, *, year: int | None = None, replace_ours: bool = False) -> str | None:
+        """Write ``sample`` (with its answers) atomically and durably.  A file there that
+        this object did not last read or write is moved aside first (with
+        ``replace_ours``, a validation sample of tessera_explore's is replaced instead);
+        returns a note saying where it went, else None."""
+        from .._atomic import write_bytes
+
+        note = None
+        current = self._bytes()
+        if current is not None and hashlib.sha256(current).hexdigest() != self._digest:
+            ours = _is_ours(current)
+            if not (replace_ours and ours):
+                kept = self.set_aside("previous" if ours else "unreadable")
+                what = ("a validation sample this session did not write" if ours
+                        else "a file that is not a validation sample of tessera_explore")
+                note = f"{self.name} held {what}; it is kept as {kept}"
+        data = json.dumps(validation_doc(sample, year=year)).encode("utf-8")
+        try:
+            write_bytes(self.path, data)
+        except OSError as err:
+            raise LabelError(f"could not save the validation answers to {self.name}: {err}") from err
+        self._digest = hashlib.sha256(data).hexdigest()
+        return note

@@ -12,8 +12,12 @@ it); the user answers with a class or skips, and the walk steps to the next open
   is when the sample is drawn (kept, so a retrain does not move the strata).  An answer
   is the point's *reference* class: it is kept here and in ``<labels>_reference.geojson``
   beside the label file, never in the :class:`~tessera_explore.LabelStore` (the
-  classifier must not see its own test).  Once every stratum holds two answered points
-  (or all of its points), :func:`~tessera_explore.area_estimate` runs and its table goes
+  classifier must not see its own test).  That file is a
+  :class:`~tessera_explore.io.labels.ValidationFile`: an earlier sample's file, a file
+  that cannot be read and a file tessera_explore did not write are moved aside
+  (``<labels>_reference.previous[-N].geojson``, ``.unreadable[-N].geojson``), never
+  overwritten, and the status line says where they went.  Once every stratum holds two
+  answered points (or all of its points), :func:`~tessera_explore.area_estimate` runs and its table goes
   to ``state.area_table``.
 
 Nothing here imports ipywidgets or ipyleaflet: the views draw the walk from the
@@ -30,7 +34,8 @@ from typing import Any
 
 import numpy as np
 
-from ..exceptions import ArgumentError, TesseraExploreError
+from ..exceptions import ArgumentError, LabelError, TesseraExploreError
+from ..io.labels import ValidationFile
 
 __all__ = ["Guide", "Stop", "Walk", "area_table_html"]
 
@@ -142,6 +147,7 @@ class Guide:
         self.validation_year: int | None = None
         self.estimate = None  # the latest AreaEstimate
         self._validation_walk: Walk | None = None
+        self._reference: ValidationFile | None = None  # the file of reference_path
 
     # ------------------------------------------------------------------ common
     def _emit(self) -> None:
@@ -301,52 +307,58 @@ class Guide:
             self.state.status = (f"validation resumed from {self.reference_path}: {self.walk.answered} of "
                                  f"{len(stops)} points answered")
             return self.walk.current
-        self._set_aside_reference()
+        kept = self._set_aside_reference()
         gdf = validation_sample(pred, n, allocation=allocation, seed=seed)
         self.sample = gdf
         self.walk = self._validation_walk = Walk("validate", _stops(gdf, ("map_class",)))
         self._emit()
-        self._save_reference()
+        note = self._save_reference()
+        notes = [m for m in (why, kept and f"the earlier sample's answers are kept in {os.path.basename(kept)}", note)
+                 if m]
         self.state.status = (f"{len(gdf)} validation points drawn from the {year} class map "
                              "(kept apart from the training labels); pick the class you see at each"
-                             + (f" ({why})" if why else ""))
+                             + (f" ({'; '.join(notes)})" if notes else ""))
         return self.walk.current
 
-    def _load_reference(self, pred, year) -> tuple:
-        """The saved sample of this class map (a GeoDataFrame), or (None, why not)."""
-        import json
-
-        import geopandas as gpd
-
+    def _reference_file(self) -> ValidationFile | None:
         path = self.reference_path
-        if path is None or not os.path.exists(path):
+        if path is None:
+            return None
+        if self._reference is None or self._reference.name != os.path.abspath(path):
+            self._reference = ValidationFile(path)
+        return self._reference
+
+    def _load_reference(self, pred, year) -> tuple:
+        """The saved sample of this class map (a GeoDataFrame), or (None, why not).  A
+        saved sample of another map, or a file that cannot be read, is moved aside (never
+        lost) and the reason returned."""
+        ref = self._reference_file()
+        if ref is None:
             return None, None
-        with open(path, encoding="utf-8") as f:
-            doc = json.load(f)
-        design = dict(doc.get("tessera_validation") or {})
+        try:
+            gdf = ref.read()
+        except LabelError as err:
+            kept = os.path.basename(ref.set_aside("unreadable"))
+            return None, (f"{err}; that file is kept as {kept} (fix it and rename it back to "
+                          f"{os.path.basename(ref.name)} to resume its answers)")
+        if gdf is None:
+            return None, None
+        design = gdf.attrs["tessera_validation"]
         classes = list(pred.attrs.get("classes", ()))
-        counts = np.bincount(np.asarray(pred["class"].values).ravel(), minlength=256)[: len(classes)]
-        if (design.get("year") != year or list(design.get("classes", [])) != classes
-                or list(design.get("mapped_pixels", [])) != counts.tolist()):
+        values = np.asarray(pred["class"].values)
+        counts = np.bincount(values.ravel(), minlength=256)[: len(classes)]
+        if (design.get("year") != year or list(design["classes"]) != classes
+                or list(design["mapped_pixels"]) != counts.tolist()
+                or (len(gdf) and (gdf["row"].max() >= values.shape[0] or gdf["col"].max() >= values.shape[1]))):
             return None, "the saved validation sample belongs to another class map: it is kept as " + \
-                os.path.basename(self._previous_path())
-        rows = [{**f["properties"], "lon": f["geometry"]["coordinates"][0], "lat": f["geometry"]["coordinates"][1]}
-                for f in doc.get("features", [])]
-        gdf = gpd.GeoDataFrame(rows, geometry=gpd.points_from_xy([r["lon"] for r in rows], [r["lat"] for r in rows]),
-                               crs="EPSG:4326")
-        gdf["reference"] = gdf["reference"].astype(object).where(gdf["reference"].notna(), None)
-        gdf.attrs["tessera_validation"] = {k: design[k] for k in ("classes", "mapped_pixels", "sample_sizes",
-                                                                   "allocation", "seed") if k in design}
+                os.path.basename(ref.set_aside("previous"))
         return gdf, None
 
-    def _previous_path(self) -> str:
-        return os.path.splitext(self.reference_path)[0] + ".previous.geojson"
-
-    def _set_aside_reference(self) -> None:
-        """Keep a saved sample of another map (or one replaced with ``new=True``) beside it."""
-        path = self.reference_path
-        if path is not None and os.path.exists(path):
-            os.replace(path, self._previous_path())
+    def _set_aside_reference(self) -> str | None:
+        """Keep a saved sample of another map (or one replaced with ``new=True``) beside it,
+        under the next free ``.previous[-N].geojson`` name; returns that path."""
+        ref = self._reference_file()
+        return None if ref is None else ref.set_aside("previous")
 
     def record(self, cls: str) -> str:
         """Record the reference class of the current validation point and step on."""
@@ -360,9 +372,9 @@ class Guide:
             raise ArgumentError("the reference class must be a non-empty name")
         cur.answer = cls
         self.sample.loc[self.sample.index[cur.number - 1], "reference"] = cls
-        self._save_reference()
+        note = self._save_reference()
         w.advance()
-        msg = f"reference of point {cur.number}: {cls!r}"
+        msg = f"reference of point {cur.number}: {cls!r}" + (f" ({note})" if note else "")
         est = self.update_estimate()
         self._emit()
         if est is not None:
@@ -412,28 +424,17 @@ class Guide:
         base = self.ctl.store.path
         return None if base is None else os.path.splitext(base)[0] + "_reference.geojson"
 
-    def _reference_doc(self) -> dict:
-        s = self.sample
-        feats = []
-        for r in s.itertuples(index=False):
-            feats.append({"type": "Feature", "geometry": {"type": "Point", "coordinates": [float(r.lon), float(r.lat)]},
-                          "properties": {"map_class": r.map_class, "reference": r.reference,
-                                         "row": int(r.row), "col": int(r.col)}})
-        return {"type": "FeatureCollection", "features": feats,
-                "tessera_validation": {**s.attrs.get("tessera_validation", {}), "year": self.validation_year,
-                                       "note": "reference classes of a stratified random sample of the class map; "
-                                               "not training labels"}}
-
-    def _save_reference(self, path: str | None = None) -> str | None:
-        from .._atomic import write_json
-
-        path = path or self.reference_path
-        if path is None or self.sample is None:
+    def _save_reference(self) -> str | None:
+        """Save the answers; a note when a file in the way was moved aside first."""
+        ref = self._reference_file()
+        if ref is None or self.sample is None:
             return None
-        return write_json(path, self._reference_doc(), indent=None, fsync=False)
+        return ref.save(self.sample, year=self.validation_year)
 
     def export(self, folder: str) -> list:
         """The reference points (when a validation sample was drawn) for the export."""
         if self.sample is None:
             return []
-        return [self._save_reference(os.path.join(folder, "reference.geojson"))]
+        out = ValidationFile(os.path.join(folder, "reference.geojson"))
+        out.save(self.sample, year=self.validation_year, replace_ours=True)
+        return [out.name]
