@@ -26,9 +26,9 @@ from typing import Any
 
 import numpy as np
 
-from ..exceptions import ArgumentError
+from ..exceptions import ArgumentError, TesseraExploreError
 from .ops import RegionOp, as_op
-from .output import create_output, done_mask, open_region, region_to_cog, write_chunk
+from .output import create_output, done_mask, mark_incomplete, open_region, region_to_cog, write_chunk
 from .plan import DEFAULT_CHUNK, ZoneSpec, open_zone, plan_region, thaw_kw
 
 __all__ = ["run_region", "estimate_region", "RegionJob", "Estimate"]
@@ -189,8 +189,17 @@ def _plan(verb, source, args, kwargs, *, bbox, year, chunk, open_kw):
     return op, specs
 
 
+#: reading options that change the values a job reads (cache and http_options do not)
+_OPEN_IDENTITY = ("depth", "base_url", "missing")
+
+
 def _job(op: RegionOp, specs: list[ZoneSpec], bbox, year) -> dict:
-    return {"verb": op.name, "op": op.describe(), "source": specs[0].source, "year": int(year),
+    """The job's record in the output's root attrs; a rerun resumes only when it is the
+    same (see ``output._SIG``): ``op`` holds the operation's content (the classifier's,
+    projection's or query's fingerprint, the options, the second year)."""
+    okw = thaw_kw(specs[0].open_kw)
+    return {"verb": op.name, "op": op.describe(), "source": specs[0].source,
+            "open": {k: okw.get(k) for k in _OPEN_IDENTITY}, "year": int(year),
             "years": [int(year), *op.extra_years], "bbox": [float(v) for v in bbox], "chunk": specs[0].chunk,
             "zones": [s.name for s in specs], "grids": {s.name: {"epsg": s.epsg, "shape": list(s.shape),
                                                                  "transform": list(s.transform)} for s in specs}}
@@ -231,7 +240,7 @@ def estimate_region(verb: Any, source: Any, *args, bbox: Sequence[float], year: 
     if out is not None and os.path.exists(os.fspath(out)):
         try:
             todo = sum(int((~done_mask(os.fspath(out), s.name)).sum()) for s in specs)
-        except Exception:
+        except TesseraExploreError:  # not (all) there yet: every chunk is to do
             pass
     if workers is None:
         try:
@@ -302,6 +311,8 @@ def run_region(verb: Any, source: Any, *args, bbox: Sequence[float], year: int |
         done = done_mask(out, s.name)
         todo += [(s, int(i), int(j)) for i, j in zip(*np.nonzero(~done))]
     total = sum(s.n_chunks[0] * s.n_chunks[1] for s in specs)
+    if resumed and todo:
+        mark_incomplete(out)  # a store marked complete whose done cells were damaged is not
     computed = 0
     if (sspec, si, sj) in todo:  # the timed chunk is a real result: keep it
         write_chunk(out, sspec, si, sj, sample)
