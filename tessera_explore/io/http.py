@@ -58,7 +58,6 @@ from pathlib import Path
 from zarr.abc.store import ByteRequest, OffsetByteRequest, RangeByteRequest, Store, SuffixByteRequest
 from zarr.core.buffer import Buffer, BufferPrototype
 
-from .._atomic import write_bytes
 from ..exceptions import StoreError, TesseraExploreWarning
 
 __all__ = ["RemoteStore", "store_cache_key"]
@@ -226,7 +225,7 @@ class RemoteStore(Store):
         body = struct.pack("<d", time.time()) if data is None else data
         head = _ENTRY.pack(_GONE if data is None else _DATA, zlib.crc32(body), len(body), digest)
         try:
-            write_bytes(path, head + bytes(body), fsync=False)
+            _write_entry(path, head, body)
         except OSError as err:
             if not self._cache_off:
                 self._cache_off = True
@@ -487,6 +486,29 @@ class RemoteStore(Store):
 
     def list_dir(self, prefix: str) -> AsyncIterator[str]:
         raise StoreError(f"{self.url}: an HTTP store cannot be listed")
+
+
+def _write_entry(path: Path, head: bytes, body) -> None:
+    """Write one cache entry atomically: a temporary file of this process and thread beside
+    it, then a rename (thousands are written per area, so no more system calls than that;
+    an entry's header and checksum make anything else harmless)."""
+    tmp = f"{path}.{os.getpid()}-{threading.get_ident()}.tmp"
+    try:
+        f = open(tmp, "wb")
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        f = open(tmp, "wb")
+    try:
+        with f:
+            f.write(head)
+            f.write(body)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
 
 
 def _retryable(message: str) -> StoreError:
