@@ -433,13 +433,16 @@ class RemoteStore(Store):
                 yield [(i, prototype.buffer.from_bytes(v)) for i, v in hits]
             todo = [i for i, v in found if v is KeyError]
 
+        writes: list = []
+
         async def merged(s: int, e: int, members: list[int]) -> list[tuple[int, Buffer]]:
             data = await self._fetch(key, RangeByteRequest(s, e))
             if data is None:
                 raise FileNotFoundError(f"{self.url}/{key}")
             parts = [(i, data[byte_ranges[i].start - s:byte_ranges[i].end - s]) for i in members]
             if self.cache_path is not None and not self._cache_off:
-                await loop.run_in_executor(None, lambda: [self._cache_write(wheres[i], b) for i, b in parts])
+                # written while the caller decodes; this call ends only once they are on disk
+                writes.append(loop.run_in_executor(None, lambda: [self._cache_write(wheres[i], b) for i, b in parts]))
             return [(i, prototype.buffer.from_bytes(b)) for i, b in parts]
 
         async def single(i: int) -> list[tuple[int, Buffer]]:
@@ -459,6 +462,7 @@ class RemoteStore(Store):
                 except FileNotFoundError as err:
                     raise ExceptionGroup(f"{self.url}/{key}", [err]) from None
                 yield batch
+            await asyncio.gather(*writes)
         finally:
             for t in tasks:
                 t.cancel()
