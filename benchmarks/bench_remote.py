@@ -439,11 +439,11 @@ def snapshot_package(dest: str | os.PathLike) -> dict:
     def git(*args):
         with contextlib.suppress(OSError, subprocess.SubprocessError):
             p = subprocess.run(["git", *args], cwd=src.parent, capture_output=True, text=True, timeout=30)
-            return p.stdout.strip() if p.returncode == 0 else None
+            return p.stdout.rstrip() if p.returncode == 0 else None
 
     dirty = git("status", "--short", "--", "tessera_explore")
     return {"path": str(dest), "commit": git("log", "-1", "--format=%h %cd", "--date=iso"),
-            "dirty": dirty.splitlines() if dirty else []}
+            "dirty": [ln.strip() for ln in dirty.splitlines()] if dirty else []}
 
 
 def run_one(job: dict, server, timeout: float, pythonpath: str | None = None) -> dict:
