@@ -344,6 +344,12 @@ def _handler(server: FileServer):
     return Handler
 
 
+class _Server(ThreadingHTTPServer):
+    # a client that opens its connections all at once (a window's requests are all in
+    # flight together) must not find the listen queue full: socketserver's default is 5
+    request_queue_size = 256
+
+
 @contextlib.contextmanager
 def serve_folder(root: str | os.PathLike, **behaviour) -> Iterator[FileServer]:
     """Serve every file under ``root`` on a free port of 127.0.0.1 for a ``with`` block.
@@ -352,7 +358,7 @@ def serve_folder(root: str | os.PathLike, **behaviour) -> Iterator[FileServer]:
     Keyword arguments set its misbehaviour (see :class:`FileServer`).
     """
     state = FileServer(os.path.abspath(os.fspath(root)), **behaviour)
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
+    httpd = _Server(("127.0.0.1", 0), _handler(state))
     httpd.daemon_threads = True
     state.url = f"http://127.0.0.1:{httpd.server_address[1]}"
     state._started = time.monotonic()
