@@ -269,6 +269,10 @@ class ZarrSource:
         self._parts: dict[int, list[_Part]] = {}
         self._lock = threading.Lock()
         self._build_zones()
+        from .fetch_region import held_extent
+
+        #: what a fetch_region copy holds (its manifest); None for any other store
+        self.held = None if self.icechunk else held_extent(self.url)
 
     def __repr__(self) -> str:
         return (f"ZarrSource({self.url!r}, version={self.version!r}, variant={self.variant!r}, "
@@ -433,6 +437,8 @@ class ZarrSource:
         if not out:
             raise NoTilesInAreaError(
                 f"no zone of {self.url} covers bbox {tuple(bbox)} in {year} (zones in the store: {self.zones})")
+        if self.held is not None:  # a fetch_region copy: outside the blocks it holds is outside (3)
+            out = self.held.restrict(out, bbox, year)
         return out
 
     def sample(self, zone: int, year: int) -> np.ndarray:
