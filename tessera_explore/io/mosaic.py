@@ -285,11 +285,15 @@ class Mosaic:
     def read_float(self, rows: slice, cols: slice, out: np.ndarray | None = None) -> np.ndarray:
         """Dequantised float32 ``(128, h, w)`` of a window, NaN where there is no data."""
         h, w = rows.stop - rows.start, cols.stop - cols.start
-        if out is None:
-            out = np.empty((self.nbands, h, w), dtype=np.float32)
         plan = self.plan(rows, cols)
         whole = len(plan) == 1 and plan[0].src[0] == "slice"
-        if not (whole and plan[0].ty == slice(0, h) and plan[0].tx == slice(0, w)):
+        if out is None:
+            # filled even when every pixel will be written: the pages of a fresh array are
+            # faulted in one sequential pass, not chunk by chunk from several threads at
+            # once (which costs several times longer)
+            out = np.empty((self.nbands, h, w), dtype=np.float32)
+            out.fill(np.nan)
+        elif not (whole and plan[0].ty == slice(0, h) and plan[0].tx == slice(0, w)):
             out.fill(np.nan)
         for c in plan:
             if c.src[0] == "slice" and (whole or c.take.all()):
