@@ -412,22 +412,6 @@ def worker(job: dict) -> dict:
 
 # --- the runs --------------------------------------------------------------------------------
 
-@contextlib.contextmanager
-def _deep_backlog():
-    """serve_folder's ThreadingHTTPServer listens with socketserver's default backlog of 5;
-    a client opening ten or more connections at once overflows it and the kernel drops
-    SYNs, each retried a second later.  A real server does not do that, so the backlog
-    is deepened for the benchmark's server."""
-    from http.server import ThreadingHTTPServer
-
-    old = ThreadingHTTPServer.request_queue_size
-    ThreadingHTTPServer.request_queue_size = max(old, 1024)
-    try:
-        yield
-    finally:
-        ThreadingHTTPServer.request_queue_size = old
-
-
 def snapshot_package(dest: str | os.PathLike) -> dict:
     """Copy the ``tessera_explore`` package beside ``dest`` for the workers to import, so a
     long run measures one reader even while the working tree changes; what it was."""
@@ -486,7 +470,7 @@ def run_benchmark(info: dict, *, rtts=(0, 20, 80), sizes=(1000, 2000), depths=(1
     records = []
     scratch = Path(tempfile.mkdtemp(prefix="bench-remote-"))
     try:
-        with _deep_backlog(), serve_folder(info["root"]) as server:
+        with serve_folder(info["root"]) as server:
             direct = f"{server.url}/{info['name']}"
             for rtt in rtts:
                 with (latency_proxy(direct, rtt=rtt / 1000) if rtt else contextlib.nullcontext()) as proxy:

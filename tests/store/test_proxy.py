@@ -22,16 +22,6 @@ from tessera_explore.testing.server import serve_folder
 PAYLOAD = os.urandom(3 * 1024 * 1024 + 17)
 
 
-@pytest.fixture(autouse=True)
-def _deep_backlog(monkeypatch):
-    """serve_folder's server listens with socketserver's default backlog of 5: a burst of
-    new connections overflows it and the kernel drops SYNs (each retried after 1 s).
-    The proxy is measured here, not that, so the backlog is deepened for these tests."""
-    from http.server import ThreadingHTTPServer
-
-    monkeypatch.setattr(ThreadingHTTPServer, "request_queue_size", 128)
-
-
 @pytest.fixture
 def folder(tmp_path):
     (tmp_path / "blob.bin").write_bytes(PAYLOAD)
