@@ -472,13 +472,9 @@ class ZarrSource:
                                                                                  np.float64)
 
 
-class StoreTile:
-    """A window of one zone part for one year, read like a tile by :class:`Mosaic`.
-
-    ``read(rows, cols)`` gives codes ``(h, w, bands)`` and scales ``(h, w)`` with NaN
-    where there is no data; ``read_bands`` the same band-first (no transpose);
-    ``status`` 0 valid / 1 water / 2 not computed.
-    """
+class _ZoneWindow:
+    """The geometry of a window of one zone part for one year (what :class:`StoreTile`
+    and :class:`UnfilledTile` share): transform, CRS, shape, bands, chunk grid."""
 
     def __init__(self, source: ZarrSource, part: _Part, array: str, ti: int, year: int, r0: int, r1: int,
                  c0: int, c1: int):
@@ -491,26 +487,16 @@ class StoreTile:
         t = part.transform
         self.transform = Affine(t.a, 0.0, t.c + c0 * t.a, 0.0, t.e, t.f + r0 * t.e)
         self.crs = source.crs_of(part.zone)
-        self.path = f"{source.url}#utm{part.zone:02d}"
+        self.path = f"{source.url}#{layout.zone_group(part.zone)}"
         self.lon = self.lat = None
         arr = part.group[array]
-        self.nbands = int(arr.shape[-1] if part.band_last else arr.shape[1])
         self._emb = arr
-        self._scales = part.group["scales"]
-        self._memo: OrderedDict = OrderedDict()
-        self._memo_lock = threading.Lock()
-        # coalesced, concurrent reads of whole windows where the layout allows (else zarr's own)
-        from .shards import window_reader
-
-        self._emb_reader = window_reader(arr, where=f"{source.url}/{arr.path}")
-        self._scales_reader = window_reader(self._scales, where=f"{source.url}/{self._scales.path}")
-        #: pixels whose scale was finite but implausible (masked as no data), counted as read
-        self.absurd_scales = 0
+        self.nbands = int(arr.shape[-1] if part.band_last else arr.shape[1])
         # the zone's chunk grid (for chunk-aligned dask chunks), from the array's own metadata:
         # rows/cols of the part's origin, the inner chunk and shard sides
         cg = layout.chunk_grid(arr)
         self.inner_chunk, self.shard = cg.inner, cg.shard
-        self.grid_origin = (part.transform.c, part.transform.f - (part.row_clip[0] if part.row_clip else 0) * t.e)
+        self.grid_origin = (t.c, t.f - (part.row_clip[0] if part.row_clip else 0) * t.e)
 
     @property
     def res(self) -> float:
@@ -525,6 +511,29 @@ class StoreTile:
         """Pixels whose longitude lies in this tile's UTM zone."""
         zones = (np.floor((np.asarray(lon) + 180.0) / 6.0).astype(np.int64) % 60) + 1
         return zones == self.zone
+
+
+class StoreTile(_ZoneWindow):
+    """A window of one zone part for one year, read like a tile by :class:`Mosaic`.
+
+    ``read(rows, cols)`` gives codes ``(h, w, bands)`` and scales ``(h, w)`` with NaN
+    where there is no data; ``read_bands`` the same band-first (no transpose);
+    ``status`` 0 valid / 1 water / 2 not computed.
+    """
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self._scales = self.part.group["scales"]
+        self._memo: OrderedDict = OrderedDict()
+        self._memo_lock = threading.Lock()
+        # coalesced, concurrent reads of whole windows where the layout allows (else zarr's own)
+        from .shards import window_reader
+
+        url = self.source.url
+        self._emb_reader = window_reader(self._emb, where=f"{url}/{self._emb.path}")
+        self._scales_reader = window_reader(self._scales, where=f"{url}/{self._scales.path}")
+        #: pixels whose scale was finite but implausible (masked as no data), counted as read
+        self.absurd_scales = 0
 
     # -- raw reads (window coordinates) ----------------------------------------------------
     def _rows(self, rows: slice) -> slice:
@@ -637,43 +646,11 @@ def _absurd(s: np.ndarray) -> np.ndarray:
         return np.isfinite(s) & ((s <= 0) | (s >= MAX_VALID_SCALE))
 
 
-class UnfilledTile:
+class UnfilledTile(_ZoneWindow):
     """A window of a zone part for a year that the group's ``years_complete`` leaves out:
     the year was never completely filled, so every pixel reads as not computed (NaN,
     status 2) whatever its chunks hold, and nothing is read.  It has the geometry and
     chunk grid of the :class:`StoreTile` it stands in for."""
-
-    def __init__(self, source: ZarrSource, part: _Part, array: str, ti: int, year: int, r0: int, r1: int,
-                 c0: int, c1: int):
-        from affine import Affine
-
-        self.source, self.part, self.array, self.ti, self.year = source, part, array, ti, year
-        self.zone = part.zone
-        self.r0, self.c0 = r0, c0
-        self.shape = (r1 - r0, c1 - c0)
-        t = part.transform
-        self.transform = Affine(t.a, 0.0, t.c + c0 * t.a, 0.0, t.e, t.f + r0 * t.e)
-        self.crs = source.crs_of(part.zone)
-        self.path = f"{source.url}#{layout.zone_group(part.zone)}"
-        self.lon = self.lat = None
-        arr = part.group[array]
-        self.nbands = int(arr.shape[-1] if part.band_last else arr.shape[1])
-        cg = layout.chunk_grid(arr)
-        self.inner_chunk, self.shard = cg.inner, cg.shard
-        self.grid_origin = (t.c, t.f - (part.row_clip[0] if part.row_clip else 0) * t.e)
-
-    @property
-    def res(self) -> float:
-        return float(self.transform.a)
-
-    @property
-    def bounds(self) -> tuple[float, float, float, float]:
-        t, (h, w) = self.transform, self.shape
-        return (t.c, t.f + t.e * h, t.c + t.a * w, t.f)
-
-    def owns(self, lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
-        """Pixels whose longitude lies in this tile's UTM zone."""
-        return (np.floor((np.asarray(lon) + 180.0) / 6.0).astype(np.int64) % 60) + 1 == self.zone
 
     @staticmethod
     def _size(rows: slice, cols: slice) -> tuple[int, int]:
