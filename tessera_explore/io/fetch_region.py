@@ -467,6 +467,13 @@ class _Held:
                 held[ra - rows.start:rb - rows.start, ca - cols.start:cb - cols.start] = True
         return None if held.all() else ~held
 
+    def status(self, rows: slice, cols: slice) -> np.ndarray:
+        st = super().status(rows, cols)
+        out = self._outside(rows, cols)
+        if out is not None:
+            st[out] = 3
+        return st
+
 
 class _HeldStoreTile(_Held, StoreTile):
     """A window of a ``fetch_region`` copy: pixels outside the blocks it holds have no
@@ -481,24 +488,10 @@ class _HeldStoreTile(_Held, StoreTile):
         s[out] = np.inf
         return s
 
-    def status(self, rows: slice, cols: slice) -> np.ndarray:
-        st = super().status(rows, cols)
-        out = self._outside(rows, cols)
-        if out is not None:
-            st[out] = 3
-        return st
-
 
 class _HeldUnfilledTile(_Held, UnfilledTile):
     """An unfilled year's window of a ``fetch_region`` copy: not computed where the copy
     holds blocks, outside (3) elsewhere."""
-
-    def status(self, rows: slice, cols: slice) -> np.ndarray:
-        st = super().status(rows, cols)
-        out = self._outside(rows, cols)
-        if out is not None:
-            st[out] = 3
-        return st
 
 
 def _restricted(tile, held: list):
