@@ -17,6 +17,7 @@ places on the output grid exactly as it places NPY tiles.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
@@ -29,7 +30,13 @@ from typing import Any
 
 import numpy as np
 
-from ..exceptions import NoTilesInAreaError, StoreError, TesseraExploreWarning, YearNotAvailableError
+from ..exceptions import (
+    NoTilesInAreaError,
+    StoreError,
+    TesseraExploreError,
+    TesseraExploreWarning,
+    YearNotAvailableError,
+)
 from . import layout
 
 __all__ = [
@@ -149,9 +156,11 @@ class _Part:
     def years(self) -> list[int]:
         if self._years is None:
             try:
-                self._years = _icechunk_years(self.group[layout.TIME])
+                arr = self.group[layout.TIME]
             except KeyError as err:
                 raise StoreError(f"{self.where}: no time coordinate") from err
+            with decoding(f"{self.where}/{layout.TIME}"):
+                self._years = _icechunk_years(arr)
         return self._years
 
     @property
@@ -176,7 +185,8 @@ class _Part:
             arr = self.group[name]
             if arr.shape != (n,):
                 raise StoreError(f"{self.where}/{name}: {arr.shape[0] if arr.ndim else 0} values for {n} pixels")
-            got = (float(arr[0]), float(arr[n - 1]))
+            with decoding(f"{self.where}/{name}"):
+                got = (float(arr[0]), float(arr[n - 1]))
             want = (first, first + (n - 1) * step)
             if any(abs(g - w) > 1e-3 * abs(step) for g, w in zip(got, want)):
                 raise StoreError(f"{self.where}: the {name} coordinates run {got[0]:.2f} .. {got[1]:.2f} m, but "
@@ -448,9 +458,10 @@ class ZarrSource:
         if "stretch_sample" not in g:
             return np.empty((0, self.nbands), np.float32)
         ti = self._parts[int(zone)][0].years.index(self.check_year(year, [int(zone)]))
-        n = int(np.asarray(g["stretch_sample_count"][ti])) if "stretch_sample_count" in g else None
-        q = np.asarray(g["stretch_sample"][ti][:n])
-        sc = np.asarray(g["stretch_sample_scales"][ti][:n], np.float32)
+        with decoding(f"{self.url}/{layout.zone_group(zone)}/stretch_sample"):
+            n = int(np.asarray(g["stretch_sample_count"][ti])) if "stretch_sample_count" in g else None
+            q = np.asarray(g["stretch_sample"][ti][:n])
+            sc = np.asarray(g["stretch_sample_scales"][ti][:n], np.float32)
         ok = np.isfinite(sc)
         return q[ok].astype(np.float32) * sc[ok, None]
 
@@ -465,11 +476,13 @@ class ZarrSource:
         if "stretch_stats_count" not in g:
             raise StoreError(f"{where} has no per-zone statistics (stretch_stats_*)")
         ti = parts[0].years.index(self.check_year(year, [int(zone)]))
-        n = int(np.asarray(g["stretch_stats_count"][ti]))
+        with decoding(f"{where}/stretch_stats_*"):
+            n = int(np.asarray(g["stretch_stats_count"][ti]))
+            tot = np.asarray(g["stretch_stats_sum"][ti], np.float64)
+            prod = np.asarray(g["stretch_stats_prod"][ti], np.float64)
         if n < 0:
             raise StoreError(f"{where}: the statistics of {year} are being rebuilt (count {n})")
-        return n, np.asarray(g["stretch_stats_sum"][ti], np.float64), np.asarray(g["stretch_stats_prod"][ti],
-                                                                                 np.float64)
+        return n, tot, prod
 
 
 class _ZoneWindow:
@@ -553,7 +566,8 @@ class StoreTile(_ZoneWindow):
             s = self._scales_reader.read_array((slice(self.ti, self.ti + 1), self._rows(rows), self._cols(cols)))[0]
             s = s.astype(np.float32, copy=False)
         else:
-            s = np.asarray(self._scales[self.ti, self._rows(rows), self._cols(cols)], dtype=np.float32)
+            with decoding(f"{self.source.url}/{self._scales.path}"):
+                s = np.asarray(self._scales[self.ti, self._rows(rows), self._cols(cols)], dtype=np.float32)
         with self._memo_lock:
             self._memo[key] = s
             while len(self._memo) > 16:
@@ -575,9 +589,10 @@ class StoreTile(_ZoneWindow):
     def _codes_raw(self, rows: slice, cols: slice) -> np.ndarray:
         if self._emb_reader is not None:
             return self._emb_reader.read_array(self._selection(rows, cols))[0]
-        if self.part.band_last:
-            return np.asarray(self._emb[self.ti, self._rows(rows), self._cols(cols), :])
-        return np.asarray(self._emb[self.ti, :, self._rows(rows), self._cols(cols)])
+        with decoding(f"{self.source.url}/{self._emb.path}"):
+            if self.part.band_last:
+                return np.asarray(self._emb[self.ti, self._rows(rows), self._cols(cols), :])
+            return np.asarray(self._emb[self.ti, :, self._rows(rows), self._cols(cols)])
 
     def _codes_pixels(self, rows: slice, cols: slice) -> np.ndarray:
         if self.part.band_last:
@@ -758,6 +773,19 @@ def _icechunk_config(icechunk):
     as the arrays that need them are read."""
     preload = icechunk.ManifestPreloadConfig(max_total_refs=0, max_arrays_to_scan=0)
     return icechunk.RepositoryConfig(manifest=icechunk.ManifestConfig(preload=preload))
+
+
+@contextlib.contextmanager
+def decoding(where: str):
+    """Turn what zarr-python and numcodecs raise for an object that does not decode
+    (``ValueError``, ``RuntimeError``, ``TypeError``) into a StoreError naming it; the
+    package's own errors pass unchanged."""
+    try:
+        yield
+    except TesseraExploreError:
+        raise
+    except (ValueError, RuntimeError, TypeError) as err:
+        raise StoreError(f"{where} does not decode ({type(err).__name__}: {err})") from err
 
 
 def _icechunk_years(arr) -> list[int]:

@@ -126,3 +126,19 @@ def test_a_store_rebuilt_in_place_drops_its_cache_and_says_so(tmp_path):
     rebuilt = te.open_embeddings(str(path), bbox=BBOX_NORTH, year=2024).values
     assert not np.array_equal(first, rebuilt, equal_nan=True)
     np.testing.assert_array_equal(again, rebuilt)  # the new store's values, none of the old cache's
+
+
+@pytest.mark.parametrize("target", ["time", "stretch_stats_sum"])
+def test_small_arrays_that_do_not_decode_name_their_url(scene, tmp_path, target):
+    """The time axis and the statistics are read through zarr-python: garbage of the
+    right length there is a StoreError naming the array, not a codec's ValueError."""
+    root = tmp_path / "root"
+    shutil.copytree(scene["root"], root, ignore=shutil.ignore_patterns("tiles"))
+    chunks = [p for p in (root / "s.zarr" / "utm31" / target).rglob("*") if p.is_file() and p.name != "zarr.json"]
+    assert chunks
+    for p in chunks:
+        p.write_bytes(os.urandom(p.stat().st_size))
+    with serve_folder(root) as srv:
+        with pytest.raises(StoreError, match=rf"s\.zarr/utm31/{target[:8]}.* does not decode"):
+            da = _open(srv.url, cache=None)
+            te.project(da, from_stats=True)
