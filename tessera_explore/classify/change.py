@@ -97,10 +97,11 @@ def change(da_year_a: Any, da_year_b: Any, *, metric: str = "cosine", breaks: tu
     attrs = provenance(ga)
     attrs.update({"year": f"{ga.year}-{gb.year}", "year_a": int(ga.year), "year_b": int(gb.year),
                   "metric": metric, "breaks": list(br), "product": "change"})
+    # each map carries the provenance too, so one exported alone is tagged as the Dataset would be
     d_da = new_map(ga, dist, name="distance", nodata=np.nan,
-                   attrs={"long_name": f"{metric} distance between {ga.year} and {gb.year}"})
+                   attrs={**attrs, "long_name": f"{metric} distance between {ga.year} and {gb.year}"})
     c_da = new_map(ga, cls, name="change_class", nodata=255,
-                   attrs={"long_name": "change class", "classes": list(CHANGE_CLASSES),
+                   attrs={**attrs, "long_name": "change class", "classes": list(CHANGE_CLASSES),
                           "colors": list(CHANGE_COLORS),
                           "flag_values": list(range(len(CHANGE_CLASSES))), "flag_meanings": " ".join(CHANGE_CLASSES),
                           "breaks": list(br)})

@@ -177,8 +177,8 @@ def trust(area: Any, clf: Any, *, threshold: float = 0.5, max_training: int = 51
     base.update({"product": "trust", "model": pred.attrs.get("model", ""), "reference_distance": d_ref,
                  "threshold": float(threshold), "reasons": list(REASONS)})
 
-    def m(name, data, nodata, long_name):
-        return new_map(grid, data.reshape(h, w), name=name, nodata=nodata, attrs={"long_name": long_name})
+    def m(name, data, nodata, long_name):  # each map carries the provenance, for an export of it alone
+        return new_map(grid, data.reshape(h, w), name=name, nodata=nodata, attrs={**base, "long_name": long_name})
 
     return xr.Dataset({
         "trust": m("trust", tr, None, "confidence x familiarity (0 = do not trust, 1 = trust)"),

@@ -144,3 +144,17 @@ def test_a_map_without_attrs_keeps_its_year(prepared24, tmp_path):
     (p,) = te.export_map(bare, tmp_path / "bare.tif")
     with rasterio.open(p) as src:
         assert src.tags()["TESSERA_YEAR"] == str(int(cl.coords["year"]))
+
+
+def test_one_map_of_change_or_trust_keeps_its_provenance(area23, area24, prepared24, labels5, tmp_path):
+    """A variable of ``change`` or ``trust`` exported alone is tagged like its Dataset."""
+    clf = te.fit_classifier(prepared24, labels5, model="logreg")
+    for ds, name in ((te.change(area23, area24), "change_class"),
+                     (te.trust(prepared24, clf), "trust")):
+        (one,) = te.export_map(ds[name], tmp_path / f"{name}.tif")
+        (whole,) = te.export_map(ds, tmp_path / f"{name}-ds.tif", variables=name)
+        with rasterio.open(one) as a, rasterio.open(whole) as b:
+            ta, tb = a.tags(), b.tags()
+        keys = [k for k in tb if k.startswith("TESSERA_DATASET") or k in ("TESSERA_PRODUCT", "TESSERA_YEAR")]
+        assert "TESSERA_DATASET_VERSION" in keys and ta.get("TESSERA_PRODUCT") == ds.attrs["product"]
+        assert {k: ta.get(k) for k in keys} == {k: tb[k] for k in keys}, name
