@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import html
 import logging
+import threading
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -592,6 +593,7 @@ class PanelView:
             self.progress, self.status, self.depth, self.accuracy, row([self.error, self.dismiss]), self.notice,
         ], layout=W.Layout(width="320px"))
         panel.add_class("te-panel")
+        panel.add_class("te-busy" if self.state.busy else "te-idle")  # the app's idle signal (see _busy)
         return panel
 
     def _add(self) -> None:
@@ -632,8 +634,17 @@ class PanelView:
             f"margin-right:4px'></span>{html.escape(c)}: {st.counts.get(c, 0)}<br>" for c in st.classes)
         self.counts.value = rows or "<i>no classes yet: type a name and press 'add class'</i>"
 
+    _busy_lock = threading.Lock()
+
     def _busy(self, change) -> None:
-        self.progress.bar_style = "info" if change["new"] else "success"
+        # the value now, not the one notified: the main and the worker thread may set it in turn;
+        # the panel's class te-busy / te-idle (no job queued or running) is what browser tests wait on
+        with self._busy_lock:
+            busy = bool(self.state.busy)
+            self.progress.bar_style = "info" if busy else "success"
+            if hasattr(self, "widget"):
+                keep = [c for c in self.widget._dom_classes if c not in ("te-busy", "te-idle")]
+                self.widget._dom_classes = (*keep, "te-busy" if busy else "te-idle")
 
     def _error(self, change) -> None:
         msg = change["new"]

@@ -14,6 +14,7 @@ import time
 import urllib.request
 
 import pytest
+from browser_waits import scale
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -56,7 +57,8 @@ class _Server:
         self._log = open(self.log, "w")
         self.proc = subprocess.Popen(self.argv(), stdin=subprocess.DEVNULL, stdout=self._log,
                                      stderr=subprocess.STDOUT, env=env, cwd=root)
-        deadline = time.time() + 90
+        limit = 90 * scale()  # a bound only: the loop ends as soon as the server answers
+        deadline = time.time() + limit
         while time.time() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{self.name} exited: {open(self.log).read()[-2000:]}")
@@ -65,7 +67,8 @@ class _Server:
                 return
             except OSError:
                 time.sleep(0.3)
-        raise RuntimeError(f"{self.name} did not start: {open(self.log).read()[-2000:]}")
+        raise RuntimeError(f"{self.name} did not answer {self.url + self.ready_path} within {limit:.0f} s: "
+                           f"{open(self.log).read()[-2000:]}")
 
     def argv(self) -> list:
         raise NotImplementedError

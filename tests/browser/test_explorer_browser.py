@@ -5,6 +5,10 @@ file on disk, the linked scatter and that no error is shown.
 
 Set TESSERA_EXPLORE_SCREENSHOTS to a folder to keep the screenshots (the README's image
 comes from here).
+
+Every wait is on a signal of the app (browser_waits.py): its panel's idle class, its status
+line, its label counts, the map's layers; none is a fixed time.  A wait that times out names
+its step, what it awaited and what the app showed.
 """
 
 from __future__ import annotations
@@ -14,10 +18,10 @@ import math
 import os
 import shutil
 import signal
-import time
 
 import numpy as np
 import pytest
+from browser_waits import poll, scale, screen, status_has, total_labels, wait_for, wait_for_element, wait_idle
 
 pytestmark = pytest.mark.browser
 
@@ -56,12 +60,13 @@ def _pure_points(demo_cache, n=1):
     return out
 
 
-#: JavaScript: ``{done}``, a promise of the milliseconds from the next click on the map to the moment a
-#: new or changed overlay image of the map has loaded, decoded and been painted (two frames)
-PAINT_TIMER = """() => ({done: new Promise(resolve => {
+#: JavaScript: ``{changed, done}``: ``done`` is a promise of the milliseconds from the next click on the
+#: map to the moment a new or changed overlay image of the map has loaded, decoded and been painted (two
+#: frames); ``changed`` says whether such an image came (a label that changes no shown pixel's class
+#: leaves the class image as it was)
+PAINT_TIMER = """() => { const t = {changed: false}; t.done = new Promise(resolve => {
   const map = document.querySelector('.te-map');
   let t0 = null;
-  setTimeout(() => resolve(-1), 30000);
   map.addEventListener('click', () => { t0 = performance.now(); }, {capture: true, once: true});
   const done = img => img.decode().catch(() => null).then(() => requestAnimationFrame(() =>
       requestAnimationFrame(() => resolve(performance.now() - t0))));
@@ -70,30 +75,54 @@ PAINT_TIMER = """() => ({done: new Promise(resolve => {
     for (const m of muts) {
       const img = m.type === 'attributes' ? m.target : [...m.addedNodes].find(n => n.tagName === 'IMG');
       if (img && img.tagName === 'IMG' && img.classList.contains('leaflet-image-layer')) {
-        obs.disconnect(); done(img); return;
+        obs.disconnect(); t.changed = true; done(img); return;
       }
     }
   });
   obs.observe(map, {subtree: true, childList: true, attributes: true, attributeFilter: ['src']});
-})})"""
+}); return t; }"""
 
 
-def _timed_clicks(page, img, bounds, points, n):
-    """Click ``n`` new pixels, alternating classes; the click -> painted time of each (ms)."""
+def _n(k: int) -> str:
+    return f"{k} label{'' if k == 1 else 's'}"
+
+
+def _pick_class(page, step: str, name: str) -> None:
+    """Make ``name`` the active class (the button shows it before the map's next click is sent)."""
+    page.locator(".te-classes button", has_text=name).first.click()
+    wait_for(page, step, f"[...document.querySelectorAll('.te-classes button')].some("
+                         f"b => b.textContent.trim() === {json.dumps(name)} && b.classList.contains('mod-active'))",
+             f"the class button {name!r} to be active")
+
+
+def _label_click(page, step: str, x: float, y: float, n: int) -> None:
+    """Click the map to add the ``n``-th label; return once the app said so (the status line
+    names ``n`` labels: 'labelled ... (n labels)' or '... trained on n labels') and is idle
+    (retrained, class map drawn, scored)."""
+    page.mouse.click(x, y)
+    wait_idle(page, step, f"{total_labels(n)} && {status_has(f'({_n(n)})', f'trained on {_n(n)}')}",
+              f"the label counts to add up to {n} and the status line to say '({_n(n)})' or 'trained on {_n(n)}'")
+
+
+def _timed_clicks(page, img, bounds, points, n, first):
+    """Click ``n`` new pixels, alternating classes (the labels ``first``, ``first + 1``, ...);
+    the click -> painted time of each (ms; None where the class image did not change)."""
     out = []
     names = list(points)
     for i in range(n):
         name = names[i % len(names)]
-        page.locator(".te-classes button", has_text=name).first.click()
-        page.wait_for_function(
-            f"[...document.querySelectorAll('.te-classes button')].some("
-            f"b => b.textContent.trim() === '{name}' && b.classList.contains('mod-active'))", timeout=10_000)
+        step = f"timed click {i + 1} of {n} ({name})"
+        _pick_class(page, step, name)
         timer = page.evaluate_handle(PAINT_TIMER)
         x, y = _screen_xy(img, bounds, *points[name][1 + i // len(names)])
-        page.mouse.click(x, y)
-        out.append(float(page.evaluate("t => t.done", timer)))
-        page.wait_for_function("!document.querySelector('.te-status').textContent.includes('...')",
-                               timeout=30_000)
+        _label_click(page, step, x, y, first + i)
+        # idle: the new class image (if any) was sent before; wait for it to be decoded and painted
+        limit = 60_000 * scale()
+        ms = page.evaluate(f"t => t.changed ? Promise.race([t.done, new Promise(r => setTimeout(() => r(-1), "
+                           f"{limit:.0f}))]) : null", timer)
+        assert ms is None or ms >= 0, (f"step {step!r}: the new class image was not painted within "
+                                       f"{limit / 1000:.0f} s; {screen(page)}")
+        out.append(ms)
     return out
 
 
@@ -131,6 +160,29 @@ def _screen_xy(img_box, bounds, lon, lat):
             img_box["y"] + (y1 - y) / (y1 - y0) * img_box["height"])
 
 
+def _draw_vertex(page, x: float, y: float, n: int) -> None:
+    """Click a vertex of the polygon being drawn with leaflet-draw, until the map shows ``n``
+    vertex handles (0: the click closed the polygon).  leaflet-draw ignores a click within 50 ms
+    of the last vertex; such a click changes nothing and is made again."""
+    step = "draw a polygon" + (f" (vertex {n})" if n else " (closing it)")
+    handles = "document.querySelectorAll('.te-map .leaflet-editing-icon').length"
+    before = page.evaluate(handles)
+    for _ in range(5):
+        page.mouse.click(x, y)
+        try:  # the handles change in the click's own event handler: a short wait says whether it counted
+            wait_for(page, step, f"{handles} !== {before}", f"the vertex handles to change from {before}", timeout=2)
+            break
+        except AssertionError:
+            continue
+    wait_for(page, step, f"{handles} === {n}", f"{n} vertex handles on the map", timeout=10)
+
+
+def _painted(page, step: str) -> None:
+    """Wait until the page has painted twice more (after a resize) and the app is idle."""
+    page.evaluate("() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
+    wait_idle(page, step, "true", "the page to settle")
+
+
 def _text(page, css):
     return page.locator(css).first.inner_text()
 
@@ -161,34 +213,28 @@ def test_explorer_click_to_label_in_voila(voila, playwright_browser, tmp_path, d
     page.on("request", lambda r: requests.append(r.url))
     shots = []
     try:
-        page.goto(f"{srv.url}/voila/render/explorer.ipynb", timeout=120_000)
-        page.wait_for_selector(".te-map .leaflet-image-layer", timeout=120_000)
+        page.set_default_timeout(120_000 * scale())  # Playwright's own waits (a click waits for its target)
+        # Voila runs the notebook, then the page renders the explorer: the false colour is on the map
+        # and the first jobs (reading the labelling year into memory) have finished
+        page.goto(f"{srv.url}/voila/render/explorer.ipynb", wait_until="commit")
+        wait_idle(page, "open the explorer", "document.querySelector('.te-map img.leaflet-image-layer') !== null",
+                  "the false-colour image on the map", timeout=300)
         view = json.loads(info.read_text())
-        page.wait_for_function(
-            "document.querySelector('.te-status') && /ready|saved/.test(document.querySelector('.te-status').textContent)",
-            timeout=60_000)
         img = page.locator(".te-map img.leaflet-image-layer").first.bounding_box()
         (south, west), (north, east) = view["bounds"]
         tol = 2.5 * (east - west) / img["width"]  # two and a half screen pixels, in degrees
         n_layers0 = page.locator(".te-map .leaflet-image-layer").count()
 
-        for name in CLASS_POINTS:
-            page.locator(".te-classes button", has_text=name).first.click()
-            page.wait_for_function(
-                f"[...document.querySelectorAll('.te-classes button')].some("
-                f"b => b.textContent.trim() === '{name}' && b.classList.contains('mod-active'))", timeout=10_000)
+        for k, name in enumerate(CLASS_POINTS, 1):
+            _pick_class(page, f"label {name}", name)
             x, y = _screen_xy(img, view["bounds"], *points[name])
-            page.mouse.click(x, y)
-            page.wait_for_function(
-                f"document.querySelector('.te-status').textContent.includes(\"as '{name}'\") || "
-                "document.querySelector('.te-status').textContent.includes('trained')", timeout=30_000)
+            _label_click(page, f"label {name}", x, y, k)
 
-        # the classifier retrains by itself and the class overlay appears
-        page.wait_for_function("document.querySelector('.te-status').textContent.includes('trained')",
-                               timeout=60_000)
-        page.wait_for_function(
-            f"document.querySelectorAll('.te-map .leaflet-image-layer').length > {n_layers0}", timeout=30_000)
-        page.wait_for_selector(".te-map .leaflet-overlay-pane path", timeout=10_000)
+        # the classifier retrained by itself (the second label) and the class overlay appeared
+        wait_for(page, "the class map after two labels",
+                 f"document.querySelectorAll('.te-map .leaflet-image-layer').length > {n_layers0} && "
+                 "document.querySelectorAll('.te-map .leaflet-overlay-pane path').length >= 4",
+                 "a class image on the map and the two label markers")
         # the two label markers (a halo and a dot each), letting clicks through to the map
         assert page.locator(".te-map .leaflet-overlay-pane path").count() >= 4
         assert page.locator(".te-map .leaflet-overlay-pane path.leaflet-interactive").count() == 0
@@ -202,10 +248,11 @@ def test_explorer_click_to_label_in_voila(voila, playwright_browser, tmp_path, d
         shots.append(("explorer", page.screenshot(full_page=True)))
 
         # click -> new class image painted, on the two-tile demo (a figure, not an assertion)
-        paint_ms = _timed_clicks(page, img, view["bounds"], many, 10)
+        paint_ms = _timed_clicks(page, img, view["bounds"], many, 10, first=3)
         (tmp_path / "paint_ms.json").write_text(json.dumps(paint_ms))
-        print(f"\nclick -> class image painted in Chromium (ms): {[round(t) for t in paint_ms]}; "
-              f"median {np.median(paint_ms):.0f}")
+        painted = [t for t in paint_ms if t is not None]
+        print(f"\nclick -> class image painted in Chromium (ms): {[t if t is None else round(t) for t in paint_ms]}; "
+              f"median {np.median(painted) if painted else float('nan'):.0f}")
         assert _text(page, ".te-error").strip() == ""
 
         # the label file on disk holds every point, the first two at the clicked places
@@ -218,42 +265,49 @@ def test_explorer_click_to_label_in_voila(voila, playwright_browser, tmp_path, d
             assert abs(lon - want[0]) < tol and abs(lat - want[1]) < tol, (f, want, tol)
 
         # in draw mode, a polygon drawn with the map's toolbar labels every pixel inside it
-        page.locator(".te-classes button", has_text="forest").first.click()
+        _pick_class(page, "draw a polygon", "forest")
         page.locator(".te-mode button", has_text="draw").first.click()
+        wait_for(page, "draw a polygon", "[...document.querySelectorAll('.te-mode button')].some("
+                                         "b => b.textContent.trim() === 'draw' && b.classList.contains('mod-active'))",
+                 "the mode button 'draw' to be active")
         page.locator(".leaflet-draw-draw-polygon").first.click()
         x, y = _screen_xy(img, view["bounds"], *points["forest"])
         ring = [(x - 30, y - 30), (x + 30, y - 30), (x + 30, y + 30), (x - 30, y + 30)]
-        for vx, vy in ring + ring[:1]:  # clicking the first vertex again closes the polygon
-            page.mouse.click(vx, vy)
-            time.sleep(0.15)
-        page.wait_for_function("document.querySelector('.te-status').textContent.includes('polygon labelled')"
-                               " || document.querySelector('.te-status').textContent.includes('trained on 13')",
-                               timeout=30_000)
+        for k, (vx, vy) in enumerate(ring, 1):
+            _draw_vertex(page, vx, vy, k)
+        _draw_vertex(page, *ring[0], 0)  # clicking the first vertex again closes the polygon
+        wait_idle(page, "draw a polygon", f"{total_labels(13)} && {status_has('polygon labelled', f'trained on {_n(13)}')}",
+                  f"the label counts to add up to 13 and the status line to say 'polygon labelled' or "
+                  f"'trained on {_n(13)}'")
         doc = json.loads(labels.read_text())
         polys = [f for f in doc["features"] if f["geometry"]["type"] == "Polygon"]
         assert len(polys) == 1 and polys[0]["properties"]["class"] == "forest"
-        page.wait_for_function("document.querySelector('.te-status').textContent.includes('trained on 13')",
-                               timeout=30_000)
 
         # the scatter is linked both ways: a map click marks the pixel in the scatter ...
-        page.wait_for_selector(".te-scatter canvas", timeout=60_000)
+        wait_for_element(page, "the linked scatter", ".te-scatter canvas", "the scatter's canvas")
         sc = page.locator(".te-scatter").first
         sc.scroll_into_view_if_needed()
-        # the first clicks marked the cereal pixel; a click on the forest pixel moves the mark
-        n0, c0 = _red_centre(sc.screenshot())
-        assert n0 > 20, "no marker in the scatter after the map clicks"
+        # the timed clicks marked their pixels; a click on the forest pixel moves the mark
+        n0, c0 = poll("the linked scatter", lambda: (lambda r: r if r[0] > 20 else None)(_red_centre(sc.screenshot())),
+                      "the red marker of the last clicked pixel in the scatter")
+        n_layers = page.locator(".te-map .leaflet-image-layer").count()
         page.locator(".te-mode button", has_text="similar").first.click()
+        wait_for(page, "similar mode", "[...document.querySelectorAll('.te-mode button')].some("
+                                       "b => b.textContent.trim() === 'similar' && b.classList.contains('mod-active'))",
+                 "the mode button 'similar' to be active")
         x, y = _screen_xy(img, view["bounds"], *points["forest"])
         page.mouse.click(x, y)
-        page.wait_for_function("document.querySelector('.te-status').textContent.includes('cosine similarity')",
-                               timeout=30_000)
-        deadline = time.time() + 15
-        moved = 0.0
-        while time.time() < deadline and moved < 10:
-            time.sleep(0.3)
-            n1, c1 = _red_centre(sc.screenshot())
-            moved = 0.0 if c1 is None else math.hypot(c1[0] - c0[0], c1[1] - c0[1])
-        assert moved >= 10, f"the scatter marker did not move to the clicked forest pixel ({c0} -> {c1})"
+        # 'finding pixels similar to', then 'N pixels have cosine similarity >= ...'
+        wait_idle(page, "similar mode", f"document.querySelectorAll('.te-map .leaflet-image-layer').length > "
+                                        f"{n_layers} && {status_has('similar')}",
+                  "the similarity image on the map and the status line to say 'similar'")
+
+        def marker_moved():
+            _, c = _red_centre(sc.screenshot())
+            return c if c is not None and math.hypot(c[0] - c0[0], c[1] - c0[1]) >= 10 else None
+
+        c1 = poll("the linked scatter", marker_moved,
+                  f"the scatter's red marker to move at least 10 px from {c0} (to the clicked forest pixel)")
 
         # ... and a box drawn in the scatter highlights those pixels on the map
         n_layers = page.locator(".te-map .leaflet-image-layer").count()
@@ -264,10 +318,10 @@ def test_explorer_click_to_label_in_voila(voila, playwright_browser, tmp_path, d
         page.mouse.down()
         page.mouse.move(mx + 30, my + 30, steps=12)
         page.mouse.up()
-        page.wait_for_function("document.querySelector('.te-status').textContent.includes('highlighted on the map')",
-                               timeout=30_000)
-        page.wait_for_function(
-            f"document.querySelectorAll('.te-map .leaflet-image-layer').length > {n_layers}", timeout=30_000)
+        wait_idle(page, "box select in the scatter",
+                  f"document.querySelectorAll('.te-map .leaflet-image-layer').length > {n_layers} && "
+                  f"{status_has('highlighted on the map')}",
+                  "the selection image on the map and the status line to say 'highlighted on the map'")
         assert _text(page, ".te-error").strip() == ""
         # the drag scrolled the page's scroll container: back to the top, so the picture shows the map
         page.evaluate("document.querySelectorAll('*').forEach(e => { if (e.scrollTop) e.scrollTop = 0; }); "
@@ -276,7 +330,7 @@ def test_explorer_click_to_label_in_voila(voila, playwright_browser, tmp_path, d
         # the whole app in one picture (the README's): a window as tall as the page's content
         tall = page.evaluate("Math.max(...[...document.querySelectorAll('*')].map(e => e.scrollHeight))")
         page.set_viewport_size({"width": 1280, "height": min(int(tall) + 40, 2400)})
-        page.wait_for_timeout(1000)
+        _painted(page, "the whole app in one picture")
         shots.append(("explorer-full", page.screenshot(full_page=True)))
         page.set_viewport_size({"width": 1280, "height": 800})
         assert not [e for e in errors if "tessera" in e.lower()], errors
@@ -288,8 +342,9 @@ def test_explorer_click_to_label_in_voila(voila, playwright_browser, tmp_path, d
         try:  # for diagnosis when something timed out: the kernel's threads and the page
             pid = json.loads(info.read_text())["pid"]
             os.kill(pid, signal.SIGUSR1)
-            time.sleep(0.5)
-        except (OSError, ValueError, KeyError):
+            stacks = f"{info}.stacks"
+            poll("diagnosis", lambda: os.path.getsize(stacks) > 0, f"the kernel's stacks in {stacks}", timeout=5)
+        except (OSError, ValueError, KeyError, AssertionError):
             pass
         try:
             (tmp_path / "last.png").write_bytes(page.screenshot(full_page=True))

@@ -6,6 +6,9 @@ Also measured here and printed (figures for benchmarks/RESULTS.md, not assertion
 where the issue sets a limit): seconds from Run All to the first map, peak resident
 memory of the kernel, and the size of the notebook saved after Run All.  Every file the
 quickstart writes must be one the repository's .gitignore ignores.
+
+Every wait is on a signal of JupyterLab or of the app (browser_waits.py), none on a fixed
+time; a wait that times out names its step, what it awaited and what the app showed.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import subprocess
 import time
 
 import pytest
+from browser_waits import poll, scale, status_has, wait_for, wait_for_element, wait_idle
 
 pytestmark = pytest.mark.browser
 
@@ -33,30 +37,37 @@ def test_quickstart_runs_in_jupyterlab(lab, playwright_browser, tmp_path, demo_c
     page.on("request", lambda r: requests.append(r.url))
     before = set(os.listdir(srv.root))
     try:
-        page.goto(f"{srv.url}/lab/tree/01_quickstart.ipynb?reset", timeout=120_000)
-        page.wait_for_function(
-            "window.jupyterapp?.shell?.currentWidget?.context?.path === '01_quickstart.ipynb' && "
-            "window.jupyterapp.shell.currentWidget.sessionContext?.session?.kernel?.status === 'idle'",
-            timeout=120_000)
+        page.set_default_timeout(120_000 * scale())  # Playwright's own waits
+        page.goto(f"{srv.url}/lab/tree/01_quickstart.ipynb?reset", wait_until="commit")
+        wait_for(page, "open the quickstart in JupyterLab",
+                 "window.jupyterapp?.shell?.currentWidget?.context?.path === '01_quickstart.ipynb' && "
+                 "window.jupyterapp.shell.currentWidget.sessionContext?.session?.kernel?.status === 'idle'",
+                 "the notebook open with its kernel idle", timeout=240)
         t0 = time.monotonic()
         # not awaited (the command's promise resolves when every cell has run)
         page.evaluate("window.jupyterapp.shell.collapseLeft(); "
                       "void window.jupyterapp.commands.execute('notebook:run-all-cells')")
-        page.wait_for_selector(".leaflet-container img.leaflet-image-layer", timeout=240_000)
+        wait_for(page, "run all: the first map", "document.querySelector('.leaflet-container img.leaflet-image-layer')"
+                 " !== null", "an image layer on the notebook's first map", timeout=240)
         first_map = time.monotonic() - t0
-        # the last code cell has run when the explorer's class layer is drawn
-        page.wait_for_selector(".te-map img.leaflet-image-layer", timeout=240_000)
+        wait_for(page, "run all: the explorer", "document.querySelector('.te-map img.leaflet-image-layer') !== null",
+                 "the explorer's false-colour image on its map", timeout=240)
         explorer_map = time.monotonic() - t0
-        page.wait_for_function(
-            "window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.status === 'idle' && "
-            "[...document.querySelectorAll('.jp-Cell')].every(c => !c.querySelector('.jp-InputArea-prompt')"
-            "  || !c.querySelector('.jp-InputArea-prompt').textContent.includes('[*]'))", timeout=240_000)
+        # the kernel has run every cell (no '[*]' prompt left) or stopped at an error
+        error_output = "document.querySelector(\"[data-mime-type='application/vnd.jupyter.error']\") !== null"
+        wait_for(page, "run all: every cell",
+                 "window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.status === 'idle' && "
+                 "([...document.querySelectorAll('.jp-Cell')].every(c => !c.querySelector('.jp-InputArea-prompt')"
+                 f"  || !c.querySelector('.jp-InputArea-prompt').textContent.includes('[*]')) || {error_output})",
+                 "the kernel idle with every cell run", timeout=480)
         errors = page.locator("[data-mime-type='application/vnd.jupyter.error']")
         assert errors.count() == 0, errors.first.inner_text()
-        page.locator(".te-scatter canvas").first.wait_for(timeout=60_000)
+        # the notebook's labels trained the classifier (app.wait() in the notebook) and the app is idle
+        wait_idle(page, "run all: the explorer trained", status_has("trained"),
+                  "the explorer's status line to say 'trained'")
+        wait_for_element(page, "run all: the scatter", ".te-scatter canvas", "the scatter's canvas")
         assert page.locator(".te-map img.leaflet-image-layer").count() >= 2  # false colour and classes
         assert page.locator(".te-error").first.inner_text().strip() == ""
-        assert "trained" in page.locator(".te-status").first.inner_text()
         # BokehJS and Panel's JavaScript must be inline (offline they would fail and leave the
         # scatter empty); Panel's optional stylesheets and module shim may be asked for and fail
         cdn_js = sorted({u for u in requests if any(c in u for c in CDN) and u.split("?")[0].endswith(".js")
@@ -64,13 +75,15 @@ def test_quickstart_runs_in_jupyterlab(lab, playwright_browser, tmp_path, demo_c
         assert not cdn_js, cdn_js
         (tmp_path / "quickstart-lab.png").write_bytes(page.screenshot(full_page=True))
         peak = _kernel_peak_mib(srv.proc.pid)
-        # autosave after Run All: the notebook stays small (BokehJS inline once, no widget state)
-        page.evaluate("window.jupyterapp.commands.execute('docmanager:save')")
+        # autosave after Run All: the notebook stays small (BokehJS inline once, no widget state).
+        # The command's promise resolves once the server has written the file; then the
+        # document is clean and the file on disk holds the outputs.
         path = os.path.join(srv.root, "01_quickstart.ipynb")
-        deadline = time.time() + 30
-        while time.time() < deadline and os.path.getsize(path) == os.path.getsize(NOTEBOOK):
-            time.sleep(0.5)
-        time.sleep(1)
+        page.evaluate("window.jupyterapp.commands.execute('docmanager:save')")
+        wait_for(page, "save the notebook", "window.jupyterapp.shell.currentWidget.context.model.dirty === false",
+                 "the notebook saved (its document no longer dirty)")
+        poll("save the notebook", lambda: os.path.getsize(path) != os.path.getsize(NOTEBOOK),
+             f"{path} to differ in size from the committed notebook (outputs written)", timeout=30)
         size = os.path.getsize(path) / 2**20
         with open(path) as f:
             saved = f.read()
