@@ -441,16 +441,17 @@ class ExplorerController:
         except LabelError as err:
             return False, self._say(f"label not added: {err}")
         msg = f"labelled {where} as {cls!r} ({_n(len(self.store), 'label')})"
-        if self._trainable():
-            self.retrain()
-        else:
-            msg += "; label at least two classes to train a classifier"
-        return True, self._say(msg)
+        if not self._trainable():
+            return True, self._say(msg + "; label at least two classes to train a classifier")
+        self._say(msg)  # before the retrain is queued, so its "trained" line always comes after
+        self.retrain()
+        return True, msg
 
     def _click_similarity(self, lon: float, lat: float, px: tuple, where: str) -> str:
         self.similarity_query = (lon, lat)
-        self.submit("similarity", lambda: self._similarity(lon, lat), f"finding pixels similar to {where}")
-        return self._say(f"finding pixels similar to {where}")
+        msg = self._say(f"finding pixels similar to {where}")  # before the job, whose result line follows
+        self.submit("similarity", lambda: self._similarity(lon, lat), msg)
+        return msg
 
     def _click_draw(self, lon: float, lat: float, px: tuple, where: str) -> str:
         return self._say("draw mode: draw a polygon or rectangle with the map's toolbar to label every pixel "
