@@ -21,10 +21,11 @@ neither is assumed).  Arrays that are not sharded, or whose codecs this module d
 not decode (anything beyond bytes, blosc, zstd, gzip, crc32c and transpose), give no
 :class:`ShardLayout`, and their callers fall back to zarr-python's own reads.
 
-A store that offers ``get_ranges(key, ranges)`` (the HTTP store,
-:class:`~tessera_explore.io.http.RemoteStore`) gets the unmerged inner-chunk ranges and
-does the merging itself, after its disk cache has answered what it holds, so a second
-read of an area sends no request even when its window differs from the first.
+The ranges go through zarr-python's ``Store.get_ranges`` (3.4+), which every store has:
+local stores merge and read them; the HTTP store
+(:class:`~tessera_explore.io.http.RemoteStore`) first answers what its disk cache holds,
+range by range, and merges only the rest, so a second read of an area sends no request
+even when its window differs from the first.
 """
 
 from __future__ import annotations
