@@ -53,12 +53,15 @@ _MAX_UNDO = 1000
 
 @dataclass(frozen=True)
 class Label:
-    """One label: ``id``, class name ``cls``, shapely ``geometry`` in lon/lat."""
+    """One label: ``id``, class name ``cls``, shapely ``geometry`` in lon/lat, and
+    ``sample``: its training pixels as stored codes and scales
+    (:class:`~tessera_explore.io.labels.LabelSample`), or None."""
 
     id: int
     cls: str
     geometry: Any
     created: str | None = None
+    sample: Any = None
 
     @property
     def kind(self) -> str:
@@ -537,32 +540,62 @@ class LabelStore:
                            labels=tuple(l for l in st.labels if l.cls != name))
         self._change(f)
 
-    def add(self, geometry: Any, cls: str) -> int:
+    def add(self, geometry: Any, cls: str, *, sample: Any = None) -> int:
         """Add a label: ``(lon, lat)``, a list of ``(lon, lat)`` (polygon ring), a GeoJSON
-        geometry dict or a shapely Point/Polygon.  Returns its id."""
+        geometry dict or a shapely Point/Polygon.  Returns its id.
+
+        ``sample``: the label's training pixels
+        (:func:`~tessera_explore.classify.samples.label_sample`), kept in the file so the
+        label trains a classifier anywhere, with no area open."""
         out = {}
+        if sample is not None:
+            self._check_sample(sample, "label")
 
         def f(st):
             self._need_class(st, cls)
             geom = _as_geometry(geometry, "label")
             if geom.geom_type == "Point":
                 self._refuse_duplicate(st, geom.x, geom.y)
-            lab = Label(st.next_id, cls, geom, _io.now())
+            lab = Label(st.next_id, cls, geom, _io.now(), sample)
             out["id"] = lab.id
             return replace(st, labels=st.labels + (lab,), next_id=st.next_id + 1)
         self._change(f)
         return out["id"]
 
-    def add_point(self, lon: float, lat: float, cls: str) -> int:
-        """Add a point label at lon/lat (GeoJSON order).  Returns its id."""
-        return self.add((lon, lat), cls)
+    def add_point(self, lon: float, lat: float, cls: str, *, sample: Any = None) -> int:
+        """Add a point label at lon/lat (GeoJSON order), with its stored ``sample`` if
+        given (see :meth:`add`).  Returns its id."""
+        return self.add((lon, lat), cls, sample=sample)
 
-    def add_polygon(self, ring: Any, cls: str) -> int:
-        """Add a polygon label (a ring of (lon, lat) pairs or a shapely Polygon).  Returns its id."""
+    def add_polygon(self, ring: Any, cls: str, *, sample: Any = None) -> int:
+        """Add a polygon label (a ring of (lon, lat) pairs or a shapely Polygon), with its
+        stored ``sample`` if given (see :meth:`add`).  Returns its id."""
         geom = _as_geometry(ring, "polygon label")
         if geom.geom_type == "Point":
             raise LabelError("add_polygon needs a polygon; use add_point for points")
-        return self.add(geom, cls)
+        return self.add(geom, cls, sample=sample)
+
+    def attach_sample(self, label_id: int, sample: Any) -> None:
+        """Keep ``sample`` (the label's training pixels, from
+        :func:`~tessera_explore.classify.samples.label_sample`) with label ``label_id``;
+        None drops the stored pixels.  One undo step."""
+        self.attach_samples({label_id: sample})
+
+    def attach_samples(self, samples: dict) -> None:
+        """:meth:`attach_sample` for many labels (``{label_id: sample or None}``) in one
+        undo step; refused as a whole when one id or sample is wrong."""
+        if not isinstance(samples, dict):
+            raise LabelError(f"attach_samples takes a dict label id -> sample, got {type(samples).__name__}")
+        for lid, smp in samples.items():
+            if smp is not None:
+                self._check_sample(smp, f"label {lid}")
+
+        def f(st):
+            for lid in samples:
+                self._find(st, lid)
+            return replace(st, labels=tuple(replace(l, sample=samples[l.id]) if l.id in samples else l
+                                            for l in st.labels))
+        self._change(f)
 
     def remove(self, label_id: int) -> None:
         """Remove one label."""
@@ -572,7 +605,10 @@ class LabelStore:
         self._change(f)
 
     def move(self, label_id: int, lon: float, lat: float) -> None:
-        """Move a point to lon/lat (a polygon is shifted so its centroid lands there)."""
+        """Move a point to lon/lat (a polygon is shifted so its centroid lands there).
+
+        The label's stored pixels (its ``sample``) are dropped: they were the pixels under
+        its old place."""
         import shapely
 
         def f(st):
@@ -585,7 +621,8 @@ class LabelStore:
                 c = lab.geometry.centroid
                 geom = _io.check_geometry(
                     shapely.affinity.translate(lab.geometry, dest.x - c.x, dest.y - c.y), f"label {label_id}")
-            return replace(st, labels=tuple(replace(l, geometry=geom) if l.id == label_id else l
+            # the pixels under the label change: its stored ones no longer describe it
+            return replace(st, labels=tuple(replace(l, geometry=geom, sample=None) if l.id == label_id else l
                                             for l in st.labels))
         self._change(f)
 
@@ -743,7 +780,7 @@ class LabelStore:
 
     @staticmethod
     def _records(st: _State) -> list:
-        return [_io.LabelRecord(l.geometry, l.cls, l.id, l.created) for l in st.labels]
+        return [_io.LabelRecord(l.geometry, l.cls, l.id, l.created, l.sample) for l in st.labels]
 
     # -- the file ------------------------------------------------------------------------
     def _read_file(self) -> tuple[str, _io.LabelSet]:
@@ -803,6 +840,13 @@ class LabelStore:
         removed = bkeys - set(tlabels)
         added = [l for k, l in tlabels.items() if k not in bkeys]
         labels = [l for l in ours.labels if _label_key(l) not in removed]
+        # stored vectors attached (or dropped) by them on a label both have: taken, unless
+        # this store changed that label's vectors too (then ours stay)
+        bsample = {_label_key(l): l.sample for l in base.labels}
+        for j, lab in enumerate(labels):
+            k = _label_key(lab)
+            if k in bsample and k in tlabels and tlabels[k].sample != bsample[k] and lab.sample == bsample[k]:
+                labels[j] = replace(lab, sample=tlabels[k].sample)
         keys = {_label_key(l) for l in labels}
         points = {_point_key(l.geometry.x, l.geometry.y): l for l in labels if l.kind == "point"}
         used = {l.id for l in labels}
@@ -920,6 +964,17 @@ class LabelStore:
         color = _io.check_color(color, where=f"class {name!r}: ")
         return replace(st, classes=st.classes + ((name, color),))
 
+    def _check_sample(self, sample: Any, where: str) -> None:
+        """Refuse what is not a LabelSample, or one of another dataset than the store's."""
+        if not isinstance(sample, _io.LabelSample):
+            raise LabelError(f"{where}: a stored sample must be a LabelSample (from label_sample), got "
+                             f"{type(sample).__name__}")
+        if not _io.same_sample_dataset(sample, self.dataset_version, self.dataset_variant):
+            raise LabelError(
+                f"{where}: the stored pixels are of dataset {sample.dataset_version!r} (variant "
+                f"{sample.dataset_variant!r}), this store's labels of {self.dataset_version!r} (variant "
+                f"{self.dataset_variant!r}); versions and variants never mix")
+
     def _same_dataset(self, meta: dict) -> bool:
         """Whether a file's recorded dataset is this store's (version; variant where both say)."""
         version, variant = meta.get("dataset_version"), meta.get("dataset_variant")
@@ -957,7 +1012,9 @@ class LabelStore:
                 lid = next_id
             next_id = max(next_id, lid + 1)
             used.add(lid)
-            labels.append(Label(lid, r.cls, r.geometry, r.created or _io.now()))
+            if r.sample is not None:
+                self._check_sample(r.sample, f"{src}: label {i}")
+            labels.append(Label(lid, r.cls, r.geometry, r.created or _io.now(), r.sample))
         return replace(st, labels=tuple(labels), next_id=next_id)
 
     def _adopt(self, ls: _io.LabelSet, src: str) -> None:

@@ -22,6 +22,8 @@ is not ours, or not readable, is never overwritten: it is moved aside under a ne
 
 from __future__ import annotations
 
+import base64
+import binascii
 import csv
 import datetime as _dt
 import hashlib
@@ -37,6 +39,10 @@ from ..exceptions import LabelError
 
 __all__ = [
     "LabelRecord",
+    "LabelSample",
+    "SAMPLE_KEY",
+    "SAMPLE_FORMAT",
+    "same_sample_dataset",
     "LabelSet",
     "FORMAT",
     "PALETTE",
@@ -95,6 +101,7 @@ class LabelRecord:
     cls: str
     id: int | None = None
     created: str | None = None
+    sample: LabelSample | None = None
 
 
 @dataclass
@@ -104,6 +111,175 @@ class LabelSet:
     records: list
     classes: dict
     meta: dict = field(default_factory=dict)
+
+
+#: Feature property that holds a label's stored embedding vectors (namespaced, so
+#: readers that do not know it, GeoPandas and QGIS included, keep it as an opaque value).
+SAMPLE_KEY = "tessera_explore:sample"
+#: Marker of that object's layout (its ``format`` member).
+SAMPLE_FORMAT = "tessera_explore.sample/1"
+#: At most this many pixels in one stored sample (a polygon's sample is capped far lower
+#: by :func:`~tessera_explore.classify.samples.label_sample`).
+MAX_SAMPLE_PIXELS = 100_000
+
+
+class LabelSample:
+    """A label's training pixels as the published store holds them: int8 ``codes``
+    ``(n, bands)`` and float32 per-pixel ``scales`` ``(n,)`` (embedding = codes * scale),
+    with the ``year``, ``dataset_version``, ``dataset_variant`` and ``kernel`` they were
+    taken with.
+
+    Exact: the store's own quantisation is kept, so training from a stored sample gives
+    the same features as reading the pixels again.  A point's first pixel is the one under
+    the point (a ``kernel x kernel`` window follows it).  Immutable; every pixel has data
+    (finite, positive scale).  Raises LabelError on anything else.
+    """
+
+    __slots__ = ("codes", "scales", "year", "dataset_version", "dataset_variant", "kernel")
+
+    def __init__(self, codes: Any, scales: Any, *, year: int, dataset_version: str,
+                 dataset_variant: str | None = None, kernel: int = 1, where: str = "label sample"):
+        import numpy as np
+
+        codes = np.array(codes, copy=True)
+        scales = np.array(scales, copy=True)
+        if codes.dtype != np.int8 or codes.ndim != 2 or not 1 <= codes.shape[1] <= 128 or codes.shape[0] < 1:
+            raise LabelError(f"{where}: codes must be int8 (pixels, bands) with 1-128 bands, got "
+                             f"{codes.dtype} {codes.shape}")
+        if codes.shape[0] > MAX_SAMPLE_PIXELS:
+            raise LabelError(f"{where}: {codes.shape[0]} pixels; a stored sample holds at most {MAX_SAMPLE_PIXELS}")
+        if scales.dtype != np.float32:
+            raise LabelError(f"{where}: scales must be float32 (the store's own), got {scales.dtype}")
+        if scales.shape != (codes.shape[0],):
+            raise LabelError(f"{where}: {scales.shape} scales for {codes.shape[0]} pixels (one scale a pixel)")
+        bad = ~(np.isfinite(scales) & (scales > 0))
+        if bad.any():
+            raise LabelError(f"{where}: {int(bad.sum())} scales are not finite positive numbers (e.g. "
+                             f"{scales[bad][0]!r}); a stored sample holds pixels with data only")
+        if not (np.abs(codes.astype(np.int16)).sum(axis=1) > 0).all():
+            raise LabelError(f"{where}: a pixel's codes are all zero (no embedding)")
+        if not isinstance(dataset_version, str) or not dataset_version:
+            raise LabelError(f"{where}: dataset_version must be a non-empty string, got {dataset_version!r}")
+        if dataset_variant is not None and (not isinstance(dataset_variant, str) or not dataset_variant):
+            raise LabelError(f"{where}: dataset_variant must be a non-empty string or None, got {dataset_variant!r}")
+        if not (_whole(year) and 1900 <= int(year) <= 2200):
+            raise LabelError(f"{where}: year must be a whole number, got {year!r}")
+        if not (_whole(kernel) and int(kernel) >= 1 and int(kernel) % 2 == 1):
+            raise LabelError(f"{where}: kernel must be a positive odd whole number, got {kernel!r}")
+        codes.setflags(write=False)
+        scales.setflags(write=False)
+        for k, v in (("codes", codes), ("scales", scales), ("year", int(year)),
+                     ("dataset_version", dataset_version), ("dataset_variant", dataset_variant),
+                     ("kernel", int(kernel))):
+            object.__setattr__(self, k, v)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("a LabelSample is immutable")
+
+    @property
+    def n(self) -> int:
+        """Number of pixels."""
+        return int(self.codes.shape[0])
+
+    @property
+    def bands(self) -> int:
+        """Embedding depth (128, or a nested-depth prefix such as 16)."""
+        return int(self.codes.shape[1])
+
+    @property
+    def attrs(self) -> dict:
+        """Provenance in the attrs form of an embeddings array (for dataset comparisons)."""
+        out = {"dataset_version": self.dataset_version}
+        if self.dataset_variant is not None:
+            out["dataset_variant"] = self.dataset_variant
+        return out
+
+    def features(self):
+        """Float32 ``(n, bands)`` embeddings: ``codes * scales`` (as every reader dequantises)."""
+        import numpy as np
+
+        return self.codes.astype(np.float32) * self.scales[:, None]
+
+    def _key(self) -> tuple:
+        return (self.codes.shape, self.codes.tobytes(), self.scales.tobytes(), self.year, self.dataset_version,
+                self.dataset_variant, self.kernel)
+
+    def __eq__(self, other: Any) -> bool:
+        return isinstance(other, LabelSample) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(hashlib.sha256(repr(self._key()).encode()).digest())
+
+    def __reduce__(self):
+        return (_rebuild_sample, (self.codes, self.scales, self.year, self.dataset_version, self.dataset_variant,
+                                  self.kernel))
+
+    def __repr__(self) -> str:
+        variant = f"/{self.dataset_variant}" if self.dataset_variant else ""
+        return (f"LabelSample({self.n} px x {self.bands} bands, {self.dataset_version}{variant} {self.year}, "
+                f"kernel {self.kernel})")
+
+    def to_json(self) -> dict:
+        """The JSON object stored under :data:`SAMPLE_KEY` (codes and scales as base64 of
+        int8 row-major and little-endian float32 bytes: compact and bit-exact)."""
+        out = {"format": SAMPLE_FORMAT, "year": self.year, "dataset_version": self.dataset_version}
+        if self.dataset_variant is not None:
+            out["dataset_variant"] = self.dataset_variant
+        out.update({"kernel": self.kernel, "pixels": self.n, "bands": self.bands,
+                    "codes": base64.b64encode(self.codes.tobytes()).decode("ascii"),
+                    "scales": base64.b64encode(self.scales.astype("<f4").tobytes()).decode("ascii")})
+        return out
+
+    @classmethod
+    def from_json(cls, obj: Any, where: str = "label sample") -> LabelSample:
+        """Read :meth:`to_json`'s object back; LabelError naming ``where`` for anything
+        damaged (not an object, unknown format, bad base64, wrong length, bad scales)."""
+        import numpy as np
+
+        if not isinstance(obj, dict):
+            raise LabelError(f"{where}: '{SAMPLE_KEY}' must be an object, got {_short(obj)}")
+        fmt = obj.get("format")
+        if fmt != SAMPLE_FORMAT:
+            raise LabelError(f"{where}: '{SAMPLE_KEY}' format {_short(fmt)} is not {SAMPLE_FORMAT!r} "
+                             "(written by another version of tessera_explore?)")
+        n, bands = obj.get("pixels"), obj.get("bands")
+        if not (_whole(n) and _whole(bands) and 1 <= n <= MAX_SAMPLE_PIXELS and 1 <= bands <= 128):
+            raise LabelError(f"{where}: '{SAMPLE_KEY}' pixels and bands must be whole numbers (1-{MAX_SAMPLE_PIXELS}, "
+                             f"1-128), got {_short(n)} and {_short(bands)}")
+        raw = {}
+        for key, size in (("codes", n * bands), ("scales", 4 * n)):
+            text = obj.get(key)
+            if not isinstance(text, str):
+                raise LabelError(f"{where}: '{SAMPLE_KEY}.{key}' must be a base64 string, got {_short(text)}")
+            try:
+                raw[key] = base64.b64decode(text.encode("ascii"), validate=True)
+            except (binascii.Error, ValueError, UnicodeEncodeError) as err:
+                raise LabelError(f"{where}: '{SAMPLE_KEY}.{key}' is not valid base64 ({err})") from None
+            if len(raw[key]) != size:
+                raise LabelError(f"{where}: '{SAMPLE_KEY}.{key}' holds {len(raw[key])} bytes; {n} pixels x "
+                                 f"{bands} bands need {size} (damaged or truncated?)")
+        codes = np.frombuffer(raw["codes"], np.int8).reshape(n, bands)
+        scales = np.frombuffer(raw["scales"], "<f4").astype(np.float32)
+        return cls(codes, scales, year=obj.get("year"), dataset_version=obj.get("dataset_version"),
+                   dataset_variant=obj.get("dataset_variant"), kernel=obj.get("kernel", 1),
+                   where=f"{where}: '{SAMPLE_KEY}'")
+
+
+def _rebuild_sample(codes, scales, year, version, variant, kernel) -> LabelSample:
+    return LabelSample(codes, scales, year=year, dataset_version=version, dataset_variant=variant, kernel=kernel)
+
+
+def same_sample_dataset(sample: LabelSample, version: Any, variant: Any) -> bool:
+    """Whether ``sample`` was taken from the dataset ``version`` (and ``variant``, where
+    both say); an unknown version matches anything."""
+    from .. import _schema
+
+    if version is None:
+        return True
+    other = {"dataset_version": str(version)}
+    if variant is not None:
+        other["dataset_variant"] = str(variant)
+    return _schema.same_dataset(sample.attrs, other)
 
 
 def check_color(color: Any, *, where: str = "") -> str:
@@ -224,6 +400,7 @@ def _from_geojson(obj: dict, src: str) -> LabelSet:
         name = _check_class(name, f"{src}: classes")
         classes[name] = check_color(color, where=f"{src}: class {name!r}: ") if color else None
     records = []
+    samples_of = None  # the first stored sample: every other one must be of its dataset
     for i, feat in enumerate(obj["features"]):
         where = f"{src}: feature {i}"
         if not isinstance(feat, dict) or feat.get("type") != "Feature":
@@ -247,7 +424,23 @@ def _from_geojson(obj: dict, src: str) -> LabelSet:
         if name not in classes or classes[name] is None:
             classes[name] = check_color(color, where=f"{where}: ") if color else classes.get(name)
         created = fp.get("created")
-        records.append(LabelRecord(geom, name, fid, None if created is None else str(created)))
+        sample = None
+        if fp.get(SAMPLE_KEY) is not None:
+            label = f"{where} (label {fid}, {name!r})" if fid is not None else f"{where} ({name!r})"
+            sample = LabelSample.from_json(fp[SAMPLE_KEY], label)
+            if not same_sample_dataset(sample, props.get("dataset_version"), props.get("dataset_variant")):
+                raise LabelError(
+                    f"{label}: its stored vectors are of dataset {sample.dataset_version!r} (variant "
+                    f"{sample.dataset_variant!r}) but the file's labels were drawn on {props.get('dataset_version')!r} "
+                    f"(variant {props.get('dataset_variant')!r}); versions and variants never mix in one label file")
+            if samples_of is None:
+                samples_of = sample
+            elif not same_sample_dataset(sample, samples_of.dataset_version, samples_of.dataset_variant):
+                raise LabelError(
+                    f"{label}: its stored vectors are of dataset {sample.dataset_version!r} (variant "
+                    f"{sample.dataset_variant!r}), an earlier label's of {samples_of.dataset_version!r} (variant "
+                    f"{samples_of.dataset_variant!r}); versions and variants never mix in one label file")
+        records.append(LabelRecord(geom, name, fid, None if created is None else str(created), sample))
     meta = {k: props[k] for k in ("dataset_version", "dataset_variant", "year", "created", "updated", "format")
             if k in props}
     meta["kind"] = "geojson"
@@ -401,6 +594,8 @@ def to_geojson(records, classes: dict, meta: dict) -> dict:
             props["id"] = int(r.id)
         if r.created:
             props["created"] = r.created
+        if getattr(r, "sample", None) is not None:
+            props[SAMPLE_KEY] = r.sample.to_json()
         f = {"type": "Feature", "geometry": shapely.geometry.mapping(r.geometry), "properties": props}
         if r.id is not None:
             f["id"] = int(r.id)
