@@ -17,7 +17,8 @@ import threading
 import numpy as np
 from numba import njit, prange
 
-__all__ = ["run", "warm", "inv_norms", "dot_scores", "max_scores", "linear_classify", "knn_classify"]
+__all__ = ["run", "warm", "inv_norms", "dot_scores", "max_scores", "linear_classify", "knn_classify", "code_norms",
+           "knn_merge", "knn_vote"]
 
 _LOCK = threading.Lock()
 _WARM = False
@@ -131,6 +132,14 @@ def knn_classify(codes, valid, T, t_inv, t_cls, n_classes, k, weighted,  # pragm
     inverse norms, ``t_cls`` their class indices.  The pixel's own norm does not change
     the ranking, so it is left out.  Votes are uniform, or weighted by cosine similarity
     (clipped at 0) when ``weighted``; the confidence is the winner's share of the votes.
+    Votes are summed in float64: the float32 weights of k <= 512 neighbours add up
+    exactly there, so the vote does not depend on the order the k best were found in
+    (:mod:`~tessera_explore.classify.incremental` derives the same votes from its own
+    neighbour lists).  Equal votes go to the lower class index.
+
+    Ties in similarity keep the earlier training pixel; :func:`predict_map` passes the
+    training pixels ordered by class, which makes "the class that sorts first wins a
+    tie" the rule (independent of the order the samples were given in).
 
     With ``want_near``, ``out_near[i]`` is the cosine similarity to the nearest training
     pixel (``max_j cos``; NaN where not valid), taken from the same dot products, so the
@@ -148,7 +157,7 @@ def knn_classify(codes, valid, T, t_inv, t_cls, n_classes, k, weighted,  # pragm
         prev_kth = np.float32(-2.0)
         top_s = np.empty(k, np.float32)
         top_j = np.empty(k, np.int64)
-        votes = np.empty(n_classes, np.float32)
+        votes = np.empty(n_classes, np.float64)
         for i in range(blk * _CHUNK, min(n, blk * _CHUNK + _CHUNK)):
             if not valid[i]:
                 out_cls[i] = 255
@@ -221,22 +230,133 @@ def knn_classify(codes, valid, T, t_inv, t_cls, n_classes, k, weighted,  # pragm
             inv_i = np.float32(1.0) / norm_i if norm_i > 0 else np.float32(0.0)
             for c in range(n_classes):
                 votes[c] = 0.0
-            tot = np.float32(0.0)
+            tot = 0.0
             for p in range(filled):
                 w = np.float32(1.0)
                 if weighted:
                     w = max(top_s[p] * inv_i, np.float32(0.0)) + np.float32(1e-6)
-                votes[t_cls[top_j[p]]] += w
-                tot += w
+                votes[t_cls[top_j[p]]] += np.float64(w)
+                tot += np.float64(w)
             best = 0
             for c in range(n_classes):
                 if votes[c] > votes[best]:
                     best = c
             out_cls[i] = best
-            out_conf[i] = votes[best] / tot
+            out_conf[i] = np.float32(votes[best] / tot)
             if want_prob:
                 for c in range(n_classes):
-                    out_prob[c, i] = votes[c] / tot
+                    out_prob[c, i] = np.float32(votes[c] / tot)
+
+
+# --- exact incremental kNN (tessera_explore.classify.incremental) -----------------------
+# Each held pixel keeps its K best training samples, best first, by the key
+# (similarity desc, class rank asc, sample id asc); the similarity is the one
+# knn_classify ranks by (``float32(codes . T_j) * t_inv_j``, without the pixel's norm),
+# so the k best of the full path are the first k of the list.
+
+
+@njit(parallel=True, cache=True)
+def code_norms(codes, pix, out):  # pragma: no cover - compiled
+    """``out[q] = |codes[pix[q]]|`` as float32, rounded as :func:`knn_classify` rounds it."""
+    for q in prange(pix.shape[0]):
+        i = pix[q]
+        acc = np.int32(0)
+        for d in range(codes.shape[1]):
+            c = np.int32(codes[i, d])
+            acc += c * c
+        out[q] = np.float32(np.sqrt(np.float64(acc)))
+
+
+@njit(parallel=True, cache=True)
+def knn_merge(codes, pix, loc, T, t_inv, t_id, rank_of_id, top_s, top_id, top_n):  # pragma: no cover
+    """Merge training samples ``T`` (int16 ``(m, bands)``, inverse norms ``t_inv``, ids
+    ``t_id``) into the best-first neighbour lists of the held pixels ``loc`` (indices into
+    ``pix``, the pixels' flat indices into ``codes``).
+
+    ``top_s``/``top_id`` ``(P, K)`` hold each pixel's K best (similarity, sample id),
+    ``top_n`` how many are filled; ``rank_of_id[id]`` is the rank of the sample's class
+    among the class names (sorted), which breaks ties in similarity.  Work is
+    ``len(loc) * m`` dot products: the samples already held are not looked at.
+    """
+    nl = loc.shape[0]
+    m = T.shape[0]
+    nb = codes.shape[1]
+    K = top_s.shape[1]
+    nblk = (nl + _CHUNK - 1) // _CHUNK
+    for blk in prange(nblk):
+        row = np.empty(nb, np.int16)
+        sc = np.empty(m, np.int32)
+        for q in range(blk * _CHUNK, min(nl, blk * _CHUNK + _CHUNK)):
+            i = loc[q]
+            p = pix[i]
+            for d in range(nb):
+                row[d] = codes[p, d]
+            for j in range(m):
+                acc = np.int32(0)
+                for d in range(nb):
+                    acc += np.int32(row[d] * T[j, d])
+                sc[j] = acc
+            cnt = top_n[i]
+            for j in range(m):
+                s = np.float32(sc[j]) * t_inv[j]
+                sid = t_id[j]
+                r = rank_of_id[sid]
+                if cnt == K:
+                    ls = top_s[i, K - 1]
+                    lid = top_id[i, K - 1]
+                    lr = rank_of_id[lid]
+                    if not (s > ls or (s == ls and (r < lr or (r == lr and sid < lid)))):
+                        continue
+                    pos = K - 1
+                else:
+                    pos = cnt
+                    cnt += 1
+                while pos > 0:
+                    ps = top_s[i, pos - 1]
+                    pid = top_id[i, pos - 1]
+                    pr = rank_of_id[pid]
+                    if s > ps or (s == ps and (r < pr or (r == pr and sid < pid))):
+                        top_s[i, pos] = ps
+                        top_id[i, pos] = pid
+                        pos -= 1
+                    else:
+                        break
+                top_s[i, pos] = s
+                top_id[i, pos] = sid
+            top_n[i] = cnt
+
+
+@njit(parallel=True, cache=True)
+def knn_vote(top_s, top_id, top_n, cls_of_id, norm, valid, k, n_classes, weighted,  # pragma: no cover
+             out_cls, out_conf):
+    """The vote of :func:`knn_classify` from held neighbour lists: the first ``k`` of
+    each list, weights and float64 sums as there; class 255 and NaN where not valid."""
+    n = top_s.shape[0]
+    nblk = (n + _CHUNK - 1) // _CHUNK
+    for blk in prange(nblk):
+        votes = np.empty(n_classes, np.float64)
+        for i in range(blk * _CHUNK, min(n, blk * _CHUNK + _CHUNK)):
+            if not valid[i] or top_n[i] == 0:
+                out_cls[i] = 255
+                out_conf[i] = np.float32(np.nan)
+                continue
+            norm_i = norm[i]
+            inv_i = np.float32(1.0) / norm_i if norm_i > 0 else np.float32(0.0)
+            for c in range(n_classes):
+                votes[c] = 0.0
+            tot = 0.0
+            for p in range(min(k, top_n[i])):
+                w = np.float32(1.0)
+                if weighted:
+                    w = max(top_s[i, p] * inv_i, np.float32(0.0)) + np.float32(1e-6)
+                votes[cls_of_id[top_id[i, p]]] += np.float64(w)
+                tot += np.float64(w)
+            best = 0
+            for c in range(n_classes):
+                if votes[c] > votes[best]:
+                    best = c
+            out_cls[i] = best
+            out_conf[i] = np.float32(votes[best] / tot)
 
 
 def warm() -> None:
@@ -260,4 +380,10 @@ def warm() -> None:
         linear_classify(c, f, np.ones((2, 128), np.float32), np.zeros(2, np.float32), v, True, cls, o, prob, True)
         knn_classify(c, v, np.ones((2, 128), np.int16), np.ones(2, np.float32), np.zeros(2, np.int64), 2, 1, False,
                      cls, o, prob, True, np.empty(3, np.float32), True)
+        pix = np.arange(3, dtype=np.int64)
+        code_norms(c, pix, o)
+        top_s, top_id, top_n = np.empty((3, 2), np.float32), np.empty((3, 2), np.int32), np.zeros(3, np.int32)
+        knn_merge(c, pix, pix, np.ones((2, 128), np.int16), np.ones(2, np.float32), np.arange(2, dtype=np.int32),
+                  np.zeros(2, np.int32), top_s, top_id, top_n)
+        knn_vote(top_s, top_id, top_n, np.zeros(2, np.int32), o, v, 1, 2, True, cls, o)
         _WARM = True

@@ -24,7 +24,8 @@ from ..exceptions import ClassifierError
 from ..io.quant import quantize
 from .samples import Samples, sample_labels
 
-__all__ = ["CosineKNN", "LabelClassifier", "make_model", "fit_classifier", "linear_form", "MODELS"]
+__all__ = ["CosineKNN", "LabelClassifier", "make_model", "fit_classifier", "linear_form", "training_codes",
+           "knn_training", "MODELS"]
 
 MODELS = ("knn", "logreg", "rf")
 
@@ -37,6 +38,9 @@ class CosineKNN(ClassifierMixin, BaseEstimator):
     most of a pixel's five neighbours are bound to be of *another* class, so a fixed k
     scores every held-out label wrong and maps an area badly until each class has five
     labels; ``adaptive=False`` keeps the fixed k.
+
+    Ties in similarity at the k-th neighbour go to the class that sorts first, and equal
+    votes to the first class, whatever the order of the training samples.
 
     ``weights="similarity"`` (the default) weights each vote by its cosine similarity
     (clipped at 0), which breaks the ties an even k makes and gives a smoother confidence;
@@ -65,12 +69,7 @@ class CosineKNN(ClassifierMixin, BaseEstimator):
         if int(self.n_neighbors) < 1:
             raise ClassifierError(f"n_neighbors must be at least 1, got {self.n_neighbors}")
         self.classes_, self.y_ = np.unique(y, return_inverse=True)
-        codes, _ = quantize(X)
-        self.codes_ = np.ascontiguousarray(codes, np.int16)
-        norm = np.sqrt((self.codes_.astype(np.int64) ** 2).sum(axis=1)).astype(np.float32)
-        if (norm == 0).any():
-            raise ClassifierError("a training vector is all zeros and has no direction")
-        self.inv_norm_ = (1.0 / norm).astype(np.float32)
+        self.codes_, self.inv_norm_ = training_codes(X)
         k = min(int(self.n_neighbors), len(y))
         if self.adaptive:
             k = min(k, int(np.bincount(self.y_).min()))
@@ -83,8 +82,9 @@ class CosineKNN(ClassifierMixin, BaseEstimator):
         X = np.asarray(X, dtype=np.float32)
         nx = np.linalg.norm(X, axis=1)
         nx[nx == 0] = 1.0
-        T = self.codes_.astype(np.float32) * self.inv_norm_[:, None]
-        out = np.zeros((len(X), len(self.classes_)), np.float32)
+        codes, inv_norm, y_ = knn_training(self)
+        T = codes.astype(np.float32) * inv_norm[:, None]
+        out = np.zeros((len(X), len(self.classes_)), np.float64)
         k = self.n_neighbors_
         for s in range(0, len(X), 65536):
             S = (X[s:s + 65536] / nx[s:s + 65536, None]) @ T.T
@@ -93,12 +93,37 @@ class CosineKNN(ClassifierMixin, BaseEstimator):
             if self.weights == "similarity":
                 w = np.maximum(np.take_along_axis(S, top, axis=1), 0) + np.float32(1e-6)
             rows = np.repeat(np.arange(len(top)), k)
-            np.add.at(out[s:s + 65536], (rows, self.y_[top].ravel()), w.ravel())
+            np.add.at(out[s:s + 65536], (rows, y_[top].ravel()), w.ravel().astype(np.float64))
         out /= out.sum(axis=1, keepdims=True)
-        return out
+        return out.astype(np.float32)
 
     def predict(self, X) -> np.ndarray:
         return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+
+
+def training_codes(X) -> tuple[np.ndarray, np.ndarray]:
+    """Training embeddings ``X`` (float ``(n, bands)``) as :class:`CosineKNN` keeps them:
+    int8 codes widened to int16 and float32 inverse code norms."""
+    codes, _ = quantize(np.asarray(X, np.float32))
+    codes = np.ascontiguousarray(codes, np.int16)
+    norm = np.sqrt((codes.astype(np.int64) ** 2).sum(axis=1)).astype(np.float32)
+    if (norm == 0).any():
+        raise ClassifierError("a training vector is all zeros and has no direction")
+    return codes, (1.0 / norm).astype(np.float32)
+
+
+def knn_training(est: CosineKNN) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A fitted :class:`CosineKNN`'s training codes, inverse norms and class indices,
+    ordered by class (stably).
+
+    Scanning them in this order, "ties in similarity keep the earlier sample" becomes
+    "the class that sorts first wins a tie in similarity": the map no longer depends on
+    the order the labels were given in, and an incremental update
+    (:class:`~tessera_explore.classify.incremental.IncrementalKNNMap`) reproduces it.
+    """
+    order = np.argsort(est.y_, kind="stable")
+    return (np.ascontiguousarray(est.codes_[order]), np.ascontiguousarray(est.inv_norm_[order]),
+            np.ascontiguousarray(est.y_[order].astype(np.int64)))
 
 
 def make_model(model: Any) -> BaseEstimator:

@@ -11,9 +11,9 @@ from .. import _schema
 from ..exceptions import ClassifierError, VersionMismatchError
 from . import _kernels
 from .area import blocks, grid_of, new_map, provenance, stitch
-from .models import CosineKNN, LabelClassifier, linear_form
+from .models import CosineKNN, LabelClassifier, knn_training, linear_form
 
-__all__ = ["predict_map", "NODATA_CLASS"]
+__all__ = ["predict_map", "map_dataset", "NODATA_CLASS"]
 
 #: Class value of pixels without data in the class map (uint8).
 NODATA_CLASS = 255
@@ -27,8 +27,9 @@ def _predict_block(blk, est, fast, n_cls, want_prob, near=None):
     conf = np.empty(n, np.float32)
     prob = np.empty((n_cls, n if want_prob else 0), np.float32)
     if fast[0] == "knn":
-        _kernels.run(_kernels.knn_classify, blk.codes, blk.valid, est.codes_, est.inv_norm_,
-                     est.y_.astype(np.int64), n_cls, est.n_neighbors_, est.weights == "similarity",
+        T, t_inv, t_cls = fast[1]
+        _kernels.run(_kernels.knn_classify, blk.codes, blk.valid, T, t_inv, t_cls, n_cls, est.n_neighbors_,
+                     est.weights == "similarity",
                      cls, conf, prob, want_prob, near if near is not None else _NO_NEAR, near is not None)
     elif fast[0] == "linear":
         W, b = fast[1]
@@ -49,6 +50,32 @@ def _predict_block(blk, est, fast, n_cls, want_prob, near=None):
             if want_prob:
                 prob[:, ii] = p.T
     return cls, conf, prob
+
+
+def check_classifier(grid: Any, clf: Any) -> None:
+    """Refuse a classifier that cannot map the area: trained on another dataset (version
+    or variant), or with more classes than the uint8 class map holds."""
+    prov = dict(getattr(clf, "provenance_", {}) or {})
+    have = str(grid.attrs.get("dataset_version", ""))
+    trained = {k: v for k, v in prov.items() if k in ("dataset_version", "dataset_variant", "model_generation")
+               and v not in (None, "?", "")}
+    if trained.get("dataset_version") and have and not _schema.same_dataset(trained, grid.attrs):
+        raise VersionMismatchError(
+            f"the classifier was trained on dataset {_schema.describe_dataset(trained)} but the area is "
+            f"{_schema.describe_dataset(grid.attrs)}; embeddings of different datasets (versions, or variants of "
+            "one version) live in unrelated feature spaces"
+        )
+    if len(clf.classes_) > 254:
+        raise ClassifierError("at most 254 classes fit the uint8 class map")
+
+
+def fast_path(est: Any, n_bands: int) -> tuple:
+    """How :func:`predict_map` applies a fitted estimator: ``("knn", training)``,
+    ``("linear", (W, b))`` or ``("generic",)``."""
+    if isinstance(est, CosineKNN):
+        return ("knn", knn_training(est))
+    lf = linear_form(est)
+    return ("linear", lf) if lf is not None and lf[0].shape[1] == n_bands else ("generic",)
 
 
 def predict_map(da: Any, clf: Any, *, probabilities: bool = False, block: int = 512,
@@ -77,28 +104,12 @@ def predict_map(da: Any, clf: Any, *, probabilities: bool = False, block: int = 
     if not hasattr(clf, "classes_") or not hasattr(clf, "predict_proba"):
         raise ClassifierError("clf must be a fitted classifier (from fit_classifier) with predict_proba")
     grid = grid_of(da)
-    prov = dict(getattr(clf, "provenance_", {}) or {})
-    have = str(grid.attrs.get("dataset_version", ""))
-    trained = {k: v for k, v in prov.items() if k in ("dataset_version", "dataset_variant", "model_generation")
-               and v not in (None, "?", "")}
-    if trained.get("dataset_version") and have and not _schema.same_dataset(trained, grid.attrs):
-        raise VersionMismatchError(
-            f"the classifier was trained on dataset {_schema.describe_dataset(trained)} but the area is "
-            f"{_schema.describe_dataset(grid.attrs)}; embeddings of different datasets (versions, or variants of "
-            "one version) live in unrelated feature spaces"
-        )
+    check_classifier(grid, clf)
     est = clf.estimator_ if isinstance(clf, LabelClassifier) else clf
-    classes = [str(c) for c in clf.classes_]
-    n_cls = len(classes)
-    if n_cls > 254:
-        raise ClassifierError("at most 254 classes fit the uint8 class map")
-    if isinstance(est, CosineKNN):
-        fast = ("knn",)
-    else:
-        lf = linear_form(est)
-        from .samples import _n_bands
+    n_cls = len(clf.classes_)
+    from .samples import _n_bands
 
-        fast = ("linear", lf) if lf is not None and lf[0].shape[1] == _n_bands(da) else ("generic",)
+    fast = fast_path(est, _n_bands(da))
     want_near = _nearest is not None and fast[0] == "knn"
 
     def run(blk):
@@ -109,15 +120,25 @@ def predict_map(da: Any, clf: Any, *, probabilities: bool = False, block: int = 
         return (c, f, p) if probabilities else (c, f)
 
     maps = stitch(grid, blocks(da, block=block), run, (NODATA_CLASS, np.nan, np.nan))
-    cls_map, conf_map = maps[:2]
-    prob_map = maps[2] if probabilities else None
+    return map_dataset(grid, clf, maps[0], maps[1], maps[2] if probabilities else None, fast_path=fast[0])
+
+
+def map_dataset(grid: Any, clf: Any, cls_map: np.ndarray, conf_map: np.ndarray, prob_map: np.ndarray | None = None,
+                *, fast_path: str) -> xr.Dataset:
+    """The Dataset :func:`predict_map` returns, around maps already computed: ``class``,
+    ``confidence`` (and ``probability``) on the area's grid with the classifier's
+    provenance, class names and colours."""
+    prov = dict(getattr(clf, "provenance_", {}) or {})
+    est = clf.estimator_ if isinstance(clf, LabelClassifier) else clf
+    classes = [str(c) for c in clf.classes_]
+    n_cls = len(classes)
     colors = getattr(clf, "colors_", {}) or {}
     base = provenance(grid)
     base.update({k: v for k, v in prov.items() if k not in base})
     base.setdefault("model", type(est).__name__)
     base["classes"] = classes
     base["colors"] = [colors.get(c) or "" for c in classes]
-    base["fast_path"] = fast[0]
+    base["fast_path"] = fast_path
     # each map carries the provenance too, so ``export_map(pred["class"])`` tags it as the Dataset would
     prov_attrs = {k: v for k, v in base.items() if k not in ("classes", "colors", "fast_path")}
     prov_attrs["product"] = "classification"
@@ -128,9 +149,8 @@ def predict_map(da: Any, clf: Any, *, probabilities: bool = False, block: int = 
     conf_da = new_map(grid, conf_map, name="confidence", nodata=np.nan,
                       attrs={**prov_attrs, "long_name": "probability of the winning class", "units": "1"})
     data = {"class": cls_da, "confidence": conf_da}
-    if probabilities:
+    if prob_map is not None:
         data["probability"] = new_map(grid, prob_map, name="probability", nodata=np.nan,
                                       dims=("class_name", "y", "x"), extra_coords={"class_name": classes},
                                       attrs={**prov_attrs, "long_name": "class probability", "units": "1"})
-    ds = xr.Dataset(data, attrs={**base, "product": "classification"})
-    return ds
+    return xr.Dataset(data, attrs={**base, "product": "classification"})
