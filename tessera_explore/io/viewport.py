@@ -401,6 +401,7 @@ class ViewLoader:
         self._fetch_lock = threading.Lock()
         self._recent: list[set] = []  # block keys of the last views, newest last
         self._touched: set | None = None
+        self.last_blocks: frozenset = frozenset()
 
     def __repr__(self) -> str:
         return (f"ViewLoader({self.store.url!r}, year={self.year}, depths={self.depths}, "
@@ -479,6 +480,8 @@ class ViewLoader:
         self._touched = set()
         self._prefetch(mosaic, progress)
         self._remember(self._touched)
+        #: the block keys of the last view loaded
+        self.last_blocks = frozenset(self._touched)
         self._touched = None
         self.counters.views += 1
         token = register(mosaic)
