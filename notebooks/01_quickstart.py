@@ -37,20 +37,22 @@
 
 # %% [markdown]
 # ## Imports
-# The first two lines load BokehJS and Panel's JavaScript *inline* (from the installed
-# packages, not from a CDN), so the projection scatter also draws offline, on Binder and in
-# Voila. They have to run before anything imports `hvplot`.
+# The first two lines load BokehJS and Panel's JavaScript from the installed packages (not
+# from a CDN), so the projection scatter also draws offline, on Binder and in Voila. They
+# have to run before anything imports `hvplot`. The JavaScript runs in the page but is not
+# kept in the cell's output, so the notebook stays small when it is saved. The figures are
+# drawn at 72 dpi for the same reason.
 
 # %%
-import holoviews as hv
-hv.extension("bokeh", inline=True, logo=False)
+import tessera_explore as te
+te.load_bokeh_js()
 
 import leafmap.leafmap as leafmap
 import matplotlib.pyplot as plt
 import numpy as np
 import panel as pn
 
-import tessera_explore as te
+plt.rcParams["figure.dpi"] = 72
 
 # %% [markdown]
 # ## 1. Open the demo scene

@@ -32,11 +32,12 @@
 
 # %% [markdown]
 # ## Imports
-# BokehJS is loaded inline first, before anything imports hvplot, so the scatter draws offline.
+# BokehJS is loaded first, from the installed packages, before anything imports hvplot, so the
+# scatter draws offline; it is not kept in the saved notebook (`te.load_bokeh_js`).
 
 # %%
-import holoviews as hv
-hv.extension("bokeh", inline=True, logo=False)
+import tessera_explore as te
+te.load_bokeh_js()
 
 import tempfile
 
@@ -44,9 +45,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 import panel as pn
 
-import tessera_explore as te
 from tessera_explore.testing import make_tiles
 from tessera_explore.widgets.scatter import scatter_image
+
+plt.rcParams["figure.dpi"] = 72
 
 # %% [markdown]
 # ## 1. A window of the demo scene

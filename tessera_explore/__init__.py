@@ -38,7 +38,7 @@ _LAZY: dict[str, str] = {
     "scatter": "tessera_explore.widgets.scatter:scatter",
     # the explorer app
     "explore": "tessera_explore.widgets.app:explore",
-    "load_bokeh_js": "tessera_explore.widgets.app:load_bokeh_js",
+    "load_bokeh_js": "tessera_explore.widgets.notebook_js:load_bokeh_js",
     # labelling and analysis
     "LabelStore": "tessera_explore.classify:LabelStore",
     "sample_labels": "tessera_explore.classify:sample_labels",

@@ -1,7 +1,10 @@
 """The tutorial notebooks: each .ipynb (outputs stripped, executed in CI by nbmake) is
 paired with a jupytext percent-format .py holding the same cells (notebooks/jupytext.toml),
-BokehJS is loaded inline before hvplot, and the live-embedding notebook passes where the
-local STAC servers cannot run.  Running every notebook is ``pytest --nbmake notebooks``."""
+BokehJS is loaded by ``te.load_bokeh_js()`` before hvplot (offline, and not kept in the saved
+notebook), and the live-embedding notebook passes where the local STAC servers cannot run.
+Running every notebook is ``pytest --nbmake notebooks``; this module requires the
+``notebook_size`` plugin, so each notebook nbmake runs after it in the same session (as
+``make test`` runs them) must also stay under 500 kB once executed."""
 
 from __future__ import annotations
 
@@ -9,6 +12,8 @@ import pathlib
 
 import nbformat
 import pytest
+
+pytest_plugins = ["notebook_size"]  # tests/notebook_size.py: checks every notebook nbmake executes
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
@@ -91,20 +96,28 @@ def test_notebooks_follow_the_skeleton(all_notebooks):
         assert any("## Summary" in t for t in text), name
 
 
-def test_bokeh_is_inline_before_any_hvplot_import(all_notebooks):
+def test_bokeh_is_loaded_before_any_hvplot_import(all_notebooks):
+    """The first code cell loads BokehJS with te.load_bokeh_js (from the installed packages,
+    not kept in the saved notebook) before anything imports hvplot or panel; no notebook
+    puts BokehJS inline with hv.extension (it would be saved with the outputs: 8 MB)."""
     checked = 0
     for name, nb in all_notebooks.items():
         code = [c.source for c in nb.cells if c.cell_type == "code"]
+        assert not any("inline=True" in s for s in code), f"{name}: BokehJS inline would be saved with the notebook"
         uses_holoviz = any("hvplot" in s or "te.scatter" in s or "pn.ipywidget" in s for s in code)
         if not uses_holoviz:
             continue
         checked += 1
         first = code[0]
-        call = 'hv.extension("bokeh", inline=True'
-        assert call in first, f"{name}: the first code cell must call {call}, ...)"
+        call = "te.load_bokeh_js()"
+        assert call in first, f"{name}: the first code cell must call {call}"
         before = first.split(call)[0]
-        assert "hvplot" not in before and "panel" not in before, name
-    assert checked >= 1  # the quickstart draws a projection scatter
+        assert "hvplot" not in before and "panel" not in before and "holoviews" not in before, name
+    assert checked >= 2  # the quickstart and the projections notebook draw a projection scatter
+
+
+def test_the_size_check_runs_on_every_executed_notebook(pytestconfig):
+    assert pytestconfig.pluginmanager.has_plugin("notebook-size")
 
 
 def test_the_workshop_solutions_fill_every_blank_of_the_exercises(all_notebooks):
