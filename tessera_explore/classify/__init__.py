@@ -12,7 +12,8 @@ The scientific core behind the explorer, usable from plain Python:
 * :func:`export_map` - Cloud-Optimised GeoTIFF with provenance tags;
 * :func:`prepare` - hold an area's int8 codes in memory so that repeated calls (a refit
   after every click) skip reading the tiles.  Every verb takes it in place of the
-  DataArray.
+  DataArray;
+* :class:`IncrementalKNNMap` - a kNN class map kept up to date label by label, exactly.
 """
 
 from .accuracy import AreaEstimate, area_estimate, validation_sample
@@ -21,6 +22,7 @@ from .change import change
 from .cluster import cluster
 from .evaluate import Evaluation, evaluate
 from .export import export_map
+from .incremental import IncrementalKNNMap
 from .labels import Label, LabelStore
 from .models import CosineKNN, LabelClassifier, fit_classifier
 from .predict import predict_map
@@ -38,6 +40,7 @@ __all__ = [
     "LabelClassifier",
     "CosineKNN",
     "predict_map",
+    "IncrementalKNNMap",
     "similarity",
     "change",
     "cluster",
