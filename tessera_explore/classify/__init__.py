@@ -5,6 +5,8 @@ The scientific core behind the explorer, usable from plain Python:
 * :class:`LabelStore` - classes and point/polygon labels in lon/lat, undo/redo, saved
   atomically after every change;
 * :func:`sample_labels` - features and targets under labels (skipped labels reported);
+* :func:`label_sample` / :func:`samples_from_labels` - a label's pixels kept in the label
+  file, and training from those alone (labels anywhere, no area read);
 * :func:`fit_classifier` / :func:`predict_map` - kNN, logistic regression, random forest
   or any scikit-learn classifier; class and confidence maps;
 * :func:`similarity`, :func:`change`, :func:`cluster` - maps without a classifier;
@@ -26,7 +28,7 @@ from .incremental import IncrementalKNNMap
 from .labels import Label, LabelStore
 from .models import CosineKNN, LabelClassifier, fit_classifier
 from .predict import predict_map
-from .samples import Samples, sample_labels
+from .samples import Samples, label_sample, sample_labels, samples_from_labels
 from .similarity import similarity
 from .suggest import suggest
 from .trust import trust
@@ -35,6 +37,8 @@ __all__ = [
     "LabelStore",
     "Label",
     "sample_labels",
+    "samples_from_labels",
+    "label_sample",
     "Samples",
     "fit_classifier",
     "LabelClassifier",
