@@ -2,22 +2,32 @@
 
 ::
 
-    tessera-explore lab [NOTEBOOK]                  JupyterLab on the tutorial notebooks
-    tessera-explore app SOURCE [--bbox W S E N] [--year Y] [--port P]
+    tessera-explore lab [PATH]                      JupyterLab on a notebook or folder (default: the quickstart)
+    tessera-explore app SOURCE [--bbox W S E N] [--year Y] [--labels FILE] [--port P]
                                                     the explorer alone, served by Voila
     tessera-explore fetch --bbox W S E N --year Y [--year Y2] --dest DIR [--source v1.1]
                                                     copy an area from a store (or --tiles: the tile server)
     tessera-explore info                            versions, cache locations and what they hold
 
+``PATH`` of ``lab`` is a notebook or folder, relative to the current folder; JupyterLab is
+rooted at the current folder when PATH lies below it, else at PATH's folder, so its file
+browser reaches the neighbours of PATH.  Without PATH it opens the tutorial quickstart
+rooted at the checkout (so ``notebooks/`` and ``workshop/`` are both reachable).
+
 ``SOURCE`` of ``app`` is ``demo`` (the built-in scene, no network), a store name such as
-``v1.1``, a store URL, a local store or tile folder.  ``--dry-run`` on ``lab`` and ``app``
-prints the command instead of running it.
+``v1.1``, a store URL, a local store or tile folder.  The app reads and writes its labels
+in ``--labels`` (default ``tessera_labels.geojson`` in the current folder; its exports go
+beside it), and says where in its first line of output.  Ctrl-C (or SIGTERM) stops Voila,
+which shuts its kernel down, so the label file's lock goes with it; a lock left by a
+kernel that died anyway is removed once its process is gone.  ``--dry-run`` on ``lab``
+and ``app`` prints the command instead of running it.
 
 A failure prints one line on stderr, ``tessera-explore COMMAND: what went wrong``, naming
 the path, URL or argument, and no traceback (``--traceback`` shows one).  Exit status:
 0 done; 1 the command could not be done (a destination that is a file, lies below a file
 or is not writable, a store that cannot be read, any error of the package); 2 the
-command line itself is wrong (argparse's convention); 130 interrupted (Ctrl-C).
+command line itself is wrong (argparse's convention); 130 interrupted (Ctrl-C); 143
+stopped by SIGTERM (``app`` and ``lab``).
 """
 
 from __future__ import annotations
@@ -26,9 +36,12 @@ import argparse
 import json
 import os
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import time
 import traceback
 from pathlib import Path
 
@@ -75,12 +88,115 @@ def _check_folder(path: str, flag: str) -> Path:
     return p
 
 
-def _notebooks_dir() -> Path:
-    here = Path(__file__).resolve().parent.parent / "notebooks"
-    return here if here.is_dir() else Path.cwd()
+#: the label file ``tessera-explore app`` uses in the current folder when ``--labels`` is not given
+#: (the explorer's own default name, ``tessera_explore.widgets.app.DEFAULT_LABELS``)
+APP_LABELS = "tessera_labels.geojson"
+#: seconds a stopping server is given to shut its kernels down before it is terminated
+_STOP_WAIT = 30.0
 
 
-def _run(cmd: list[str], dry_run: bool, env: dict | None = None) -> int:
+def _checkout() -> Path | None:
+    """The source checkout holding the tutorial notebooks (``notebooks/01_quickstart.ipynb``),
+    or None for an installed package."""
+    root = Path(__file__).resolve().parent.parent
+    return root if (root / "notebooks" / "01_quickstart.ipynb").is_file() else None
+
+
+def _lab_target(notebook: str | None, cwd: Path) -> tuple[Path, Path | None]:
+    """``(root_dir, file)`` of ``tessera-explore lab [PATH]``: PATH resolved against ``cwd``;
+    the server is rooted at ``cwd`` when PATH lies below it, else at PATH's folder (PATH
+    itself for a folder).  Without PATH: the quickstart, rooted at the checkout."""
+    if notebook is None:
+        root = _checkout()
+        if root is None:
+            return cwd, None
+        return root, root / "notebooks" / "01_quickstart.ipynb"
+    target = Path(os.path.normpath(cwd / os.path.expanduser(notebook)))
+    if not target.exists():
+        hint = ""
+        root = _checkout()
+        if root is not None and Path(notebook).name == notebook:
+            for folder in ("notebooks", "workshop"):
+                if (root / folder / notebook).exists():
+                    hint = f" (the tutorial is {root / folder / notebook})"
+                    break
+        raise _Refused(f"no notebook or folder {target}{hint}", status=2)
+    if target.is_dir():
+        if target == cwd or cwd in target.parents:
+            return cwd, None if target == cwd else target
+        return target, None
+    if cwd in target.parents:
+        return cwd, target
+    return target.parent, target
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except OSError:
+        return False
+    return True
+
+
+def _lock_owner(lock: Path) -> int | None:
+    """The process id a label file's lock names, when the lock is the label store's and of
+    this computer (else None: not ours to judge)."""
+    try:
+        held = json.loads(lock.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    if not isinstance(held, dict) or held.get("host") != socket.gethostname():
+        return None
+    if not str(held.get("owner", "")).startswith("tessera_explore"):
+        return None
+    try:
+        pid = int(held.get("pid"))
+    except (TypeError, ValueError):
+        return None
+    return pid if pid > 0 else None
+
+
+def remove_stale_lock(labels: str | os.PathLike, *, wait: float = 0.0) -> bool:
+    """Remove the lock of label file ``labels`` (``labels + ".lock"``) when the process it
+    names (on this computer) is gone, waiting up to ``wait`` seconds for that process to
+    exit.  True when a lock was removed; a lock of a live process, of another computer or
+    in another format is left alone."""
+    lock = Path(os.fspath(labels) + ".lock")
+    deadline = time.monotonic() + wait
+    while True:
+        pid = _lock_owner(lock)
+        if pid is None or pid == os.getpid():
+            return False
+        if not _pid_alive(pid):
+            break
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.1)
+    try:
+        lock.unlink()
+    except FileNotFoundError:
+        return False
+    return True
+
+
+class _Stopped(Exception):
+    """The command was stopped by SIGTERM (exit status 143)."""
+
+
+def _run(cmd: list[str], dry_run: bool, env: dict | None = None, *, own_group: bool = False) -> int:
+    """Run ``cmd`` (a program of this environment) until it exits; its exit status.
+
+    Ctrl-C and SIGTERM never kill the server outright: it is asked to stop and given
+    ``_STOP_WAIT`` seconds to shut its kernels down (so they release what they hold, such
+    as a label file's lock), then terminated, then killed; each further Ctrl-C or SIGTERM
+    takes the next step at once.  With ``own_group`` the program runs in its own session,
+    so a Ctrl-C at the terminal reaches it once, forwarded from here (Voila); else it sees
+    the terminal's Ctrl-C itself, and decides (JupyterLab asks "Shutdown this server?").
+    After a Ctrl-C this raises KeyboardInterrupt, after a SIGTERM :class:`_Stopped`."""
     if dry_run:
         print(" ".join(cmd))
         return 0
@@ -89,10 +205,60 @@ def _run(cmd: list[str], dry_run: bool, env: dict | None = None) -> int:
         print(f"tessera-explore: {cmd[0]} is not installed in this environment", file=sys.stderr)
         return 1
     full = {**os.environ, "MALLOC_ARENA_MAX": os.environ.get("MALLOC_ARENA_MAX", "2"), **(env or {})}
+
+    def on_term(signum, frame):
+        raise _Stopped()
+
+    proc = subprocess.Popen([exe, *cmd[1:]], env=full, start_new_session=own_group,
+                            stdin=subprocess.DEVNULL if own_group else None)
+    old = signal.signal(signal.SIGTERM, on_term) if _main_thread() else None
+    received: list[int] = []
+    escalate = iter([signal.SIGTERM, signal.SIGKILL])
+    deadline = None
     try:
-        return subprocess.call([exe, *cmd[1:]], env=full)
-    except KeyboardInterrupt:
-        return 130
+        while True:
+            try:
+                timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+                status = proc.wait(timeout)
+                break
+            except (KeyboardInterrupt, _Stopped) as err:
+                sig = signal.SIGINT if isinstance(err, KeyboardInterrupt) else signal.SIGTERM
+                received.append(sig)
+                if len(received) == 1:
+                    if own_group or sig == signal.SIGTERM:
+                        _signal(proc, sig, own_group)
+                        deadline = time.monotonic() + _STOP_WAIT
+                elif own_group or sig == signal.SIGTERM or len(received) > 2:
+                    _signal(proc, next(escalate, signal.SIGKILL), own_group)
+                    deadline = time.monotonic() + 5.0
+            except subprocess.TimeoutExpired:
+                _signal(proc, next(escalate, signal.SIGKILL), own_group)
+                deadline = time.monotonic() + 5.0
+    finally:
+        if old is not None:
+            signal.signal(signal.SIGTERM, old)
+    if received and received[0] == signal.SIGINT:
+        raise KeyboardInterrupt
+    if received:
+        raise _Stopped()
+    return status
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def _signal(proc: subprocess.Popen, sig: int, group: bool) -> None:
+    """Send ``sig`` to ``proc`` (to its whole process group when it has its own)."""
+    try:
+        if group and sig == signal.SIGKILL:
+            os.killpg(proc.pid, sig)  # the kernels too: they would outlive a killed server
+        else:
+            proc.send_signal(sig)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 def _root_flag() -> list[str]:
@@ -100,16 +266,14 @@ def _root_flag() -> list[str]:
 
 
 def cmd_lab(args) -> int:
-    nbdir = _notebooks_dir()
-    target = nbdir / args.notebook if args.notebook else nbdir / "01_quickstart.ipynb"
-    if args.notebook and not target.exists():
-        print(f"tessera-explore: no notebook {target}", file=sys.stderr)
-        return 2
-    return _run(["jupyter", "lab", *_root_flag(), str(target if target.exists() else nbdir)], args.dry_run)
+    root, target = _lab_target(args.notebook, Path.cwd())
+    cmd = ["jupyter", "lab", *_root_flag(), f"--ServerApp.root_dir={root}"]
+    return _run(cmd + ([str(target)] if target is not None else []), args.dry_run)
 
 
 def app_notebook(source: str, *, bbox=None, year=None, labels=None, basemap: bool = True) -> dict:
-    """The one-cell notebook Voila serves for ``tessera-explore app``."""
+    """The one-cell notebook Voila serves for ``tessera-explore app``.  ``labels`` is best
+    an absolute path: the kernel runs in the notebook's (temporary) folder."""
     import nbformat
 
     if source == "demo":
@@ -119,8 +283,9 @@ def app_notebook(source: str, *, bbox=None, year=None, labels=None, basemap: boo
             raise SystemExit("tessera-explore app: --bbox W S E N is needed for a store or tile folder")
         open_code = (f"da = te.open_embeddings({source!r}, bbox={tuple(float(v) for v in bbox)!r}"
                      + (f", year={int(year)}" if year else "") + ")")
-    explore = "te.explore(da" + (f", labels={labels!r}" if labels else "") + ("" if basemap else ", basemap=False") + ")"
-    code = "\n".join(["import tessera_explore as te", "te.load_bokeh_js()", open_code, explore])
+    explore = ("app = te.explore(da" + (f", labels={os.fspath(labels)!r}" if labels else "")
+               + ("" if basemap else ", basemap=False") + ")")
+    code = "\n".join(["import tessera_explore as te", "te.load_bokeh_js()", open_code, explore, "app"])
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nb.cells = [nbformat.v4.new_code_cell(code)]
@@ -133,13 +298,22 @@ def cmd_app(args) -> int:
     if args.source != "demo" and args.bbox is None:
         raise _Refused("--bbox W S E N is needed for a store or tile folder", status=2)
     folder = _check_folder(args.workdir, "--workdir") if args.workdir else None
-    nb = app_notebook(args.source, bbox=args.bbox, year=args.year, labels=args.labels, basemap=not args.no_basemap)
+    labels = Path(os.path.abspath(os.path.expanduser(args.labels or APP_LABELS)))  # the kernel runs elsewhere
+    if labels.is_dir():
+        raise _Refused(f"--labels {args.labels or APP_LABELS} is a folder, not a label file")
+    _check_folder(str(labels.parent), "--labels folder")
+    nb = app_notebook(args.source, bbox=args.bbox, year=args.year, labels=str(labels), basemap=not args.no_basemap)
     folder = folder or Path(tempfile.mkdtemp(prefix="tessera-app-"))
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "explorer.ipynb"
     nbformat.write(nb, path)
+    print(f"labels: {labels} (read and written by the app; exports go beside it)", flush=True)
     cmd = ["voila", str(path), f"--port={args.port}", "--no-browser", "--Voila.ip=" + args.ip]
-    return _run(cmd, args.dry_run)
+    try:
+        return _run(cmd, args.dry_run, own_group=True)
+    finally:
+        if not args.dry_run and remove_stale_lock(labels, wait=5.0):
+            _say("app", f"removed the stale lock {labels}.lock (its kernel had stopped without releasing it)")
 
 
 def cmd_fetch(args) -> int:
@@ -262,14 +436,16 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--traceback", action="store_true", help="on an error, show the traceback (for bug reports)")
     sub = ap.add_subparsers(dest="command", required=True)
     p = sub.add_parser("lab", help="open JupyterLab on the tutorial notebooks")
-    p.add_argument("notebook", nargs="?", help="a notebook of the notebooks folder (default 01_quickstart.ipynb)")
+    p.add_argument("notebook", nargs="?", metavar="PATH",
+                   help="a notebook or folder, relative to the current folder (default: the tutorial quickstart)")
     p.add_argument("--dry-run", action="store_true", help="print the command instead of running it")
     p.set_defaults(fn=cmd_lab)
     p = sub.add_parser("app", help="serve the explorer alone with Voila (a projector, a shared server)")
     p.add_argument("source", help="'demo', a store name (v1.1), a store URL, a local store or tile folder")
     p.add_argument("--bbox", nargs=4, type=float, metavar=("W", "S", "E", "N"))
     p.add_argument("--year", type=int)
-    p.add_argument("--labels", help="label file (GeoJSON) the app reads and writes")
+    p.add_argument("--labels", help=f"label file (GeoJSON) the app reads and writes (default: {APP_LABELS} "
+                   "in the current folder)")
     p.add_argument("--port", type=int, default=8866)
     p.add_argument("--ip", default="127.0.0.1", help="address to listen on (0.0.0.0 for a shared server)")
     p.add_argument("--no-basemap", action="store_true", help="no web basemap (offline rooms)")
@@ -316,6 +492,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         _say(args.command, "interrupted")
         return 130
+    except _Stopped:
+        _say(args.command, "stopped (SIGTERM)")
+        return 143
     except _Refused as e:
         _say(args.command, str(e))
         return e.status

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import nbformat
 import pytest
@@ -51,24 +53,215 @@ def test_fetch_reports_errors_without_a_traceback(tmp_path, capsys):
     assert "tessera-explore fetch:" in capsys.readouterr().err
 
 
-def test_lab_and_app_commands(tmp_path, capsys):
+def test_lab_and_app_commands(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     assert cli.main(["lab", "--dry-run"]) == 0
     out = capsys.readouterr().out
+    root = cli._checkout()
     assert out.startswith("jupyter lab") and out.strip().endswith("01_quickstart.ipynb")
+    if root is not None:  # a checkout: rooted above notebooks/, so the workshop is reachable too
+        assert f"--ServerApp.root_dir={root} " in out and (root / "workshop").is_dir()
     assert cli.main(["lab", "nope.ipynb", "--dry-run"]) == 2
-    capsys.readouterr()
-    assert cli.main(["app", "demo", "--port", "8899", "--workdir", str(tmp_path), "--no-basemap", "--dry-run"]) == 0
-    out = capsys.readouterr().out
-    assert out.startswith("voila ") and "--port=8899" in out and "--no-browser" in out
-    nb = nbformat.read(tmp_path / "explorer.ipynb", as_version=4)
+    assert f"no notebook or folder {tmp_path / 'nope.ipynb'}" in capsys.readouterr().err
+    assert cli.main(["app", "demo", "--port", "8899", "--workdir", str(tmp_path / "w"), "--no-basemap",
+                     "--dry-run"]) == 0
+    first, command = capsys.readouterr().out.splitlines()[:2]
+    assert first.startswith(f"labels: {tmp_path / cli.APP_LABELS} ")
+    assert command.startswith("voila ") and "--port=8899" in command and "--no-browser" in command
+    nb = nbformat.read(tmp_path / "w" / "explorer.ipynb", as_version=4)
     code = nb.cells[0].source
     compile(code, "explorer", "exec")
-    assert "te.tutorial.open_demo()" in code and "te.explore(da, basemap=False)" in code
+    assert "te.tutorial.open_demo()" in code
+    assert f"te.explore(da, labels={str(tmp_path / cli.APP_LABELS)!r}, basemap=False)" in code
+    assert code.splitlines()[-1] == "app"  # the explorer is the cell's value: Voila shows it
     nb = cli.app_notebook("v1.1", bbox=(0.0, 52.1, 0.1, 52.2), year=2024, labels="l.geojson")
     assert "te.open_embeddings('v1.1', bbox=(0.0, 52.1, 0.1, 52.2), year=2024)" in nb.cells[0].source
     assert "labels='l.geojson'" in nb.cells[0].source
     with pytest.raises(SystemExit, match="bbox"):
         cli.app_notebook("v1.1")
+
+
+def test_the_app_label_file_is_the_explorers_default_name():
+    from tessera_explore.widgets.app import DEFAULT_LABELS
+
+    assert cli.APP_LABELS == DEFAULT_LABELS
+
+
+def test_lab_takes_a_path_from_the_current_folder(tmp_path, monkeypatch, capsys):
+    (tmp_path / "workshop").mkdir()
+    (tmp_path / "workshop" / "exercises.ipynb").write_text("{}")
+    (tmp_path / "notebooks").mkdir()
+    monkeypatch.chdir(tmp_path / "notebooks")  # another folder than the notebook's
+    assert cli.main(["lab", "../workshop/exercises.ipynb", "--dry-run"]) == 0
+    out = capsys.readouterr().out.split()
+    # not below the current folder: rooted at the notebook's folder
+    assert out[-2:] == [f"--ServerApp.root_dir={tmp_path / 'workshop'}", str(tmp_path / "workshop" / "exercises.ipynb")]
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["lab", "workshop/exercises.ipynb", "--dry-run"]) == 0
+    out = capsys.readouterr().out.split()
+    assert out[-2:] == [f"--ServerApp.root_dir={tmp_path}", str(tmp_path / "workshop" / "exercises.ipynb")]
+    assert cli.main(["lab", "workshop", "--dry-run"]) == 0  # a folder below the current one: shown from here
+    assert capsys.readouterr().out.split()[-2:] == [f"--ServerApp.root_dir={tmp_path}", str(tmp_path / "workshop")]
+    assert cli.main(["lab", ".", "--dry-run"]) == 0
+    assert capsys.readouterr().out.split()[-1] == f"--ServerApp.root_dir={tmp_path}"
+    assert cli.main(["lab", "workshop/solutions.ipynb", "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert err == f"tessera-explore lab: no notebook or folder {tmp_path / 'workshop' / 'solutions.ipynb'}\n"
+    root = cli._checkout()
+    if root is not None:  # a tutorial's bare name, from elsewhere: refused, with where the tutorial is
+        assert cli.main(["lab", "02_projections.ipynb", "--dry-run"]) == 2
+        assert f"(the tutorial is {root / 'notebooks' / '02_projections.ipynb'})" in capsys.readouterr().err
+
+
+def test_app_labels_default_to_the_current_folder(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["app", "demo", "--workdir", str(tmp_path / "w"), "--dry-run"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == f"labels: {tmp_path / 'tessera_labels.geojson'} (read and written by the app; exports go beside it)"
+    code = nbformat.read(tmp_path / "w" / "explorer.ipynb", as_version=4).cells[0].source
+    assert f"labels={str(tmp_path / 'tessera_labels.geojson')!r}" in code  # absolute: the kernel runs in w/
+    (tmp_path / "sub").mkdir()
+    assert cli.main(["app", "demo", "--labels", "sub/mine.geojson", "--workdir", str(tmp_path / "w"), "--dry-run"]) == 0
+    assert capsys.readouterr().out.startswith(f"labels: {tmp_path / 'sub' / 'mine.geojson'} ")
+    assert cli.main(["app", "demo", "--labels", "sub", "--dry-run"]) == 1
+    assert "--labels sub is a folder, not a label file" in capsys.readouterr().err
+
+
+def _lock_record(pid: int) -> str:
+    import socket
+
+    return json.dumps({"pid": pid, "host": socket.gethostname(), "since": "2025-01-01T00:00:00",
+                       "owner": "tessera_explore.LabelStore", "token": "x"})
+
+
+def test_remove_stale_lock_removes_only_a_lock_whose_process_is_gone(tmp_path):
+    labels = tmp_path / "tessera_labels.geojson"
+    lock = tmp_path / "tessera_labels.geojson.lock"
+    assert cli.remove_stale_lock(labels) is False  # no lock
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    lock.write_text(_lock_record(gone.pid))
+    assert cli.remove_stale_lock(labels) is True and not lock.exists()
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        lock.write_text(_lock_record(alive.pid))
+        assert cli.remove_stale_lock(labels) is False and lock.exists()  # a live writer keeps its lock
+    finally:
+        alive.kill()
+        alive.wait()
+    assert cli.remove_stale_lock(labels, wait=5.0) is True and not lock.exists()
+    lock.write_text(json.dumps({"pid": gone.pid, "host": "elsewhere", "owner": "tessera_explore.LabelStore"}))
+    assert cli.remove_stale_lock(labels) is False and lock.exists()  # another computer's: not ours to judge
+    lock.write_text("not json")
+    assert cli.remove_stale_lock(labels) is False and lock.exists()
+
+
+# a server stand-in: holds the label file's lock through a LabelStore, as the app's kernel does, and
+# stops on SIGINT or SIGTERM by exiting normally (the store's lock goes at exit), as Voila does
+_HOLDER = """
+import signal, sys, time
+from tessera_explore.classify import LabelStore
+store = LabelStore(sys.argv[1])
+def stop(signum, frame):
+    sys.exit(0)
+signal.signal(signal.SIGTERM, stop)
+signal.signal(signal.SIGINT, stop)
+open(sys.argv[1] + ".ready", "w").close()
+while True:
+    time.sleep(0.1)
+"""
+
+_RUNNER = """
+import sys
+from tessera_explore import cli
+from pathlib import Path
+def cmd(args):
+    return cli._run([sys.executable, "-c", {holder!r}, {labels!r}], False, own_group=True)
+cli.cmd_info = cmd
+sys.exit(cli.main(["info"]))
+"""
+
+
+@pytest.mark.parametrize("sig,status,said", [("SIGINT", 130, "interrupted"), ("SIGTERM", 143, "stopped (SIGTERM)")])
+def test_a_signal_stops_the_server_and_its_lock_goes(tmp_path, sig, status, said):
+    import signal
+    import time
+
+    labels = tmp_path / "tessera_labels.geojson"
+    code = _RUNNER.format(holder=_HOLDER, labels=str(labels))
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        t0 = time.monotonic()
+        while not (tmp_path / "tessera_labels.geojson.ready").exists() and time.monotonic() - t0 < 60:
+            assert p.poll() is None, p.communicate()
+            time.sleep(0.05)
+        assert (tmp_path / "tessera_labels.geojson.lock").exists()
+        p.send_signal(getattr(signal, sig))  # to the command alone: the server runs in its own session
+        out, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.communicate()
+    assert p.returncode == status, err
+    assert err == f"tessera-explore info: {said}\n"
+    assert not (tmp_path / "tessera_labels.geojson.lock").exists()  # released by the holder's own exit
+
+
+@pytest.mark.slow
+@pytest.mark.network_local
+def test_ctrl_c_stops_the_app_and_removes_the_label_lock(tmp_path):
+    """The real thing: ``tessera-explore app demo``, a page load (Voila starts the kernel,
+    which opens the label file in the current folder), SIGINT, no lock left."""
+    import http.client
+    import os
+    import signal
+    import socket
+    import threading
+    import time
+    import urllib.request
+
+    if shutil.which("voila") is None and not (Path(sys.executable).parent / "voila").exists():
+        pytest.skip("voila is not installed")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, NO_PROXY="*", no_proxy="*", PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    p = subprocess.Popen([sys.executable, "-m", "tessera_explore.cli", "app", "demo", "--no-basemap", "--port",
+                          str(port), "--workdir", str(tmp_path / "w")], cwd=tmp_path, env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lock = tmp_path / "tessera_labels.geojson.lock"
+    try:
+        first = p.stdout.readline()
+        assert first.startswith(f"labels: {tmp_path / 'tessera_labels.geojson'} "), first
+        lines: list[str] = []
+        threading.Thread(target=lambda: lines.extend(p.stdout), daemon=True).start()
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 60:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert p.poll() is None, "".join(lines)
+                time.sleep(0.2)
+        def load_page():  # cut short when the server stops
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=180).read()
+            except (OSError, http.client.HTTPException) as err:
+                lines.append(f"(page: {err!r})\n")
+
+        threading.Thread(target=load_page, daemon=True).start()  # Voila starts a kernel per page, runs the cell
+        while not lock.exists() and time.monotonic() - t0 < 180:
+            assert p.poll() is None, "".join(lines)
+            time.sleep(0.2)
+        assert lock.exists(), "the app's kernel never opened the label file:\n" + "".join(lines)[-3000:]
+        p.send_signal(signal.SIGINT)
+        p.wait(timeout=90)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode == 130
+    assert not lock.exists(), "".join(lines)[-3000:]
 
 
 def test_entry_point_is_installed():
