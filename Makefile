@@ -1,5 +1,6 @@
 # Two commands for a fresh machine (Python 3.12+, no GPU, no conda):
-#   make lab    set up .venv and open JupyterLab on the quickstart notebook (demo scene, no network)
+#   make lab    set up .venv and open JupyterLab at the repository root on the quickstart notebook
+#               (demo scene, no network; notebooks/ and workshop/ are both in its file browser)
 #   make test   set up .venv and run the whole test suite (unit, notebooks, browser)
 # Both are idempotent: the environment is rebuilt only when a requirements file changes, and
 # from scratch when .venv holds a Python older than 3.12 (or no working one).
@@ -71,8 +72,10 @@ endif
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (tessera_explore)" >/dev/null
 	@touch $(STAMP)
 
+# through `tessera-explore lab` (tessera_explore/cli.py): rooted at the current folder, the repository
+# root, since the notebook lies below it; MALLOC_ARENA_MAX=2 and --allow-root (as root) are set there
 lab: $(STAMP)
-	MALLOC_ARENA_MAX=2 $(VENV)/bin/jupyter lab $$([ "$$(id -u)" = 0 ] && echo --allow-root) notebooks/01_quickstart.ipynb
+	$(VENV)/bin/tessera-explore lab notebooks/01_quickstart.ipynb
 
 # the notebooks run from a temporary copy, so nothing they write lands in the checkout
 test: $(STAMP)
