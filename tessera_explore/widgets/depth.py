@@ -6,7 +6,7 @@ A v2 store holds each embedding's first 16 (and 4) dimensions as arrays of their
 such a store itself, it opens the 16-band prefix (:func:`plan`), so the false colour is
 drawn and clicks label and train at once, and :class:`DepthSwitch` reads full depth on
 a thread of its own (clicks and retrains carry on at 16 bands meanwhile).  When it is
-in, one job on the controller's worker switches everything at once: the arrays, their
+in, one job on the session's worker switches everything at once: the arrays, their
 prepared int8 form, the PCA (refitted at full depth: the false colour and the scatter),
 the classifier (retrained on full-depth vectors: its samples are read from the array it
 is trained on, so one classifier never mixes depths), the class map, similarity,
@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from ..exceptions import SchemaError, TesseraExploreError
+from .session import EVENT_TRAINED, ExplorerClosedError
 
 __all__ = ["FIRST_DEPTH", "FullDepth", "DepthSwitch", "plan", "truncation_cost", "similarity_cost", "class_cost",
            "TOP_K"]
@@ -124,7 +125,7 @@ def class_agreement(short, full, clf, pixels: np.ndarray) -> float | None:
     has no data under them."""
     from ..classify import fit_classifier
     from ..classify.samples import _read
-    from .controller import _predict_pixels
+    from .classifying import predict_pixels
 
     s = clf.samples_
     X = _read(short, s.rows, s.cols)
@@ -134,8 +135,8 @@ def class_agreement(short, full, clf, pixels: np.ndarray) -> float | None:
     if len(np.unique(s16.y)) < 2:
         return None
     clf16 = fit_classifier(short, s16, model=clf.model)
-    a = _predict_pixels(short, clf16, pixels)["class"].values.ravel()[pixels]
-    b = _predict_pixels(full, clf, pixels)["class"].values.ravel()[pixels]
+    a = predict_pixels(short, clf16, pixels)["class"].values.ravel()[pixels]
+    b = predict_pixels(full, clf, pixels)["class"].values.ravel()[pixels]
     both = (a != 255) & (b != 255)
     return float(np.mean(a[both] == b[both])) if both.any() else None
 
@@ -197,12 +198,28 @@ def describe(cost: dict, first: int, full: int) -> str:
 
 
 class DepthSwitch:
-    """The depth-first upgrade of one controller (module docstring).  ``full``: a
-    :class:`FullDepth`, or None to explore the arrays as they are."""
+    """The depth-first upgrade of one session (module docstring).
 
-    def __init__(self, controller, full: FullDepth | None):
-        self.ctl = controller
-        self.state = controller.state
+    Parameters
+    ----------
+    session : the :class:`~tessera_explore.widgets.session.Session` whose arrays are replaced
+        (:meth:`~tessera_explore.widgets.session.Session.replace_arrays`).
+    full : a :class:`FullDepth`, or None to explore the arrays as they are.
+    colour : the session's :class:`~tessera_explore.widgets.colour_map.FalseColour` (given
+        the full-depth PCA made while loading).
+    classifying, maps : the session's
+        :class:`~tessera_explore.widgets.classifying.Classifying` (the classifier whose
+        class maps are compared) and :class:`~tessera_explore.widgets.maps.Maps` (the last
+        similarity query).
+    redraw : redraws every layer after the switch; returns True when it retrained
+        (:meth:`ExplorerController.redraw
+        <tessera_explore.widgets.controller.ExplorerController.redraw>`).
+    """
+
+    def __init__(self, session, full: FullDepth | None, *, colour, classifying, maps, redraw):
+        self.session = session
+        self.state = session.state
+        self.colour, self.classifying, self.maps, self.redraw = colour, classifying, maps, redraw
         self.full = full
         self.future: Future | None = None  # the full-depth load, once started
         self.cost: dict | None = None  # the truncation cost, once measured
@@ -210,7 +227,7 @@ class DepthSwitch:
         # switch: the class maps of both depths are compared again after each retrain
         self._pool: ThreadPoolExecutor | None = None
         self._closed = False
-        bands = int(next(iter(controller.arrays.values())).sizes["band"])
+        bands = int(next(iter(session.arrays.values())).sizes["band"])
         self.state.depth = bands
         if self.active:
             self.state.depth_status = f"depth {bands} of {full.bands} (loading full depth...)"
@@ -226,7 +243,7 @@ class DepthSwitch:
             return self.future
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tessera-depth")
         self.future = self._pool.submit(self._load)
-        self.ctl.on("trained", self._on_trained)
+        self.session.on(EVENT_TRAINED, self._on_trained)
         return self.future
 
     def wait(self, timeout: float | None = 120.0) -> None:
@@ -253,14 +270,12 @@ class DepthSwitch:
     def _load(self) -> None:
         from ..classify import prepare
         from ..project import project, to_rgb
-        from .controller import ExplorerClosedError
-
-        ctl, full = self.ctl, self.full
+        ses, full = self.session, self.full
         try:
-            years = list(ctl.arrays)
+            years = list(ses.arrays)
             self._say("loading full depth: opening...")
-            arrays = {y: full.open(ctl.arrays[y]) for y in years}
-            first = ctl.label_year
+            arrays = {y: full.open(ses.arrays[y]) for y in years}
+            first = ses.label_year
             todo = [first] + [y for y in (int(self.state.year),) if y != first]
             prepared, comps, rgb, fitted = {}, {}, {}, None
             for y in todo:
@@ -269,7 +284,7 @@ class DepthSwitch:
                 self._say(f"loading full depth: reading {y}...")
                 prepared[y] = prepare(arrays[y])
                 if fitted is None:
-                    c, fitted = project(arrays[y], method="pca", n_components=3, sample=ctl.projection_sample,
+                    c, fitted = project(arrays[y], method="pca", n_components=3, sample=ses.projection_sample,
                                         random_state=0)
                 else:
                     c, _ = project(arrays[y], fitted=fitted)
@@ -278,60 +293,43 @@ class DepthSwitch:
                 return
             loaded = (arrays, prepared, comps, rgb, fitted)
             self._say("loading full depth: read, switching to it...")
-            ctl.submit("depth", lambda: self._switch(*loaded), f"switching to full depth ({full.bands} bands)")
+            ses.submit("depth", lambda: self._switch(*loaded), f"switching to full depth ({full.bands} bands)")
         except ExplorerClosedError:
             return
         except Exception as err:
             if not self._closed:
-                ctl._report(err, "loading full depth")
+                ses.report(err, "loading full depth")
                 self._say(f"full depth could not be loaded: {type(err).__name__}; the map stays at "
                           f"{self.state.depth} bands")
             raise
 
-    # ------------------------------------------------------------------ the switch (the controller's worker)
+    # ------------------------------------------------------------------ the switch (the session's worker)
     def _switch(self, arrays, prepared, comps, rgb, fitted) -> None:
-        ctl, st = self.ctl, self.state
-        short = ctl.prepared.get(ctl.label_year)
+        ses, st = self.session, self.state
+        short = ses.prepared.get(ses.label_year)
         if short is None:  # the start's preparation failed or has not run: measure on a fresh one
             from ..classify import prepare
 
-            short = prepare(ctl.arrays[ctl.label_year])
+            short = prepare(ses.arrays[ses.label_year])
         self._short = short
-        # one step on the worker: no job sees arrays of one depth with a classifier of another
-        ctl.arrays, ctl.prepared, ctl.components, ctl.rgb, ctl.projection = arrays, prepared, comps, rgb, fitted
-        ctl.classifier, ctl.evaluation = None, None
-        ctl.change_map, ctl.change_years = None, None
-        ctl.quality.forget_scores()
-        ctl.umap.reset()
+        # one step on the worker: no job sees arrays of one depth with a classifier of another.  The
+        # replacement tells the classifier, change map, trust, learning curve and UMAP to let go
+        ses.replace_arrays(arrays, prepared=prepared)
+        self.colour.install(comps, rgb, fitted)
         st.depth = self.full.bands
         st.depth_status = f"depth {self.full.bands} (full); measuring what {self.full.first} bands cost..."
-        year = int(st.year)
-        ctl._show_false_colour(year)
-        retrained = ctl._trainable()
-        if retrained:
-            ctl._retrain()  # samples read from the full-depth area; the class map redrawn
-        if ctl.similarity_query is not None:
-            ctl._similarity(*ctl.similarity_query)
-        if st.mode == "change":
-            ctl._change()
-        sy = ctl.scatter_year
-        ctl.ensure_components(sy)
-        ctl._emit("scatter", sy, ctl.umap.scatter_components(sy))  # new axes: the scatter's view resets
-        others = [y for y in ctl.arrays if y not in ctl.components]
-        if others:
-            ctl.submit("components", lambda: [ctl.ensure_components(y) for y in others],
-                       "projecting the other years", quiet=True)
-        ctl.submit("depth-cost", self._measure, "measuring what the prefix costs", quiet=True)
+        retrained = self.redraw()  # samples read from the full-depth area; every layer redrawn
+        ses.submit("depth-cost", self._measure, "measuring what the prefix costs", quiet=True)
         st.status = f"switched to full depth ({self.full.bands} bands)" + (f"; {st.status}" if retrained else "")
 
     def _query(self) -> int | None:
         """The flat index of the last similarity query, else of the last click (None if none)."""
-        q = self.ctl.similarity_query
+        q = self.maps.similarity_query
         if q is None:
             lon, lat = self.state.last_click
             q = None if not (np.isfinite(lon) and np.isfinite(lat)) else (lon, lat)
-        px = self.ctl.pixel_at(*q) if q is not None else None
-        return None if px is None else px[0] * self.ctl.grid.shape[1] + px[1]
+        px = self.session.pixel_at(*q) if q is not None else None
+        return None if px is None else px[0] * self.session.grid.shape[1] + px[1]
 
     def _measure(self) -> None:
         """The similarity overlap once (at the switch, with the last query then), the class
@@ -339,10 +337,10 @@ class DepthSwitch:
         short = self._short
         if short is None:
             return
-        full = self.ctl._prepare(self.ctl.label_year)
+        full = self.session.area(self.session.label_year)
         if self.cost is None:
             self.cost = similarity_cost(short, full, query=self._query())
-        clf = self.ctl.classifier
+        clf = self.classifying.classifier
         for key in ("agreement", "n_labels", "n_pixels"):
             self.cost.pop(key, None)
         if clf is not None:
@@ -354,4 +352,4 @@ class DepthSwitch:
         """After the switch, each retrain (or a dropped classifier) measures the class maps'
         agreement again, as a quiet job (the similarity part stays as measured)."""
         if self._short is not None and self.cost is not None:
-            self.ctl.submit("depth-cost", self._measure, "measuring what the prefix costs", quiet=True)
+            self.session.submit("depth-cost", self._measure, "measuring what the prefix costs", quiet=True)

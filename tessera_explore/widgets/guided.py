@@ -21,7 +21,7 @@ it); the user answers with a class or skips, and the walk steps to the next open
   to ``state.area_table``.
 
 Nothing here imports ipywidgets or ipyleaflet: the views draw the walk from the
-controller's ``"walk"`` event.
+session's ``"walk"`` event (:data:`~tessera_explore.widgets.session.EVENT_WALK`).
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ import numpy as np
 
 from ..exceptions import ArgumentError, LabelError, TesseraExploreError
 from ..io.labels import ValidationFile
+from .session import EVENT_WALK
 
 __all__ = ["Guide", "Stop", "Walk", "area_table_html"]
 
@@ -133,11 +134,23 @@ def area_table_html(est) -> str:
 
 
 class Guide:
-    """The guided walks of one controller (see the module docstring)."""
+    """The guided walks of one session (see the module docstring).
 
-    def __init__(self, controller):
-        self.ctl = controller
-        self.state = controller.state
+    Parameters
+    ----------
+    session : the :class:`~tessera_explore.widgets.session.Session`.
+    classifying : its :class:`~tessera_explore.widgets.classifying.Classifying` (the
+        classifier suggestions use, the class map a validation sample is drawn from).
+    label_at : the click path, ``label_at(lon, lat, cls) -> (added, message)``
+        (:meth:`ExplorerController.label_at
+        <tessera_explore.widgets.controller.ExplorerController.label_at>`).
+    """
+
+    def __init__(self, session, classifying, label_at):
+        self.session = session
+        self.classifying = classifying
+        self.label_at = label_at
+        self.state = session.state
         self.walk: Walk | None = None
         self.suggestions = None  # GeoDataFrame of the latest batch
         self._seed = 0
@@ -156,32 +169,32 @@ class Guide:
         with st.hold_trait_notifications():
             st.walk = w.kind if w is not None else ""
             st.guide = w.describe() if w is not None else ""
-        self.ctl._emit("walk", w)
+        self.session.emit(EVENT_WALK, w)
 
     def _need_classifier(self, what: str) -> str | None:
-        if self.ctl.classifier is None and not self.ctl._trainable():
-            return self.ctl._say(f"{what} needs a classifier: label at least two classes first")
+        if self.classifying.classifier is None and not self.session.trainable():
+            return self.session.say(f"{what} needs a classifier: label at least two classes first")
         return None
 
     def skip(self) -> str:
         """Skip the current point (it stays unanswered) and step to the next."""
-        self.ctl._check_open()
+        self.session.check_open()
         w = self.walk
         cur = w.current if w is not None else None
         if cur is None:
-            return self.ctl._say("no point to skip: press 'suggest' or 'validate' first")
+            return self.session.say("no point to skip: press 'suggest' or 'validate' first")
         cur.skipped = True
         w.advance()
         self._emit()
-        return self.ctl._say(f"skipped point {cur.number}; {self.state.guide}")
+        return self.session.say(f"skipped point {cur.number}; {self.state.guide}")
 
     def stop(self) -> str:
         if self.walk is None:
-            return self.ctl._say("no walk to stop")
+            return self.session.say("no walk to stop")
         kind = self.walk.kind
         self.walk = None
         self._emit()
-        return self.ctl._say(f"{'suggestions' if kind == 'suggest' else 'validation'} put aside"
+        return self.session.say(f"{'suggestions' if kind == 'suggest' else 'validation'} put aside"
                              + (" (the reference answers are kept)" if kind == "validate" else ""))
 
     def answer(self, cls: str) -> str:
@@ -192,7 +205,7 @@ class Guide:
 
     # ------------------------------------------------------------------ suggestions
     def suggest(self, n: int = 10, *, strategy: str | None = None) -> Future | None:
-        self.ctl._check_open()
+        self.session.check_open()
         n = int(n)
         if n < 1:
             raise ArgumentError(f"n must be at least 1, got {n}")
@@ -204,12 +217,12 @@ class Guide:
         why = self._need_classifier("suggesting pixels")
         if why:
             return None
-        return self.ctl.submit("suggest", lambda: self._suggest(n, strategy),
+        return self.session.submit("suggest", lambda: self._suggest(n, strategy),
                                f"finding {n} pixels worth labelling")
 
     def _exclude(self) -> list | None:
         """Point labels not yet trained on and validation points: suggestions keep away."""
-        pts = [(lab.lon, lab.lat, lab.cls) for lab in self.ctl.store.labels if lab.kind == "point"]
+        pts = [(lab.lon, lab.lat, lab.cls) for lab in self.session.store.labels if lab.kind == "point"]
         if self.sample is not None:
             pts += [(float(lo), float(la), "validation") for lo, la in zip(self.sample.lon, self.sample.lat)]
         return pts or None
@@ -217,11 +230,11 @@ class Guide:
     def _suggest(self, n: int, strategy: str) -> Stop | None:
         from ..classify import suggest
 
-        clf = self.ctl.classifier
+        clf = self.classifying.classifier
         if clf is None:
-            self.ctl._say("suggesting pixels needs a classifier: label at least two classes first")
+            self.session.say("suggesting pixels needs a classifier: label at least two classes first")
             return None
-        area = self.ctl._prepare(self.ctl.label_year)
+        area = self.session.area(self.session.label_year)
         gdf = suggest(area, clf, n, strategy=strategy, exclude=self._exclude(), seed=self._seed)
         self._seed += 1
         self.suggestions = gdf
@@ -242,15 +255,15 @@ class Guide:
 
     def label(self, cls: str) -> str:
         """Label the current suggestion as ``cls`` through the click path, step on."""
-        self.ctl._check_open()
+        self.session.check_open()
         w = self.walk
         cur = w.current if w is not None and w.kind == "suggest" else None
         if cur is None:
-            return self.ctl._say("no suggestion to label: press 'suggest' first")
+            return self.session.say("no suggestion to label: press 'suggest' first")
         if cls not in self.state.classes:
-            return self.ctl._say(f"unknown class {cls!r}; classes are {list(self.state.classes)}")
+            return self.session.say(f"unknown class {cls!r}; classes are {list(self.state.classes)}")
         self.state.active_class = cls
-        added, msg = self.ctl.label_at(cur.lon, cur.lat, cls)
+        added, msg = self.label_at(cur.lon, cur.lat, cls)
         if added:
             cur.answer = cls
         else:
@@ -259,14 +272,14 @@ class Guide:
         self._emit()
         tail = (f"; next: suggestion {nxt.number}" if nxt is not None
                 else "; batch done: press 'suggest' for more (they use the retrained classifier)")
-        return self.ctl._say(msg + tail)
+        return self.session.say(msg + tail)
 
     # ------------------------------------------------------------------ validation
     def validate(self, n: int = 30, *, allocation: Any = "proportional", seed: int = 0,
                  new: bool = False) -> Future | None:
         """Draw a validation sample and walk through it; an unfinished sample is resumed
         (its map kept) unless ``new``."""
-        self.ctl._check_open()
+        self.session.check_open()
         old = self._validation_walk
         if not new and old is not None and any(s.open for s in old.stops):
             if self.walk is not old:
@@ -274,23 +287,23 @@ class Guide:
                 old.advance()
             self.walk = old
             self._emit()
-            self.ctl._say(f"validation resumed: {self.state.guide}")
+            self.session.say(f"validation resumed: {self.state.guide}")
             fut: Future = Future()
             fut.set_result(old.current)
             return fut
         if self._need_classifier("a validation sample"):
             return None
-        return self.ctl.submit("validate", lambda: self._validate(int(n), allocation, int(seed), resume=not new),
+        return self.session.submit("validate", lambda: self._validate(int(n), allocation, int(seed), resume=not new),
                                f"drawing {n} validation points from the class map")
 
     def _validate(self, n: int, allocation: Any, seed: int, resume: bool = True) -> Stop | None:
         from ..classify import validation_sample
 
-        pred = self.ctl._complete_prediction()
+        pred = self.classifying.complete_prediction()
         if pred is None:
-            self.ctl._say("a validation sample needs a class map: label at least two classes first")
+            self.session.say("a validation sample needs a class map: label at least two classes first")
             return None
-        year = self.ctl.prediction_year
+        year = self.classifying.prediction_year
         saved, why = self._load_reference(pred, year) if resume and self.sample is None else (None, None)
         self.validation_map, self.validation_year = pred, year
         self.estimate = None
@@ -362,11 +375,11 @@ class Guide:
 
     def record(self, cls: str) -> str:
         """Record the reference class of the current validation point and step on."""
-        self.ctl._check_open()
+        self.session.check_open()
         w = self.walk
         cur = w.current if w is not None and w.kind == "validate" else None
         if cur is None:
-            return self.ctl._say("no validation point to answer: press 'validate' first")
+            return self.session.say("no validation point to answer: press 'validate' first")
         cls = str(cls).strip()
         if not cls:
             raise ArgumentError("the reference class must be a non-empty name")
@@ -381,7 +394,7 @@ class Guide:
             msg += f"; overall accuracy {est.overall_accuracy:.2f} on {w.answered} points"
         else:
             msg += f"; {self._missing()}"
-        return self.ctl._say(msg)
+        return self.session.say(msg)
 
     def _strata_ready(self) -> bool:
         s = self.sample
@@ -421,7 +434,7 @@ class Guide:
     @property
     def reference_path(self) -> str | None:
         """``<labels>_reference.geojson`` beside the label file (None for labels in memory)."""
-        base = self.ctl.store.path
+        base = self.session.store.path
         return None if base is None else os.path.splitext(base)[0] + "_reference.geojson"
 
     def _save_reference(self) -> str | None:

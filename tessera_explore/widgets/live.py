@@ -15,16 +15,28 @@ from typing import Any
 import xarray as xr
 
 from ..exceptions import ArgumentError, TesseraExploreError
+from .session import EVENT_LAYER
 
 __all__ = ["LiveEmbedder"]
 
 
 class LiveEmbedder:
-    """Live embedding for one controller (module docstring)."""
+    """Live embedding for one session (module docstring).
 
-    def __init__(self, controller):
-        self.ctl = controller
-        self.state = controller.state
+    Parameters
+    ----------
+    session : the :class:`~tessera_explore.widgets.session.Session`.
+    model, stac, cache : what :func:`~tessera_explore.embed_area` is given (no model: live
+        embedding is off).
+
+    ``live`` is the latest live embedding (None before the first).
+    """
+
+    def __init__(self, session, *, model: Any = None, stac: Any = "planetary-computer", cache: Any = None):
+        self.session = session
+        self.state = session.state
+        self.model, self.stac, self.cache = model, stac, cache
+        self.live: xr.DataArray | None = None
 
     def window(self, start: Any = None, end: Any = None):
         """The :class:`~tessera_explore.encoder.window.Window`: ``start`` to ``end``
@@ -43,34 +55,34 @@ class LiveEmbedder:
     def embed(self, bbox, *, start: Any = None, end: Any = None) -> Future | None:
         """Queue the live embedding of ``bbox`` (lon/lat); None (and a message) without a
         model or with a bad window."""
-        ctl = self.ctl
-        if ctl.live_model is None:
-            ctl._say("live embedding needs a model: te.explore(..., live_model=te.encoder.load_encoder(...))")
+        s = self.session
+        if self.model is None:
+            s.say("live embedding needs a model: te.explore(..., live_model=te.encoder.load_encoder(...))")
             return None
         bbox = tuple(float(v) for v in bbox)
         try:
             window = self.window(start, end)
         except ArgumentError as err:
-            ctl._say(f"live embedding not started: {err}")
+            s.say(f"live embedding not started: {err}")
             return None
-        return ctl.submit("live", lambda: self._embed(bbox, window), f"embedding the rectangle live ({window})")
+        return s.submit("live", lambda: self._embed(bbox, window), f"embedding the rectangle live ({window})")
 
     def _embed(self, bbox, window) -> xr.DataArray:
         from ..encoder.area import embed_area
         from ..project import project, to_rgb
         from .overlay import overlay_image
 
-        ctl = self.ctl
+        s = self.session
         year = int(self.state.year)
         when = {"year": window.start.year} if window.is_calendar_year else {"start": window.start, "end": window.end}
-        live = embed_area(bbox, **when, model=ctl.live_model, stac=ctl.live_stac, cache=ctl.live_cache,
+        live = embed_area(bbox, **when, model=self.model, stac=self.stac, cache=self.cache,
                           progress=False)
-        ctl.live = live
+        self.live = live
         comps, _ = project(live, method="pca", n_components=3, random_state=0)
-        ctl._emit("layer", "live", overlay_image(to_rgb(comps), **ctl._render_options))
+        s.emit(EVENT_LAYER, "live", overlay_image(to_rgb(comps), **s.render_options))
         msg = (f"embedded {live.sizes['x']} x {live.sizes['y']} px live ({live.attrs.get('model_generation')}, "
                f"{window})")
-        self.state.status = msg + self._comparison(live, ctl.arrays[year])
+        self.state.status = msg + self._comparison(live, s.arrays[year])
         return live
 
     @staticmethod

@@ -27,14 +27,17 @@ from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 
 import numpy as np
 
+from .session import EVENT_AREA, EVENT_SCATTER
+
 __all__ = ["ProjectionSwitch", "UMAP_SAMPLE"]
 
 #: pixels in the UMAP fitting sample (the rest are placed by their neighbours)
 UMAP_SAMPLE = 10_000
 
 
-def _numba_guard():
-    """A context that makes a UMAP fit safe beside the classifier's numba kernels."""
+def _beside_kernels(fn):
+    """``fn()``, made safe beside the classifier's numba kernels: run under their lock
+    (``classify._kernels.run``) unless numba's threading layer is thread-safe."""
     import numba
 
     from ..classify import _kernels
@@ -44,7 +47,7 @@ def _numba_guard():
         layer = numba.threading_layer()
     except ValueError:
         layer = "workqueue"
-    return contextlib.nullcontext() if layer in ("omp", "tbb") else _kernels._LOCK
+    return fn() if layer in ("omp", "tbb") else _kernels.run(fn)
 
 
 def reopen_spec(arr) -> dict | None:
@@ -81,17 +84,20 @@ def umap_in_process(spec: dict, fitted, sample: int, options: dict):
 
 
 class ProjectionSwitch:
-    """PCA or UMAP components for the scatter of one controller (module docstring)."""
+    """PCA or UMAP components for the scatter of one session (module docstring):
+    ``session``, a :class:`~tessera_explore.widgets.session.Session`; ``colour``, its
+    :class:`~tessera_explore.widgets.colour_map.FalseColour` (the PCA components)."""
 
-    def __init__(self, controller, *, sample: int = UMAP_SAMPLE, warm_up: bool = True, process: bool = True,
+    def __init__(self, session, colour, *, sample: int = UMAP_SAMPLE, warm_up: bool = True, process: bool = True,
                  **options):
-        self.ctl = controller
+        self.session = session
+        self.colour = colour
         #: fit in a separate process when the area can be reopened there (module docstring)
         self.process = bool(process)
         self._procs: ProcessPoolExecutor | None = None
         #: pid of the process that made the last UMAP components
         self.fitted_in: int | None = None
-        self.state = controller.state
+        self.state = session.state
         self.sample = int(sample)
         #: compile through :func:`~tessera_explore.project.warm_up_umap` first (with its
         #: stages in ``state.projection_status``); a fit compiles what it needs either way
@@ -106,6 +112,7 @@ class ProjectionSwitch:
         self._lock = threading.Lock()
         self._generation = 0  # bumped by reset(): a fit of the arrays before it is thrown away
         self.state.observe(self._on_projection, names=["projection"])
+        session.on(EVENT_AREA, lambda arrays: self.reset())
 
     def close(self) -> None:
         self.state.unobserve(self._on_projection, names=["projection"])
@@ -123,16 +130,16 @@ class ProjectionSwitch:
         """The components the scatter shows for ``year`` (UMAP when chosen and ready)."""
         if self.state.projection == "umap" and year in self.components:
             return self.components[year]
-        return self.ctl.components.get(year)
+        return self.colour.components.get(year)
 
     def _on_projection(self, change) -> None:
-        year = self.ctl.scatter_year
+        year = self.session.scatter_year
         if change["new"] == "umap":
             self.fit(year)
         else:
-            comps = self.ctl.components.get(year)
+            comps = self.colour.components.get(year)
             if comps is not None:
-                self.ctl._emit("scatter", year, comps)
+                self.session.emit(EVENT_SCATTER, year, comps)
 
     def reset(self) -> None:
         """Forget the fit and its components (the explorer's arrays changed, e.g. to full
@@ -142,19 +149,19 @@ class ProjectionSwitch:
             self._generation += 1
             self.fitted, self.components, self._futures = None, {}, {}
         if self.state.projection == "umap":
-            self.fit(self.ctl.scatter_year)
+            self.fit(self.session.scatter_year)
 
     # ------------------------------------------------------------------ the fit
     def fit(self, year: int | None = None) -> Future:
         """Fit (or apply) UMAP for ``year`` in the background; the future gives its components."""
-        self.ctl._check_open()
-        year = int(self.ctl.scatter_year if year is None else year)
+        self.session.check_open()
+        year = int(self.session.scatter_year if year is None else year)
         with self._lock:
             if year in self.components:
                 fut: Future = Future()
                 fut.set_result(self.components[year])
                 if self.state.projection == "umap":
-                    self.ctl._emit("scatter", year, self.components[year])
+                    self.session.emit(EVENT_SCATTER, year, self.components[year])
                 return fut
             fut = self._futures.get(year)
             if fut is not None and not fut.done():
@@ -173,7 +180,7 @@ class ProjectionSwitch:
         from ..project.umap import warm_up_umap
 
         t0 = time.perf_counter()
-        arr = self.ctl.arrays[year]
+        arr = self.session.arrays[year]
         spec = reopen_spec(arr) if self.process else None
         if spec is not None:
             try:
@@ -187,20 +194,20 @@ class ProjectionSwitch:
                     f"UMAP: {w.stage} (compiled once per process; {w.fraction:.0%})" if not w.done else
                     "UMAP: compiled"))
                 w.wait()
-            with _numba_guard():
-                if self.fitted is None:
-                    self._status(f"UMAP: fitting on a sample of {self.sample:,} pixels, then placing every pixel...")
-                    comps, fitted = project(arr, method="umap", n_components=2, sample=self.sample, random_state=0,
-                                            **self.options)
-                    if gen == self._generation:
-                        self.fitted = fitted
-                else:
-                    self._status(f"UMAP: placing the pixels of {year}...")
-                    comps, _ = project(arr, fitted=self.fitted)
+            if self.fitted is None:
+                self._status(f"UMAP: fitting on a sample of {self.sample:,} pixels, then placing every pixel...")
+                comps, fitted = _beside_kernels(lambda: project(arr, method="umap", n_components=2,
+                                                                sample=self.sample, random_state=0, **self.options))
+                if gen == self._generation:
+                    self.fitted = fitted
+            else:
+                self._status(f"UMAP: placing the pixels of {year}...")
+                fitted = self.fitted
+                comps, _ = _beside_kernels(lambda: project(arr, fitted=fitted))
             self.fitted_in = os.getpid()
             return self._ready(year, comps, t0, gen)
         except Exception as err:
-            self.ctl._report(err, "fitting UMAP")
+            self.session.report(err, "fitting UMAP")
             self._status("UMAP failed (see the message above); the scatter stays PCA")
             raise
 
@@ -211,8 +218,8 @@ class ProjectionSwitch:
         self.fit_seconds = time.perf_counter() - t0
         self._status(f"UMAP ready ({self.fit_seconds:.0f} s); the scatter shows it"
                      if self.state.projection == "umap" else f"UMAP ready ({self.fit_seconds:.0f} s)")
-        if self.state.projection == "umap" and self.ctl.scatter_year == year:
-            self.ctl._emit("scatter", year, comps)
+        if self.state.projection == "umap" and self.session.scatter_year == year:
+            self.session.emit(EVENT_SCATTER, year, comps)
         return comps
 
     def _run_in_process(self, year: int, arr, spec: dict, t0: float, gen: int = 0):

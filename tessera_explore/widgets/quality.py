@@ -24,6 +24,7 @@ import os
 import numpy as np
 
 from ..exceptions import TesseraExploreError
+from .session import EVENT_AREA, EVENT_EVALUATED, EVENT_LAYER, EVENT_TRAINED
 
 __all__ = ["Quality", "hatch", "curve_html", "TRUST_COLORS", "CURVE_POINTS"]
 
@@ -91,16 +92,21 @@ def curve_sizes(first: int, last: int, points: int = CURVE_POINTS) -> list:
 
 
 class Quality:
-    """Trust layer and learning curve of one controller (module docstring)."""
+    """Trust layer and learning curve of one session (module docstring): ``session``, a
+    :class:`~tessera_explore.widgets.session.Session`; ``classifying``, its
+    :class:`~tessera_explore.widgets.classifying.Classifying` (the classifier judged)."""
 
-    def __init__(self, controller):
-        self.ctl = controller
-        self.state = controller.state
+    def __init__(self, session, classifying):
+        self.session = session
+        self.classifying = classifying
+        self.state = session.state
         self.trust_map = None  # the latest trust Dataset
         self._trust_key: tuple | None = None  # (classifier, year) it was computed for (the object, not its id:
         # an id can be reused once the old classifier is freed)
         self._curve_cache: dict = {}
-        controller.on("trained", self._on_trained)
+        session.on(EVENT_TRAINED, self._on_trained)
+        session.on(EVENT_EVALUATED, self.remember)
+        session.on(EVENT_AREA, lambda arrays: self.forget_scores())
         self.state.observe(self._on_toggle, names=["show_trust"])
         self.state.observe(self._on_year, names=["year"])
 
@@ -118,43 +124,43 @@ class Quality:
     def _on_trained(self, clf) -> None:
         if clf is None:
             self.trust_map, self._trust_key = None, None
-            self.ctl._emit("layer", "trust", None)
+            self.session.emit(EVENT_LAYER, "trust", None)
             self.state.learning_curve = []
             return
         if self.state.show_trust:
-            self.ctl.submit("trust", self._show_trust, "computing where to trust the map", quiet=True)
-        self.ctl.submit("learning-curve", self._learning_curve, "scoring the learning curve", quiet=True)
+            self.session.submit("trust", self._show_trust, "computing where to trust the map", quiet=True)
+        self.session.submit("learning-curve", self._learning_curve, "scoring the learning curve", quiet=True)
 
     def _on_toggle(self, change) -> None:
         if change["new"]:
             self.show()
         else:
-            self.ctl._emit("layer", "trust", None)
+            self.session.emit(EVENT_LAYER, "trust", None)
 
     def _on_year(self, change) -> None:
-        if self.state.show_trust and self.ctl.classifier is not None:
-            self.ctl.submit("trust", self._show_trust, "computing where to trust the map", quiet=True)
+        if self.state.show_trust and self.classifying.classifier is not None:
+            self.session.submit("trust", self._show_trust, "computing where to trust the map", quiet=True)
 
     # ------------------------------------------------------------------ trust
     def show(self):
         """Compute (if needed) and draw the trust layer; None without a classifier."""
-        if self.ctl.classifier is None and not self.ctl._trainable():
-            self.ctl._say("the trust layer needs a classifier: label at least two classes first")
+        if self.classifying.classifier is None and not self.session.trainable():
+            self.session.say("the trust layer needs a classifier: label at least two classes first")
             return None
-        return self.ctl.submit("trust", self._show_trust, "computing where to trust the map")
+        return self.session.submit("trust", self._show_trust, "computing where to trust the map")
 
     def compute(self):
         """The trust Dataset of the shown year and the latest classifier (cached)."""
         from ..classify import trust
 
-        clf = self.ctl.classifier
+        clf = self.classifying.classifier
         if clf is None:
             return None
         year = int(self.state.year)
         key = (clf, year)
         if self._trust_key is None or self._trust_key[0] is not clf or self._trust_key[1] != year \
                 or self.trust_map is None:
-            self.trust_map = trust(self.ctl._prepare(year), clf)
+            self.trust_map = trust(self.session.area(year), clf)
             self._trust_key = key
         return self.trust_map
 
@@ -167,9 +173,9 @@ class Quality:
         reason = ds["reason"]
         shown = reason.where((reason >= 1) & (reason <= 3), 255).astype(np.uint8)
         shown.attrs.clear()
-        img = overlay_image(shown, categories={k: v for k, v in TRUST_COLORS.items()}, **self.ctl._render_options,
+        img = overlay_image(shown, categories={k: v for k, v in TRUST_COLORS.items()}, **self.session.render_options,
                             title="low trust")
-        self.ctl._emit("layer", "trust", hatch(img))
+        self.session.emit(EVENT_LAYER, "trust", hatch(img))
         valid = ds["has_data"].values == 1
         low = int(np.count_nonzero(valid & (ds["reason"].values >= 1) & (ds["reason"].values <= 3)))
         share = low / max(int(valid.sum()), 1)
@@ -184,7 +190,7 @@ class Quality:
         if ds is None:
             return []
         return list(export_map(ds, os.path.join(folder, f"trust_{self._trust_key[1]}.tif"),
-                               variables=["trust", "reason"], labels=self.ctl.store))
+                               variables=["trust", "reason"], labels=self.session.store))
 
     # ------------------------------------------------------------------ learning curve
     def _order(self, clf) -> tuple[list, dict]:
@@ -192,7 +198,7 @@ class Quality:
         part: class and geometry (an id freed by an undo may come back on another place)."""
         s = clf.samples_
         ids_in = set(np.unique(s.label_id).tolist())
-        labs = [lab for lab in self.ctl.store.labels if lab.id in ids_in]
+        labs = [lab for lab in self.session.store.labels if lab.id in ids_in]
         order = [lab.id for lab in labs]
         cls: dict = {}
         for lid, y in zip(s.label_id, s.y):
@@ -201,8 +207,9 @@ class Quality:
         return order, first
 
     def remember(self, clf, ev) -> None:
-        """The controller's score of all the labels (the same spatial CV) is the curve's last
-        point: kept, so the curve does not score it again."""
+        """The classifier's score on all the labels (the same spatial CV, the
+        ``EVENT_EVALUATED`` event) is the curve's last point: kept, so the curve does not
+        score it again."""
         order, first = self._order(clf)
         lo, hi = ev.accuracy_interval
         key = (self.state.model, tuple((lid, first[lid]) for lid in order))
@@ -212,7 +219,7 @@ class Quality:
     def _learning_curve(self) -> list:
         from ..classify.evaluate import cv_readiness, evaluate
 
-        clf = self.ctl.classifier
+        clf = self.classifying.classifier
         if clf is None:
             self.state.learning_curve = []
             return []
@@ -232,7 +239,7 @@ class Quality:
             return []
         n = len(order)
         ks = curve_sizes(k0, n)
-        area = self.ctl._prepare(self.ctl.label_year)
+        area = self.session.area(self.session.label_year)
         model = self.state.model
         points = []
         for k in ks:
@@ -253,6 +260,6 @@ class Quality:
                                               "high": float(hi)}
             if self._curve_cache[key] is not None:
                 points.append(self._curve_cache[key])
-        if self.ctl.classifier is clf:  # not replaced by a newer one meanwhile
+        if self.classifying.classifier is clf:  # not replaced by a newer one meanwhile
             self.state.learning_curve = points
         return points

@@ -152,13 +152,13 @@ def test_bad_clicks_say_what_happened(app_factory, truth, area):
 def test_fast_repeated_clicks_coalesce(app_factory, truth):
     app = app_factory(classes=["forest", "cereal"])
     runs = []
-    orig = app.controller._retrain
+    orig = app.controller.classifying.retrain_now
 
     def counting():
         runs.append(1)
         return orig()
 
-    app.controller._retrain = counting
+    app.controller.classifying.retrain_now = counting
     app.state.active_class = "forest"
     for p in points_of(truth, "forest", 2, seed=1):
         app.click(*p)
@@ -598,10 +598,10 @@ def test_class_image_classifies_only_the_pixels_it_shows(app_factory, truth):
     label(app, truth, 3)
     pred = ctl.prediction
     assert pred.attrs.get("partial") and (pred["class"].values == 255).any()
-    whole = predict_map(ctl._prepare(ctl.prediction_year), ctl.classifier)
+    whole = predict_map(ctl.session.area(ctl.prediction_year), ctl.classifier)
     names = list(whole.attrs["classes"])
     want = overlay_image(whole["class"], categories=names, colors=[ctl.store.classes[n] for n in names],
-                         **ctl._render_options, title="classes")
+                         **ctl.session.render_options, title="classes")
     assert images[-1].url == want.url
     cm = app.class_map
     assert not ctl.prediction.attrs.get("partial")

@@ -1,0 +1,249 @@
+"""Classifying in the explorer: training on the labels, the class and confidence map,
+its spatial cross-validation, and the whole map on demand.
+
+A retrain fits the chosen recipe on the labelling year's labels, then classifies only the
+pixels the class image shows (at the map's screen resolution a fraction of the area's):
+the image is the same as that of the whole map, since a nearest-neighbour render at that
+size reads only those pixels.  The other pixels are classified when the whole map is
+asked for (:meth:`Classifying.class_map`, the export, a validation sample).  Then a
+quiet job scores the recipe by spatially blocked cross-validation
+(:data:`~tessera_explore.widgets.session.EVENT_EVALUATED`).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import Future
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from ..exceptions import TesseraExploreError
+from .session import EVENT_AREA, EVENT_EVALUATED, EVENT_LAYER, EVENT_TRAINED, Session, plural
+
+__all__ = ["Classifying", "predict_pixels", "MAX_PER_LABEL"]
+
+#: pixels of one label (a drawn polygon) the classifier trains on: kNN's prediction time
+#: grows with the training pixels, and a 1 km polygon holds 10,000 of them
+MAX_PER_LABEL = 200
+
+
+def predict_pixels(area, clf, flat: np.ndarray) -> xr.Dataset:
+    """:func:`~tessera_explore.classify.predict_map` of the pixels ``flat`` (row-major
+    indices) of a prepared area only; the others are no data (class 255, confidence NaN).
+    ``attrs["partial"]`` says so."""
+    from ..classify import predict_map
+    from ..classify.area import PreparedArea, _Grid
+
+    g = area.grid
+    row = _Grid(np.arange(flat.size, dtype=float), np.zeros(1), g.crs, g.transform, g.attrs, g.year)
+    sub = PreparedArea(row, area.codes[flat], area.scales[flat], area.inv_norm[flat], area.valid[flat])
+    part = predict_map(sub, clf)
+    h, w = area.shape
+    cls = np.full(h * w, 255, np.uint8)
+    conf = np.full(h * w, np.nan, np.float32)
+    cls[flat] = part["class"].values.ravel()
+    conf[flat] = part["confidence"].values.ravel()
+    coords = {"y": g.y, "x": g.x}
+    out = xr.Dataset({"class": (("y", "x"), cls.reshape(h, w), part["class"].attrs),
+                      "confidence": (("y", "x"), conf.reshape(h, w), part["confidence"].attrs)},
+                     coords=coords, attrs={**part.attrs, "partial": True})
+    out["class"].rio.write_nodata(255, encoded=False, inplace=True)
+    out["confidence"].rio.write_nodata(np.nan, encoded=False, inplace=True)
+    return out.rio.write_crs(g.crs)
+
+
+class Classifying:
+    """The classifier and class map of one session (module docstring).
+
+    Attributes
+    ----------
+    classifier : the latest fitted classifier (None without two labelled classes).
+    prediction : its latest prediction (a Dataset of ``class`` and ``confidence``; only the
+        shown pixels while ``attrs["partial"]``), of ``prediction_year``.
+    evaluation : the latest spatial cross-validation (None until scored).
+    """
+
+    def __init__(self, session: Session):
+        self.session = session
+        self.state = session.state
+        self.classifier: Any = None
+        self.prediction: xr.Dataset | None = None
+        self.prediction_year: int | None = None
+        self.evaluation: Any = None
+        self._inputs: tuple | None = None  # (area, classifier) while only shown pixels are done
+        self._lock = threading.RLock()
+        session.on(EVENT_AREA, lambda arrays: self._forget_classifier())
+
+    def _forget_classifier(self) -> None:
+        """The arrays changed: a classifier of the others must not classify these."""
+        with self._lock:
+            self.classifier, self.evaluation, self._inputs = None, None, None
+
+    # ------------------------------------------------------------------ training
+    def retrain(self) -> Future:
+        """Queue a refit on the labels and a fresh class map of the shown year."""
+        return self.session.submit("retrain", self.retrain_now, f"training {self.state.model}",
+                                   supersedes=("evaluate", "learning-curve", "trust"))
+
+    def retrain_now(self) -> None:
+        """Refit and redraw on this thread (a job's body; :meth:`retrain` queues it)."""
+        from ..classify import fit_classifier
+
+        s = self.session
+        if not s.trainable():
+            return self.drop_now()
+        area = s.area(s.label_year)
+        t0 = time.perf_counter()
+        model = self.state.model
+        clf = fit_classifier(area, s.store, model=model, max_per_label=MAX_PER_LABEL)
+        t_fit = time.perf_counter() - t0
+        skipped = getattr(clf.samples_, "skipped", None) or []
+        self.classifier = clf
+        self.state.progress = 0.4
+        t1 = time.perf_counter()
+        self.predict(int(self.state.year))
+        t_map = time.perf_counter() - t1
+        n = len(np.unique(clf.samples_.label_id))
+        msg = (f"{model} trained on {plural(n, 'label')} in {t_fit * 1000:.0f} ms; "
+               f"class map in {t_map * 1000:.0f} ms")
+        if skipped:
+            msg += f"; {plural(len(skipped), 'label')} left out (outside the area or no data)"
+        self.state.status = msg
+        s.submit("evaluate", self.evaluate_now, "scoring the classifier on held-out labels", quiet=True)
+        s.emit(EVENT_TRAINED, clf)  # trust layer and learning curve queue their quiet jobs
+
+    def evaluate_now(self) -> None:
+        """Spatially blocked cross-validation of the current recipe on the labels (run after
+        the class map is drawn, so it never delays a redraw)."""
+        from ..classify.evaluate import cv_readiness, evaluate
+
+        clf = self.classifier
+        if clf is None:
+            self.state.accuracy = ""
+            return
+        s = clf.samples_
+        ids, first = np.unique(s.label_id, return_index=True)
+        per_class = {str(c): int(np.sum(s.y[first] == c)) for c in clf.classes_}
+        why = cv_readiness(per_class)
+        if why is not None:
+            self.state.accuracy = f"accuracy: not scored yet: {why}. The map rests on {plural(len(ids), 'label')}."
+            self.evaluation = None
+            return
+        try:
+            ev = evaluate(self.session.area(self.session.label_year), s, model=self.state.model, cv="spatial")
+        except TesseraExploreError as err:
+            self.state.accuracy = f"accuracy: not scored yet ({err})"
+            return
+        self.state.accuracy = f"spatial cross-validation: {ev.summary()}"
+        self.evaluation = ev
+        self.session.emit(EVENT_EVALUATED, clf, ev)  # the learning curve's last point
+
+    def after_label_edit(self) -> None:
+        """Labels were edited (not added by a click): retrain, or drop the classifier when
+        fewer than two classes are left."""
+        if self.session.trainable():
+            self.retrain()
+        elif self.classifier is not None:
+            self.classifier = None
+            self.prediction = None
+            self.session.submit("retrain", self.drop_now, "removing the class map")
+
+    def drop_now(self) -> None:
+        """Withdraw the class and confidence layers (no classifier any more)."""
+        s = self.session
+        s.emit(EVENT_LAYER, "classes", None)
+        s.emit(EVENT_LAYER, "confidence", None)
+        s.emit(EVENT_TRAINED, None)
+        self.state.accuracy = ""
+        self.state.status = "label at least two classes to train a classifier"
+
+    # ------------------------------------------------------------------ the class map
+    def predict(self, year: int) -> None:
+        """Classify the pixels the class image of ``year`` shows with the latest classifier
+        and draw it (module docstring)."""
+        from ..classify import predict_map
+
+        area = self.session.area(year)
+        clf = self.classifier
+        shown = self.session.shown_pixels(year)
+        h, w = area.shape
+        if shown is not None and shown.size < 0.8 * h * w:
+            pred = predict_pixels(area, clf, shown)
+        else:
+            pred = predict_map(area, clf)
+        with self._lock:
+            self.prediction, self.prediction_year = pred, year
+            self._inputs = (area, clf) if pred.attrs.get("partial") else None
+        self.state.progress = 0.8
+        self.render()
+
+    def complete_prediction(self) -> xr.Dataset | None:
+        """The prediction of every pixel (computed now if only the shown ones were)."""
+        from ..classify import predict_map
+
+        with self._lock:
+            inputs, pred = self._inputs, self.prediction
+            if inputs is None:
+                return pred
+            full = predict_map(*inputs)
+            if self.prediction is pred:  # not replaced by a newer one meanwhile
+                self.prediction, self._inputs = full, None
+            return full
+
+    def class_map(self, *, whole: bool = True) -> xr.DataArray | None:
+        """The class map as shown: classes below the confidence threshold are no data.
+        ``whole=False``: only the pixels the map's image shows are sure to be classified."""
+        pred = self.complete_prediction() if whole else self.prediction
+        if pred is None:
+            return None
+        cls = pred["class"]
+        thr = float(self.state.confidence_threshold)
+        if thr > 0:
+            cls = cls.where(pred["confidence"] >= thr, 255).astype(np.uint8)
+            cls.attrs.update(pred["class"].attrs)
+        return cls
+
+    def render(self) -> xr.DataArray | None:
+        """Draw the class (and, when shown, confidence) layer of the latest prediction;
+        returns the class map drawn (None without one)."""
+        from .overlay import overlay_image
+
+        s = self.session
+        pred = self.prediction
+        cls = self.class_map(whole=False)
+        if cls is None or pred is None:
+            return None
+        names = list(pred.attrs.get("classes", ()))
+        colors = s.store.classes
+        img = overlay_image(cls, categories=names, colors=[colors.get(n, "#888888") for n in names],
+                            **s.render_options, title="classes")
+        s.emit(EVENT_LAYER, "classes", img)
+        if self.state.show_confidence:
+            conf = pred["confidence"]
+            conf = conf.where(cls != 255)
+            conf.attrs.update(long_name="confidence")
+            s.emit(EVENT_LAYER, "confidence", overlay_image(conf, cmap="viridis", vmin=0.0, vmax=1.0,
+                                                            categorical=False, **s.render_options,
+                                                            title="confidence"))
+        return cls
+
+    def redraw(self) -> Future:
+        """Queue a redraw of the class map as it stands (a new colour, threshold or
+        confidence view); the status line says what was drawn."""
+        return self.session.submit("render-classes", self._redraw, "redrawing the class map")
+
+    def _redraw(self) -> str:
+        pred = self.prediction
+        cls = self.render()
+        if cls is None or pred is None:
+            return self.session.say("no class map to redraw: label at least two classes first")
+        what = "confidence" if self.state.show_confidence else "classes"
+        thr = float(self.state.confidence_threshold)
+        msg = f"class map redrawn: showing {what}"
+        if thr > 0:
+            hidden = int(np.count_nonzero((pred["class"].values != 255) & (cls.values == 255)))
+            msg += f"; {hidden:,} classified pixels below confidence {thr:.2f} hidden"
+        return self.session.say(msg)
