@@ -28,7 +28,7 @@ class GuidedPanel:
     def __init__(self, state: ExplorerState, controller):
         import ipywidgets as W
 
-        from .views import _html, guarded
+        from .guard import guarded, html_widget
 
         self.state, self.controller = state, controller
         g = functools.partial(guarded, state)
@@ -55,15 +55,15 @@ class GuidedPanel:
                                           description="scatter", style={"button_width": "60px"},
                                           tooltips=["principal components (ready)", "UMAP (fitted in the background)"])
         W.link((st, "projection"), (self.projection, "value"))
-        self.projection_status = _html("", "te-projection-status")
-        self.guide = _html("", "te-guide")
+        self.projection_status = html_widget("", "te-projection-status")
+        self.guide = html_widget("", "te-guide")
         self.answers = W.HBox([], layout=W.Layout(flex_flow="row wrap", width="300px"))
         self.skip_btn = W.Button(description="skip", layout=W.Layout(width="60px"))
         self.stop_btn = W.Button(description="stop", layout=W.Layout(width="60px"))
         self.walk_box = W.VBox([self.guide, self.answers, W.HBox([self.skip_btn, self.stop_btn])],
                                layout=W.Layout(display="none"))
-        self.area = _html("", "te-area-table")
-        self.curve = _html("", "te-learning-curve")
+        self.area = html_widget("", "te-area-table")
+        self.curve = html_widget("", "te-learning-curve")
 
         self.suggest_btn.on_click(g("suggesting pixels")(lambda _: controller.suggest(self.n_suggest.value)))
         self.validate_btn.on_click(g("drawing a validation sample")(
@@ -82,7 +82,7 @@ class GuidedPanel:
         self._rebuild_answers()
         self._walk()
         self.widget = W.VBox([
-            _html(WALK_CSS + "<b>guided</b>", "te-h"),
+            html_widget(WALK_CSS + "<b>guided</b>", "te-h"),
             W.HBox([self.suggest_btn, self.n_suggest, self.validate_btn, self.n_validate]),
             self.strategy,
             self.walk_box, self.area, self.trust, self.curve, self.projection, self.projection_status,

@@ -35,6 +35,8 @@ __all__ = [
     "remove_overlay",
     "legend_html",
     "DEFAULT_MAX_PIXELS",
+    "map_add",
+    "map_remove",
 ]
 
 _LEGENDS: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
@@ -89,12 +91,12 @@ def update_overlay(layer, da: xr.DataArray, **image_options):
 def remove_overlay(m, layer) -> None:
     """Remove an overlay layer and its legend control from the map."""
     if layer in m.layers:
-        _map_remove(m, layer)
+        map_remove(m, layer)
     control = _LEGENDS.pop(layer, None)
     if control is not None and control in m.controls:
-        _map_remove(m, control)
+        map_remove(m, control)
 
-def _map_add(m, obj) -> None:
+def map_add(m, obj) -> None:
     """Add a layer or control with ipyleaflet's own ``Map.add``: leafmap's rebuilds its
     layer manager on every add (new checkboxes, sliders and links for every layer, never
     closed), which the explorer does not show."""
@@ -102,7 +104,7 @@ def _map_add(m, obj) -> None:
 
     ipyleaflet.Map.add(m, obj)
 
-def _map_remove(m, obj) -> None:
+def map_remove(m, obj) -> None:
     """Remove a layer or control from the map and close it, with the widget links that
     point at it (leafmap's layer manager links a checkbox and a slider to each layer).
 
