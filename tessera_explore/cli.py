@@ -435,12 +435,13 @@ def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="tessera-explore", description="Explore TESSERA embeddings.")
     ap.add_argument("--traceback", action="store_true", help="on an error, show the traceback (for bug reports)")
     sub = ap.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("lab", help="open JupyterLab on the tutorial notebooks")
+    p = sub.add_parser("lab", help="open JupyterLab on a notebook or folder (default: the tutorial quickstart)")
     p.add_argument("notebook", nargs="?", metavar="PATH",
                    help="a notebook or folder, relative to the current folder (default: the tutorial quickstart)")
     p.add_argument("--dry-run", action="store_true", help="print the command instead of running it")
     p.set_defaults(fn=cmd_lab)
-    p = sub.add_parser("app", help="serve the explorer alone with Voila (a projector, a shared server)")
+    p = sub.add_parser("app", help="serve the explorer alone with Voila (a projector; one page at a time, "
+                       "since the label file has one writer)")
     p.add_argument("source", help="'demo', a store name (v1.1), a store URL, a local store or tile folder")
     p.add_argument("--bbox", nargs=4, type=float, metavar=("W", "S", "E", "N"))
     p.add_argument("--year", type=int)
