@@ -268,15 +268,16 @@ def code_norms(codes, pix, out):  # pragma: no cover - compiled
 
 
 @njit(parallel=True, cache=True)
-def knn_merge(codes, pix, loc, T, t_inv, t_id, rank_of_id, top_s, top_id, top_n):  # pragma: no cover
+def knn_merge(codes, pix, loc, T, t_inv, t_id, rank_of_id, top_s, top_id, top_n, changed):  # pragma: no cover
     """Merge training samples ``T`` (int16 ``(m, bands)``, inverse norms ``t_inv``, ids
     ``t_id``) into the best-first neighbour lists of the held pixels ``loc`` (indices into
     ``pix``, the pixels' flat indices into ``codes``).
 
     ``top_s``/``top_id`` ``(P, K)`` hold each pixel's K best (similarity, sample id),
     ``top_n`` how many are filled; ``rank_of_id[id]`` is the rank of the sample's class
-    among the class names (sorted), which breaks ties in similarity.  Work is
-    ``len(loc) * m`` dot products: the samples already held are not looked at.
+    among the class names (sorted), which breaks ties in similarity.  ``changed[i]`` is
+    set to 1 where a list changed.  Work is ``len(loc) * m`` dot products: the samples
+    already held are not looked at.
     """
     nl = loc.shape[0]
     m = T.shape[0]
@@ -323,19 +324,22 @@ def knn_merge(codes, pix, loc, T, t_inv, t_id, rank_of_id, top_s, top_id, top_n)
                         break
                 top_s[i, pos] = s
                 top_id[i, pos] = sid
+                changed[i] = 1
             top_n[i] = cnt
 
 
 @njit(parallel=True, cache=True)
-def knn_vote(top_s, top_id, top_n, cls_of_id, norm, valid, k, n_classes, weighted,  # pragma: no cover
+def knn_vote(loc, top_s, top_id, top_n, cls_of_id, norm, valid, k, n_classes, weighted,  # pragma: no cover
              out_cls, out_conf):
-    """The vote of :func:`knn_classify` from held neighbour lists: the first ``k`` of
-    each list, weights and float64 sums as there; class 255 and NaN where not valid."""
-    n = top_s.shape[0]
+    """The vote of :func:`knn_classify` from held neighbour lists, for the pixels ``loc``:
+    the first ``k`` of each list, weights and float64 sums as there; class 255 and NaN
+    where not valid."""
+    n = loc.shape[0]
     nblk = (n + _CHUNK - 1) // _CHUNK
     for blk in prange(nblk):
         votes = np.empty(n_classes, np.float64)
-        for i in range(blk * _CHUNK, min(n, blk * _CHUNK + _CHUNK)):
+        for q in range(blk * _CHUNK, min(n, blk * _CHUNK + _CHUNK)):
+            i = loc[q]
             if not valid[i] or top_n[i] == 0:
                 out_cls[i] = 255
                 out_conf[i] = np.float32(np.nan)
@@ -384,6 +388,6 @@ def warm() -> None:
         code_norms(c, pix, o)
         top_s, top_id, top_n = np.empty((3, 2), np.float32), np.empty((3, 2), np.int32), np.zeros(3, np.int32)
         knn_merge(c, pix, pix, np.ones((2, 128), np.int16), np.ones(2, np.float32), np.arange(2, dtype=np.int32),
-                  np.zeros(2, np.int32), top_s, top_id, top_n)
-        knn_vote(top_s, top_id, top_n, np.zeros(2, np.int32), o, v, 1, 2, True, cls, o)
+                  np.zeros(2, np.int32), top_s, top_id, top_n, np.zeros(3, np.uint8))
+        knn_vote(pix, top_s, top_id, top_n, np.zeros(2, np.int32), o, v, 1, 2, True, cls, o)
         _WARM = True

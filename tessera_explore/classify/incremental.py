@@ -61,7 +61,8 @@ class IncrementalKNNMap:
 
     After a call: ``last_update`` says what it did (``mode``: ``"incremental"``,
     ``"rebuilt"`` or ``"full"``; ``added``, ``removed``; ``pixels_rescanned`` and
-    ``dot_products``: pixels x training samples compared).
+    ``dot_products``: pixels x training samples compared; ``pixels_voted``: pixels whose
+    vote was taken again, all of them when k, the weighting or the classes changed).
     """
 
     def __init__(self, area: Any, *, pixels: Any = None, n_neighbors: int = 5, weights: str = "similarity",
@@ -117,6 +118,8 @@ class IncrementalKNNMap:
         self._top_s = np.empty((P, self._K), np.float32)
         self._top_id = np.full((P, self._K), -1, np.int32)
         self._top_n = np.zeros(P, np.int32)
+        self._changed = np.ones(P, np.uint8)  # lists changed since the last vote
+        self._voted = None  # (key, class, confidence) of the last vote
 
     def _start(self, mode: str) -> None:
         self.last_update = {"mode": mode, "added": 0, "removed": 0, "pixels_rescanned": 0, "dot_products": 0}
@@ -126,7 +129,8 @@ class IncrementalKNNMap:
             return
         _kernels.run(_kernels.knn_merge, self.area.codes, self._pix, np.ascontiguousarray(loc, np.int64),
                      np.ascontiguousarray(codes, np.int16), np.ascontiguousarray(inv, np.float32),
-                     np.ascontiguousarray(ids, np.int32), self._rank_of_id, self._top_s, self._top_id, self._top_n)
+                     np.ascontiguousarray(ids, np.int32), self._rank_of_id, self._top_s, self._top_id, self._top_n,
+                     self._changed)
         self.last_update["dot_products"] += int(len(loc)) * int(len(ids))
 
     def _set_classes(self) -> None:
@@ -219,6 +223,7 @@ class IncrementalKNNMap:
         hit = (gone[np.where(filled, self._top_id, 0)] & filled).any(axis=1)
         loc = np.flatnonzero(hit & self._valid)
         self._top_n[hit] = 0
+        self._changed[hit] = 1
         self._merge(loc, self._codes, self._inv, self._ids)
         self.last_update["removed"] += len(ids)
         self.last_update["pixels_rescanned"] += len(loc)
@@ -275,11 +280,21 @@ class IncrementalKNNMap:
                                   "update() with the classifier rebuilds the lists")
         cls_of_id = self._rank_of_id  # a sample's class index is its class's rank among the sorted names
         P = len(self._pix)
-        out_cls = np.empty(P, np.uint8)
-        out_conf = np.empty(P, np.float32)
-        _kernels.run(_kernels.knn_vote, self._top_s, self._top_id, self._top_n, cls_of_id, self._norm,
+        # with the same k, weighting and classes, only the pixels whose list changed are voted again
+        key = (k, self.weights, tuple(self._classes.tolist()))
+        if self._voted is not None and self._voted[0] == key:
+            _, out_cls, out_conf = self._voted
+            loc = np.flatnonzero(self._changed)
+        else:
+            out_cls, out_conf = np.empty(P, np.uint8), np.empty(P, np.float32)
+            loc = np.arange(P, dtype=np.int64)
+        _kernels.run(_kernels.knn_vote, loc, self._top_s, self._top_id, self._top_n, cls_of_id, self._norm,
                      self._valid, k, len(self._classes), self.weights == "similarity", out_cls, out_conf)
-        return out_cls, out_conf
+        self._changed[:] = 0
+        self._voted = (key, out_cls, out_conf)
+        if self.last_update:
+            self.last_update["pixels_voted"] = len(loc)
+        return out_cls.copy(), out_conf.copy()
 
     def nearest(self) -> np.ndarray:
         """Cosine similarity of each held pixel to its nearest training sample (NaN where
@@ -361,6 +376,7 @@ class IncrementalKNNMap:
         self._top_s[found] = top_s[src]
         self._top_id[found] = top_id[src]
         self._top_n[found] = top_n[src]
+        self._changed[:] = 1
         self._merge(np.flatnonzero(~found & self._valid), self._codes, self._inv, self._ids)
         self.last_update["pixels_rescanned"] = int((~found & self._valid).sum())
 

@@ -212,6 +212,8 @@ def test_an_update_compares_only_the_new_samples_with_each_pixel(prepared24, sce
     for merged in per_click:
         assert merged == [(n_valid, 1)]  # every pixel against the one new sample, not the 60 others
     assert inc.last_update["dot_products"] == n_valid
+    # k, weighting and classes unchanged: only the pixels whose neighbours changed are voted again
+    assert 0 < inc.last_update["pixels_voted"] < n_valid / 4
 
 
 def test_other_models_and_a_larger_k_fall_back_to_a_full_prediction(prepared24, labels5):
