@@ -135,3 +135,24 @@ def test_gitignore_covers_what_the_quickstart_and_the_app_write():
     out = subprocess.run(["git", "check-ignore", "--no-index", "--stdin"], input="\n".join(kept), text=True,
                          capture_output=True, cwd=ROOT)
     assert out.stdout.split() == []
+
+
+@pytest.mark.parametrize("folder", ["notebooks", "workshop"])
+def test_saving_under_another_kernel_name_leaves_the_py_pair_unchanged(folder):
+    """JupyterLab (with jupytext) writes the .py of a pair on every save, with the kernel it
+    runs: `make lab`'s is displayed as "Python 3 (tessera_explore)".  The pairs' config
+    keeps notebook metadata out of the .py, so the file does not change."""
+    jupytext = pytest.importorskip("jupytext")
+    from jupytext.config import load_jupytext_configuration_file
+
+    config = load_jupytext_configuration_file(str(ROOT / folder / "jupytext.toml"))
+    for py in sorted((ROOT / folder).glob("*.py")):
+        text = py.read_text(encoding="utf-8")
+        assert "kernelspec" not in text.split("# %%")[0], f"{py.name} carries notebook metadata"
+        nb = jupytext.read(ROOT / folder / (py.stem + ".ipynb"))
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (tessera_explore)",
+                                     "language": "python"}
+        nb.metadata["language_info"] = {"name": "python", "version": "3.12.1"}
+        saved = jupytext.writes(nb, "py:percent", config=config)
+        assert "tessera_explore)" not in saved and "kernelspec" not in saved
+        assert saved == text, f"saving {py.stem}.ipynb would rewrite {py.name}"
