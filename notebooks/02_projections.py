@@ -1,17 +1,3 @@
-# ---
-# jupyter:
-#   jupytext:
-#     text_representation:
-#       extension: .py
-#       format_name: percent
-#       format_version: '1.3'
-#       jupytext_version: 1.19.6
-#   kernelspec:
-#     display_name: Python 3
-#     language: python
-#     name: python3
-# ---
-
 # %% [markdown]
 # # Projections: PCA, UMAP and one colour scale across years and zones
 #
@@ -42,13 +28,13 @@ te.load_bokeh_js()
 import tempfile
 
 import matplotlib.pyplot as plt
+from matplotlib_inline.backend_inline import set_matplotlib_formats
+set_matplotlib_formats("jpeg", dpi=80, pil_kwargs={"quality": 75})  # small saved figures: a map ~60 kB (PNG ~500 kB)
 import numpy as np
 import panel as pn
 
 from tessera_explore.testing import make_tiles
 from tessera_explore.widgets.scatter import scatter_image
-
-plt.rcParams["figure.dpi"] = 72
 
 # %% [markdown]
 # ## 1. A window of the demo scene

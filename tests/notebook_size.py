@@ -4,7 +4,7 @@ A pytest plugin (required by ``tests/test_notebooks.py``, so ``make test`` has i
 notebooks it runs after ``tests``; for a notebook run on its own:
 ``PYTHONPATH=tests pytest -p notebook_size --nbmake notebooks/...``).  It wraps every
 nbmake item, keeps the notebook nbmake executed (nothing is executed twice) and fails
-the item when that notebook, serialised as JupyterLab saves it, weighs
+the item when that notebook, serialised as JupyterLab saves it (without widget state), weighs
 :data:`MAX_NOTEBOOK_BYTES` or more, or when one output carries more than
 :data:`MAX_SCRIPT_BYTES` of JavaScript (BokehJS inline: ``te.load_bokeh_js`` keeps it out
 of the saved notebook).  The failure lists the largest outputs.
@@ -51,6 +51,9 @@ def size_problems(nb, *, max_bytes: int = MAX_NOTEBOOK_BYTES, max_script: int = 
     import nbformat
 
     problems = []
+    # as JupyterLab saves it: without the widget state nbclient stores in the metadata (Lab's
+    # "save widget state automatically" is off by default; the explorer's state is megabytes)
+    nb = nbformat.from_dict({**nb, "metadata": {k: v for k, v in nb.get("metadata", {}).items() if k != "widgets"}})
     size = len(nbformat.writes(nb).encode())
     if size >= max_bytes:
         top = ", ".join(f"cell {c} {m} {b / 1000:.0f} kB" for c, _, m, b in output_sizes(nb)[:5])
