@@ -170,6 +170,12 @@ ax.set_ylabel("PCA 2");
 #   *change* mode shows how much each pixel changed between 2023 and 2024.
 # - A box or lasso in the scatter highlights those pixels on the map; a click on the map
 #   marks its pixel in the scatter.
+# - The demo scene is about as hard as real land cover: mixed pixels along field edges,
+#   crops that resemble each other and grassland, variation within each class. So the
+#   classifier is unsure in places: *hatch low trust* greys out the pixels not to trust
+#   (with the six labels below, about one pixel in fifteen, along field edges and on the
+#   classes nobody labelled yet), and *suggest* steps through the pixels whose labels would
+#   help most.
 # - Labels are saved to `tessera_labels.geojson` beside this notebook after every click;
 #   opening the explorer on that file again brings them back. *export maps* writes the
 #   class, confidence, similarity and change maps as Cloud-Optimised GeoTIFFs.

@@ -179,7 +179,10 @@ for ax in axes:
 
 # %% [markdown]
 # Because the scene is synthetic, the whole map can be checked against the truth (every
-# 4th pixel, on the classes we labelled):
+# 4th pixel, on the classes we labelled). The demo scene is about as hard as real land
+# cover (mixed pixels along field edges, crops that resemble each other and grassland), so
+# five labels per class get roughly four pixels in five right, and the confidence map
+# above is dark where the classifier hesitates: field edges, grassland and the crops.
 
 # %%
 to_lonlat = Transformer.from_crs(da.rio.crs, "EPSG:4326", always_xy=True)
@@ -191,7 +194,7 @@ predicted = pred["class"].values[::4, ::4]
 scored = (predicted != 255) & np.isin(truth_names, NAMES)
 agreement = float((np.asarray(names)[predicted[scored]] == truth_names[scored]).mean())
 print(f"agreement with the true land cover: {agreement:.1%} of {scored.sum():,} pixels")
-assert agreement > 0.8
+assert agreement > 0.7
 
 # %% [markdown]
 # ## 5. How good is it, honestly?
@@ -335,7 +338,8 @@ pd.crosstab(pd.Series(c[c != 255], name="cluster"), pd.Series(truth_names[c != 2
 # **Where to click next.** `te.suggest` ranks the pixels whose labels would help the
 # classifier most: uncertain ones (a small margin between the two likeliest classes),
 # spread over embedding space and at least `spacing` metres apart. Here the synthetic truth
-# plays the user: it labels the ten suggestions, and the map improves.
+# plays the user: it labels the ten suggestions, and the map improves (on the demo scene by
+# several points: ten well-chosen labels are worth more than ten random ones).
 
 # %%
 picks = te.suggest(area, clf, n=10, strategy="mixed", seed=0)
@@ -351,6 +355,7 @@ predicted = pred["class"].values[::4, ::4]
 scored = (predicted != 255) & np.isin(truth_names, NAMES)
 agreement = float((np.asarray(names)[predicted[scored]] == truth_names[scored]).mean())
 print(f"agreement with the truth: {before:.1%} -> {agreement:.1%} after {len(picks)} suggested labels")
+assert agreement > before
 
 # %% [markdown]
 # **How many hectares.** Counting the pixels of a class gives the *mapped* area, which is
@@ -372,7 +377,8 @@ est.table[["mapped_ha", "area_ha", "area_ci_low_ha", "area_ci_high_ha", "users_a
 # **Where not to trust the map.** `te.trust` combines the classifier's confidence with how
 # far each pixel is, in embedding space, from anything labelled; pixels without an
 # embedding get 0. `reason` says why a pixel is not trusted (1 uncertain, 2 unlike any
-# label, 3 both, 4 no data).
+# label, 3 both, 4 no data). On the demo scene about a quarter of the pixels fall below
+# 0.5, water (no data) and the uncertain fields and edges: the places to check or label next.
 
 # %%
 tr = te.trust(area, clf)

@@ -85,6 +85,7 @@ show(rgb, "PCA false colour, 2024")
 # ## Exercise 3: label and map (20 min)
 # Make a `te.LabelStore` with three classes (forest, cereal, grassland), add five points of each
 # (`points_of`), train a classifier (`te.fit_classifier`) and map the scene (`te.predict_map`).
+# Where is the map unsure (dark in the confidence map), and why there?
 
 # %%
 area = te.prepare(da)  # read once into memory: every call below is then fast

@@ -1,6 +1,8 @@
 """The README's first command in a real browser: JupyterLab runs the quickstart notebook
 top to bottom on the demo scene (no network), and the explorer at its end appears with
-its map and scatter, with BokehJS loaded inline once (no script from a CDN) and no error.
+its map and scatter, with BokehJS loaded from the installed packages (no script from a CDN)
+and no error; saved after Run All, the notebook holds no copy of BokehJS and stays under
+500 kB (te.load_bokeh_js leaves a stub in place of the JavaScript once it has run).
 
 Also measured here and printed (figures for benchmarks/RESULTS.md, not assertions except
 where the issue sets a limit): seconds from Run All to the first map, peak resident
@@ -25,6 +27,7 @@ pytestmark = pytest.mark.browser
 
 NOTEBOOK = os.path.join(os.path.dirname(__file__), "..", "..", "notebooks", "01_quickstart.ipynb")
 CDN = ("cdn.bokeh.org", "cdn.holoviz.org/panel")
+MAX_SAVED_BYTES = 500_000  # the issue's limit for a notebook saved after Run All
 
 
 def test_quickstart_runs_in_jupyterlab(lab, playwright_browser, tmp_path, demo_cache):
@@ -68,14 +71,20 @@ def test_quickstart_runs_in_jupyterlab(lab, playwright_browser, tmp_path, demo_c
         wait_for_element(page, "run all: the scatter", ".te-scatter canvas", "the scatter's canvas")
         assert page.locator(".te-map img.leaflet-image-layer").count() >= 2  # false colour and classes
         assert page.locator(".te-error").first.inner_text().strip() == ""
-        # BokehJS and Panel's JavaScript must be inline (offline they would fail and leave the
-        # scatter empty); Panel's optional stylesheets and module shim may be asked for and fail
+        # the notebook's own scatter (pn.ipywidget) drew too: BokehJS ran although its output
+        # was replaced by a stub
+        poll("run all: the notebook's scatter", lambda: page.locator(".bk-Canvas").count() >= 2,
+             "two Bokeh canvases (the notebook's scatter and the explorer's)", timeout=60)
+        # BokehJS and Panel's JavaScript must come from the page, not a CDN (offline it would fail
+        # and leave the scatter empty); Panel's optional stylesheets and module shim may be asked
+        # for and fail
         cdn_js = sorted({u for u in requests if any(c in u for c in CDN) and u.split("?")[0].endswith(".js")
                          and "es-module-shims" not in u})
         assert not cdn_js, cdn_js
         (tmp_path / "quickstart-lab.png").write_bytes(page.screenshot(full_page=True))
         peak = _kernel_peak_mib(srv.proc.pid)
-        # autosave after Run All: the notebook stays small (BokehJS inline once, no widget state).
+        # saved after Run All, the notebook stays small: no copy of BokehJS (te.load_bokeh_js
+        # left a stub), figures as JPEG, no widget state (JupyterLab's default).
         # The command's promise resolves once the server has written the file; then the
         # document is clean and the file on disk holds the outputs.
         path = os.path.join(srv.root, "01_quickstart.ipynb")
@@ -84,7 +93,8 @@ def test_quickstart_runs_in_jupyterlab(lab, playwright_browser, tmp_path, demo_c
                  "the notebook saved (its document no longer dirty)")
         poll("save the notebook", lambda: os.path.getsize(path) != os.path.getsize(NOTEBOOK),
              f"{path} to differ in size from the committed notebook (outputs written)", timeout=30)
-        size = os.path.getsize(path) / 2**20
+        size_bytes = os.path.getsize(path)
+        size = size_bytes / 2**20
         with open(path) as f:
             saved = f.read()
         figures = {"first_map_s": round(first_map, 1), "explorer_map_s": round(explorer_map, 1),
@@ -92,7 +102,8 @@ def test_quickstart_runs_in_jupyterlab(lab, playwright_browser, tmp_path, demo_c
                    "bokehjs_loads": _bokehjs_loads(saved)}
         (tmp_path / "figures.json").write_text(json.dumps(figures))
         print("\nquickstart in JupyterLab:", figures)
-        assert figures["bokehjs_loads"] == 1 and size < 10, figures
+        assert figures["bokehjs_loads"] == 0 and size_bytes < MAX_SAVED_BYTES, figures
+        assert "te.load_bokeh_js" in saved  # the stub the loading outputs left
         # target 1.2 GiB (Binder gives about 2 GB); measured 1,083 MiB with two malloc arenas
         # as make lab and Binder start the kernel; this guards a regression (benchmarks/RESULTS.md)
         assert peak is None or peak < 1.5 * 1024, figures
