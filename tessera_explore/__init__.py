@@ -54,6 +54,8 @@ _LAZY: dict[str, str] = {
     "validation_sample": "tessera_explore.classify:validation_sample",
     "area_estimate": "tessera_explore.classify:area_estimate",
     "suggest": "tessera_explore.classify:suggest",
+    "label_sample": "tessera_explore.classify:label_sample",
+    "samples_from_labels": "tessera_explore.classify:samples_from_labels",
     "trust": "tessera_explore.classify:trust",
     # regions on dask.distributed
     "region": "tessera_explore.region:",

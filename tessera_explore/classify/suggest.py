@@ -70,7 +70,8 @@ def _label_pixels(area, grid, labels) -> np.ndarray:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             labels = sample_labels(area, labels, warn=False)
-    return labels.rows.astype(np.int64) * grid.shape[1] + labels.cols.astype(np.int64)
+    flat = labels.rows.astype(np.int64) * grid.shape[1] + labels.cols.astype(np.int64)
+    return flat[labels.in_area]  # samples from stored vectors (rows -1) mark no pixel of this area
 
 
 def suggest(area: Any, clf: Any, n: int = 10, *, strategy: str = "mixed", exclude: Any = None, seed: int = 0,
