@@ -10,9 +10,8 @@ import sys
 
 import nbformat
 import pytest
-from notebook_size import MAX_NOTEBOOK_BYTES, output_sizes, size_problems
 
-pytest_plugins = ["notebook_size", "pytester"]
+pytest_plugins = ["notebook_size", "pytester"]  # imported as a plugin (assertions rewritten), then used below
 
 TESTS = pathlib.Path(__file__).resolve().parent
 
@@ -31,6 +30,8 @@ def _with_output(data: dict) -> nbformat.NotebookNode:
 
 
 def test_size_problems_name_what_is_too_large():
+    from notebook_size import MAX_NOTEBOOK_BYTES, output_sizes, size_problems
+
     assert size_problems(_with_output({"text/plain": "small"})) == []
     big_js = "var a = 1;\n" * 20_000  # 220 kB of JavaScript in one output
     problems = size_problems(_with_output({"application/javascript": big_js}))
@@ -69,6 +70,7 @@ def test_load_bokeh_js_runs_the_script_but_keeps_a_stub(tmp_path):
     output (Voila sends a cell's outputs once it has run, and never saves); once=True does
     nothing when BokehJS is loaded already."""
     from nbclient import NotebookClient
+    from notebook_size import output_sizes, size_problems
 
     from tessera_explore.widgets.notebook_js import STUB
 
