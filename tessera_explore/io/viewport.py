@@ -53,6 +53,7 @@ __all__ = [
     "ViewLoader",
     "StoreColours",
     "false_colour",
+    "view_components",
     "coverage_footprint",
     "overview_layer",
 ]
@@ -236,6 +237,10 @@ class _Blocks:
         """Write ``vals`` (``(..., h, w)`` at array rows/cols ``where``) into the blocks."""
         B = self.side
         rows, cols = where
+        br, bc = rows.start // B, cols.start // B
+        if (rows.stop - 1) // B == br and (cols.stop - 1) // B == bc:  # one block (inner chunks always)
+            out[(br, bc)][..., rows.start - br * B:rows.stop - br * B, cols.start - bc * B:cols.stop - bc * B] = vals
+            return
         for br, bc in self.span(rows, cols):
             a, b = max(rows.start, br * B), min(rows.stop, (br + 1) * B)
             c, d = max(cols.start, bc * B), min(cols.stop, (bc + 1) * B)
@@ -373,7 +378,8 @@ class ViewLoader:
     budget : the most bytes of float32 embeddings one view may hold at the depth loaded
         (default :data:`VIEW_BUDGET`); a larger view plans as ``"footprint"``.
     cache_bytes : bytes of decoded blocks kept in memory (default :data:`CACHE_BYTES`).
-    keep_views : blocks of views older than the last ``keep_views`` loaded are released.
+    keep_views : blocks of views older than the last ``keep_views`` views loaded are released
+        (a view is its bbox: its depth-16 and full-depth loads count once).
     block : preferred block side in pixels (rounded to the arrays' chunk grids).
     store_options : ``cache``, ``base_url``, ``http_options`` for :func:`resolve_store`.
 
@@ -399,8 +405,10 @@ class ViewLoader:
         self.counters = _Counters()
         self._grids: dict[tuple, _Blocks] = {}
         self._fetch_lock = threading.Lock()
-        self._recent: list[set] = []  # block keys of the last views, newest last
-        self._touched: set | None = None
+        # block keys of the last views (by bbox: a view's depths count once), newest last
+        self._recent: OrderedDict[tuple, set] = OrderedDict()
+        self._recent_lock = threading.Lock()
+        self._background = None  # the executor of load_async, made on first use
         self.last_blocks: frozenset = frozenset()
 
     def __repr__(self) -> str:
@@ -477,12 +485,11 @@ class ViewLoader:
         mosaic = Mosaic(tiles, crs=out_crs, transform=out_grid.transform, shape=out_grid.shape)
         if not mosaic._candidates(slice(0, out_grid.shape[0]), slice(0, out_grid.shape[1])):
             raise NoTilesInAreaError(f"bbox {p.bbox} lies outside every zone of {st.url}")
-        self._touched = set()
-        self._prefetch(mosaic, progress)
-        self._remember(self._touched)
+        touched: set = set()
+        self._prefetch(mosaic, progress, touched)
+        self._remember(p.bbox, touched)
         #: the block keys of the last view loaded
-        self.last_blocks = frozenset(self._touched)
-        self._touched = None
+        self.last_blocks = frozenset(touched)
         self.counters.views += 1
         token = register(mosaic)
         data = _lazy_data(mosaic, None, token, tiles, out_crs, out_grid.transform)
@@ -493,7 +500,20 @@ class ViewLoader:
             extra_attrs={ATTR: token, "resampling": "nearest", "n_tiles": len(tiles), "bbox": list(p.bbox),
                          "store": st.url, "depth": int(mosaic.nbands)})
 
-    def _prefetch(self, mosaic, progress) -> None:
+    def load_async(self, bbox: Sequence[float], *, depth: int | None = None,
+                   progress: Callable[[int, int], None] | None = None):
+        """:meth:`load` in a background thread: a :class:`concurrent.futures.Future` of the
+        DataArray.  Loads started this way run one after the other, in order; e.g. start
+        the full depth as soon as depth 16 is loaded, and paint depth 16 while it reads.
+        Errors (:class:`AreaTooLargeError`, ...) come out of ``future.result()``."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        with self._recent_lock:
+            if self._background is None:
+                self._background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tessera-explore-view")
+        return self._background.submit(self.load, bbox, depth=depth, progress=progress)
+
+    def _prefetch(self, mosaic, progress, touched: set) -> None:
         """Bring every block the mosaic will read into memory, in one batch."""
         from rasterio.warp import transform_bounds
 
@@ -518,7 +538,7 @@ class ViewLoader:
             if r0 < r1 and c0 < c1:
                 wants.append((t, *t._abs(slice(r0, r1), slice(c0, c1))))
         if wants:
-            self._ensure(wants, ("codes", "scales"), progress=progress)
+            self._ensure(wants, ("codes", "scales"), progress=progress, touched=touched)
 
     def _grid(self, tile, which: str) -> _Blocks:
         arr, reader = (tile._emb, tile._emb_reader) if which == "codes" else (tile._scales, tile._scales_reader)
@@ -528,10 +548,10 @@ class ViewLoader:
             g = self._grids[key] = _Blocks(self, self.store.url, arr, reader, tile.ti, which)
         return g
 
-    def _ensure(self, wants, kinds: Sequence[str], progress=None) -> dict:
+    def _ensure(self, wants, kinds: Sequence[str], progress=None, touched: set | None = None) -> dict:
         """The blocks under every ``(tile, rows, cols)`` of ``wants`` (array rows/cols), for
         each kind (``"codes"``, ``"scales"``): ``{grid prefix: {(br, bc): block}}``.  Blocks
-        not in memory are read in one batch."""
+        not in memory are read in one batch.  ``touched`` receives every block's key."""
         found: dict = {}
         need: dict = {}
         for tile, rows, cols in wants:
@@ -547,8 +567,8 @@ class ViewLoader:
                     else:
                         got[(br, bc)] = blk
                         self.counters.blocks_hit += 1
-                    if self._touched is not None:
-                        self._touched.add(g.key(br, bc))
+                    if touched is not None:
+                        touched.add(g.key(br, bc))
         if need:
             with self._fetch_lock:
                 coros, fresh, total = [], [], 0
@@ -594,16 +614,24 @@ class ViewLoader:
 
         run(all_of())
 
-    def _remember(self, keys: set) -> None:
-        """Record a view's blocks; release those of views older than ``keep_views``."""
-        self._recent.append(keys)
-        del self._recent[:-self.keep_views]
-        self.cache.keep_only(set().union(*self._recent))
+    def _remember(self, bbox: tuple, keys: set) -> None:
+        """Record a view's blocks (its depths together); release those of views older than
+        ``keep_views``."""
+        with self._recent_lock:
+            if bbox in self._recent:
+                self._recent[bbox] |= keys
+                self._recent.move_to_end(bbox)
+            else:
+                self._recent[bbox] = set(keys)
+            while len(self._recent) > self.keep_views:
+                self._recent.popitem(last=False)
+            self.cache.keep_only(set().union(*self._recent.values()))
 
     def release(self) -> None:
         """Drop every block held in memory (the disk cache keeps what was read)."""
-        self.cache.clear()
-        self._recent.clear()
+        with self._recent_lock:
+            self.cache.clear()
+            self._recent.clear()
 
 
 # -- colours --------------------------------------------------------------------------------------
@@ -670,10 +698,117 @@ class StoreColours:
 def false_colour(da: xr.DataArray, projection) -> xr.DataArray:
     """RGBA uint8 ``(band, y, x)`` of ``da`` through a fitted projection and its own
     stretch (``projection.stretch_``): the same embedding gets the same colour in every
-    view (the stretch does not depend on the view)."""
+    view (the stretch does not depend on the view).
+
+    A view of a :class:`ViewLoader` through a PCA is projected straight from the int8
+    blocks in memory, band-major (a ``(3 x d) @ (d x n)`` product per block, no pixel-major
+    copy of the codes); anything else goes through ``projection.transform``.  Both give
+    the same components up to float rounding."""
+    from ..project._base import components_array
     from ..project.rgb import to_rgb
 
-    return to_rgb(projection.transform(da), stretch=projection)
+    comps = view_components(da, projection)
+    comps = projection.transform(da) if comps is None else components_array(comps, da, projection)
+    return to_rgb(comps, stretch=projection)
+
+
+#: Pixels per product in :func:`view_components` (128 bands x 4,096 px = 2 MiB of float32).
+_PAINT_PIXELS = 4096
+#: Output window (pixels per side) each worker projects at a time.
+_PAINT_BLOCK = 256
+
+
+def view_components(da: xr.DataArray, projection) -> np.ndarray | None:
+    """The ``(component, y, x)`` float32 components (NaN where there is no data) of a view
+    loaded by a :class:`ViewLoader`, through a fitted
+    :class:`~tessera_explore.project.pca.PCAProjection`, computed from the int8 blocks in
+    memory; None when ``da`` or ``projection`` is of another kind (use
+    ``projection.transform``).
+
+    Pixels a tile gives on its own grid are projected band-major from that tile's codes
+    (``components = (W^T codes) * scale - mean @ W``); pixels of a neighbouring zone
+    (resampled) go through the projection's own code path.  Two threads, one BLAS
+    thread each.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ..project._base import _blas_single_thread
+    from ..project.pca import PCAProjection
+    from .codes import codes_window
+    from .mosaic import Mosaic
+
+    if not isinstance(projection, PCAProjection) or getattr(projection, "_wt", None) is None:
+        return None
+    if type(projection)._transform_codes is not PCAProjection._transform_codes:
+        return None
+    cw = codes_window(da)
+    if cw is None or not isinstance(cw.source, Mosaic):
+        return None
+    m = cw.source
+    if not any(isinstance(t, _CachedReads) for t in m.tiles):
+        return None
+    from .. import _schema
+
+    _schema.validate(da)
+    projection.check_compatible(da)
+    w = np.ascontiguousarray(projection._wt.T)  # (k, d)
+    offset = projection._offset.astype(np.float32)
+    k, d = w.shape
+    H, W = da.sizes["y"], da.sizes["x"]
+    out = np.full((k, H, W), np.nan, np.float32)
+
+    def window(rows: slice, cols: slice) -> None:
+        win_r = slice(rows.start + cw.row0, rows.stop + cw.row0)
+        win_c = slice(cols.start + cw.col0, cols.stop + cw.col0)
+        plan = m.plan(win_r, win_c)
+        whole = len(plan) == 1 and plan[0].src[0] == "slice"
+        view = out[:, rows, cols]
+        for c in plan:
+            t = m.tiles[c.k]
+            if c.src[0] == "slice" and isinstance(t, _CachedReads):
+                s = t._clean(t._raw_scales(c.src[1], c.src[2]))
+                ok = np.isfinite(s) & (s != 0)
+                if not (whole or c.take.all()):
+                    ok &= c.take
+                if not ok.any():
+                    continue
+                comps = _project_band_major(t._codes_raw(c.src[1], c.src[2]), s, w, offset)
+                sub = view[:, c.ty, c.tx]
+                for i in range(k):
+                    sub[i][ok] = comps[i][ok]
+                continue
+            q, s = m._gather(c)
+            ok = np.isfinite(s) & (s != 0)
+            if not ok.any():
+                continue
+            comps = projection._transform_codes(q[ok], s[ok])
+            rr, cc = np.nonzero(c.take)  # the order in which _gather took them
+            view[:, c.ty, c.tx][:, rr[ok], cc[ok]] = comps.T
+
+    B = _PAINT_BLOCK
+    wins = [(slice(r, min(H, r + B)), slice(c, min(W, c + B))) for r in range(0, H, B) for c in range(0, W, B)]
+    with _blas_single_thread(), ThreadPoolExecutor(max_workers=2) as pool:
+        for f in [pool.submit(window, r, c) for r, c in wins]:
+            f.result()
+    return out
+
+
+def _project_band_major(codes: np.ndarray, scales: np.ndarray, w: np.ndarray, offset: np.ndarray) -> np.ndarray:
+    """``(k, h, w)`` components of int8 ``codes`` ``(d, h, w)`` with ``scales`` ``(h, w)``
+    through ``w`` ``(k, d)``: ``(w @ codes) * scales - offset`` (NaN scales give NaN)."""
+    d, h, wd = codes.shape
+    n = h * wd
+    flat = codes.reshape(d, n)
+    out = np.empty((w.shape[0], n), np.float32)
+    buf = np.empty((d, min(n, _PAINT_PIXELS)), np.float32)
+    for a in range(0, n, _PAINT_PIXELS):
+        b = min(n, a + _PAINT_PIXELS)
+        f = buf[:, :b - a]
+        f[...] = flat[:, a:b]
+        np.matmul(w, f, out=out[:, a:b])
+    out *= scales.reshape(1, n)
+    out -= offset[:, None]
+    return out.reshape(-1, h, wd)
 
 
 # -- the zoomed-out map -------------------------------------------------------------------------------

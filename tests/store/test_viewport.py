@@ -169,6 +169,54 @@ def test_colours_agree_between_overlapping_views_and_zones(served):
     assert colours.rgb(loader.load(A, depth=16)).shape == ra.shape
 
 
+def test_view_components_from_the_blocks_equal_the_projection(served):
+    """The band-major projection from the blocks gives the components (and the colours)
+    of ``projection.transform``, in a zone, across the zone edge (resampled pixels) and
+    at depth 16; other projections or arrays fall back to it."""
+    from tessera_explore.io.viewport import view_components
+    from tessera_explore.project.rgb import to_rgb
+
+    srv, url, cache = served
+    loader = _loader(url, cache)
+    colours = StoreColours(loader.store, year=YEAR)
+    edge = (5.94, 52.08, 6.06, 52.22)
+    for bbox, depth in ((A, 128), (edge, 128), (B, 16)):
+        da = loader.load(bbox, depth=depth)
+        proj = colours.projection(depth)
+        fast = view_components(da, proj)
+        ref = proj.transform(da).values
+        assert fast is not None and fast.shape == ref.shape
+        assert np.array_equal(np.isnan(fast), np.isnan(ref)) and np.isfinite(ref).any()
+        np.testing.assert_allclose(fast, ref, rtol=1e-4, atol=1e-4, equal_nan=True)
+        rgb = colours.rgb(da)
+        assert rgb.attrs["projection"] == "pca" and rgb.rio.crs == da.rio.crs
+        diff = np.abs(rgb.values.astype(int) - to_rgb(proj.transform(da), stretch=proj).values.astype(int))
+        assert diff.max() <= 1
+    # a float array (no codes), or a subset of bands: no fast path
+    assert view_components(da.copy(data=da.values), proj) is None
+    assert view_components(_direct(url, A), colours.projection(128)) is None
+
+
+def test_load_async_and_the_depths_of_one_view_count_once(served):
+    srv, url, cache = served
+    loader = _loader(url, cache, keep_views=1)
+    a16 = loader.load(A, depth=16)
+    fut = loader.load_async(A, depth=128)
+    a128 = fut.result(timeout=60)
+    assert a128.sizes["band"] == 128 and a16.sizes["band"] == 16
+    assert np.array_equal(a128.values, _direct(url, A).values, equal_nan=True)
+    # one view in memory, with both depths: going back to either reads nothing
+    assert list(loader._recent) == [loader.plan(A).bbox]
+    srv.reset_counters()
+    read = loader.counters.blocks_read
+    loader.load(A, depth=16)
+    loader.load(A, depth=128)
+    assert loader.counters.blocks_read == read and srv.requests == 0
+    # a view beyond the budget fails in the future, not in the caller
+    with pytest.raises(AreaTooLargeError):
+        loader.load_async((0.0, 45.0, 12.0, 55.0)).result(timeout=60)
+
+
 def test_memory_stays_under_the_cap_over_a_20_view_walk(served):
     srv, url, cache = served
     loader = _loader(url, cache, keep_views=2)
@@ -186,7 +234,7 @@ def test_memory_stays_under_the_cap_over_a_20_view_walk(served):
         assert loader.cache.nbytes <= loader.cache.max_bytes
         # what is held belongs to the last two views only
         held = set(loader.cache._data)
-        assert held <= set().union(*loader._recent)
+        assert held <= set().union(*loader._recent.values())
         assert len(loader._recent) <= 2
     assert loader.cache.peak <= loader.cache.max_bytes
     assert loader.counters.views == 21
