@@ -43,7 +43,7 @@ NS = (20, 100, 300)
 CASES = ((20, "k unchanged"), (20, "k changes"), (100, ""), (300, ""))
 CLASSES5 = ("built-up", "forest", "grassland", "cereal", "maize")
 VIEW = (slice(300, 812), slice(300, 1068))
-REPEAT = 5
+REPEAT = 7
 
 
 def _labels(area, n):
@@ -116,6 +116,7 @@ def main() -> int:
                 tu, (c_inc, f_inc) = _timed(lambda clf=clf, inc=inc: inc.update(clf))
                 t_inc.append(tu)
                 assert inc.last_update["added"] == 1, inc.last_update
+                work = (inc.last_update["dot_products"], inc.last_update["pixels_voted"])
                 assert (clf.estimator_.n_neighbors_ != before.estimator_.n_neighbors_) == (case == "k changes")
                 tp, (c_full, f_full) = _timed(lambda clf=clf, full=full: full(clf))
                 t_full.append(tp)
@@ -131,7 +132,7 @@ def main() -> int:
                 t_add.append(ta)
                 assert np.array_equal(c_add, c_full) and np.allclose(f_add, f_full, atol=1e-6, equal_nan=True)
             rows.append((name, n, case, clf.estimator_.n_neighbors_, min(t_fit), min(t_full), min(t_inc),
-                         min(t_add)))
+                         min(t_add), work))
             print(f"  {name:4s} {n:3d} labels {case}, best (median): fit {min(t_fit) * 1e3:.1f} ({np.median(t_fit) * 1e3:.1f}) "
                   f"ms, full {min(t_full) * 1e3:.0f} ({np.median(t_full) * 1e3:.0f}) ms, incremental "
                   f"{min(t_inc) * 1e3:.1f} ({np.median(t_inc) * 1e3:.1f}) ms, new label only {min(t_add) * 1e3:.1f} "
@@ -141,16 +142,18 @@ def main() -> int:
     print()
     print(f"load average {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} (1 / 5 / 15 min), {os.cpu_count()} cores")
     print("| pixels | labels | k | fit (ms) | full predict (ms) | incremental update (ms) | click full (ms) | "
-          "click incremental (ms) | speed-up | click, new label only (ms) |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    for name, n, case, k, tf, tp, tu, ta in rows:
+          "click incremental (ms) | speed-up | click, new label only (ms) | incremental: dot products, "
+          "pixels voted |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for name, n, case, k, tf, tp, tu, ta, work in rows:
         npx = view.size if name == "view" else h * w
         label = f"{n}, {case}" if case else f"{n}"
         print(f"| {name} ({npx:,}) | {label} | {k} | {tf * 1e3:.1f} | {tp * 1e3:.0f} | {tu * 1e3:.1f} | "
-              f"{(tf + tp) * 1e3:.0f} | {(tf + tu) * 1e3:.1f} | {(tf + tp) / (tf + tu):.1f}x | {ta * 1e3:.1f} |")
+              f"{(tf + tp) * 1e3:.0f} | {(tf + tu) * 1e3:.1f} | {(tf + tp) / (tf + tu):.1f}x | {ta * 1e3:.1f} | "
+              f"{work[0]:,}, {work[1]:,} |")
     print()
     for name in ("view", "area"):
-        r = {n: (tf, tp, tu, ta) for nm, n, case, _, tf, tp, tu, ta in rows if nm == name and case != "k changes"}
+        r = {n: (tf, tp, tu, ta) for nm, n, case, _, tf, tp, tu, ta, _ in rows if nm == name and case != "k changes"}
         lo, hi = r[NS[0]], r[NS[-1]]
         print(f"{name}: click t({NS[-1]})/t({NS[0]}): full {(hi[0] + hi[1]) / (lo[0] + lo[1]):.2f}, "
               f"incremental {(hi[0] + hi[2]) / (lo[0] + lo[2]):.2f} (update alone {hi[2] / lo[2]:.2f}), "
