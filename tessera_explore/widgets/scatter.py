@@ -200,7 +200,15 @@ def scatter(
 
     if tools is None:
         tools = ["box_select", "lasso_select"]
-    style = dict(width=int(width), height=int(height), tools=list(tools), active_tools=["box_select", "wheel_zoom"])
+
+    def follow_points(plot, element) -> None:
+        """Bokeh hook: the reset range is always the shown points' extent, and after
+        ``set_points(..., keep_view=False)`` the view is too (HoloViews keeps a plot's
+        first ranges otherwise: UMAP points would sit off-screen behind PCA's axes)."""
+        _follow_points(dmap, plot.state.x_range, plot.state.y_range)
+
+    style = dict(width=int(width), height=int(height), tools=list(tools), active_tools=["box_select", "wheel_zoom"],
+                 hooks=[follow_points])
 
     def render(x_range=None, y_range=None):
         p = dmap.points  # swapped by set_points (another year, or UMAP instead of PCA)
@@ -214,14 +222,30 @@ def scatter(
     stream = hv.streams.RangeXY(x_range=(x0, x1), y_range=(y0, y1))
     dmap = hv.DynamicMap(render, streams=[stream])
     dmap.points = pts
+    dmap.fit_view = False  # set by set_points(keep_view=False), cleared once the plot's ranges follow
     return dmap
+
+
+def _follow_points(plot, x_range, y_range) -> None:
+    """Point a Bokeh plot's ranges at ``plot.points``: reset range always, the view when
+    ``plot.fit_view`` is set (see :func:`set_points`)."""
+    x0, y0, x1, y1 = plot.points.bounds()
+    for rng, lo, hi in ((x_range, x0, x1), (y_range, y0, y1)):
+        if rng is None or not hasattr(rng, "reset_start"):
+            continue
+        if getattr(plot, "fit_view", False):
+            rng.update(start=lo, end=hi)
+        rng.update(reset_start=lo, reset_end=hi)
+    plot.fit_view = False
 
 
 def set_points(plot, points: ScatterData, *, keep_view: bool = True) -> None:
     """Show other points (e.g. another year of the same projection) in a scatter made by
     :func:`scatter`, re-aggregated at once.  ``keep_view`` keeps the current zoom; else the
-    view fits the new points."""
+    view fits the new points (use it when the projection changes: PCA and UMAP axes have
+    nothing in common).  Either way the reset tool goes back to the new points' extent."""
     plot.points = points
+    plot.fit_view = not keep_view
     stream = next(s for s in plot.streams if type(s).__name__ == "RangeXY")
     if keep_view and stream.x_range is not None and stream.y_range is not None:
         stream.event(x_range=tuple(stream.x_range), y_range=tuple(stream.y_range))

@@ -103,3 +103,39 @@ def test_axis_titles_follow_the_projection_shown(projected):
     set_points(dmap, pts, keep_view=False)
     assert (plot.state.xaxis[0].axis_label, plot.state.yaxis[0].axis_label) == ("UMAP 1", "UMAP 2")
     assert scatter_points(comp, dims=(2, 3)).axis_labels == (f"{name} 2", f"{name} 3")
+
+
+def test_switching_projection_moves_the_view_and_the_reset_range_to_the_new_points():
+    import holoviews as hv
+
+    from tessera_explore.widgets.scatter import set_points
+
+    hv.extension("bokeh")
+    rng = np.random.default_rng(0)
+
+    def comps(offset, scale, name):
+        c = (rng.normal(size=(2, 20, 20)) * scale + offset).astype(np.float32)
+        return xr.DataArray(c, dims=("component", "y", "x"), attrs={"projection": name})
+
+    rgb = np.zeros((4, 20, 20), np.uint8)
+    dmap = scatter(comps(0, 1, "pca"), rgb=rgb, width=120, height=100)
+    plot = hv.renderer("bokeh").get_plot(dmap)
+    xr_, yr_ = plot.state.x_range, plot.state.y_range
+    assert xr_.end < 10
+    # "UMAP" points far from the PCA ones: the view and the reset range follow them
+    umap_pts = scatter_points(comps(100, 10, "umap"), rgb=rgb)
+    set_points(dmap, umap_pts, keep_view=False)
+    x0, y0, x1, y1 = umap_pts.bounds()
+    assert (xr_.start, xr_.end, yr_.start, yr_.end) == pytest.approx((x0, x1, y0, y1))
+    assert (xr_.reset_start, xr_.reset_end, yr_.reset_start, yr_.reset_end) == pytest.approx((x0, x1, y0, y1))
+    # another year of the same projection keeps the zoom, but reset goes to the new extent
+    xr_.update(start=101.0, end=102.0)
+    dmap.streams[0].event(x_range=(101.0, 102.0), y_range=(yr_.start, yr_.end))
+    later = scatter_points(comps(120, 10, "umap"), rgb=rgb)
+    set_points(dmap, later, keep_view=True)
+    assert (xr_.start, xr_.end) == (101.0, 102.0)
+    assert (xr_.reset_start, xr_.reset_end) == pytest.approx((later.bounds()[0], later.bounds()[2]))
+    # back to PCA
+    pca_pts = scatter_points(comps(0, 1, "pca"), rgb=rgb)
+    set_points(dmap, pca_pts, keep_view=False)
+    assert xr_.end == pytest.approx(pca_pts.bounds()[2]) and xr_.reset_end == pytest.approx(pca_pts.bounds()[2])
