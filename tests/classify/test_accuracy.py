@@ -209,3 +209,40 @@ def test_training_labels_are_refused(prepared24, labels5, tmp_path):
     est = te.area_estimate(pred, s)
     assert est.overall_accuracy == 1.0
     assert "AreaEstimate(" in repr(est)
+
+
+def test_overall_accuracy_interval_keeps_width_without_errors():
+    """30 reference points, all correct: the overall-accuracy interval is not 1.00-1.00;
+    with one stratum it is that stratum's Wilson (Jeffreys) interval for 30 of 30."""
+    vals = np.zeros((60, 60), np.uint8)
+    vals[:, 30:] = 1
+    pred = class_map(vals, ("woods", "fields"), res=10.0)
+    sample = te.validation_sample(pred, 30, seed=2)
+    sample["reference"] = sample["map_class"]
+    z = 1.959964
+    for kind, low_max in (("wilson", 0.92), ("jeffreys", 0.96), ("adjusted", 0.99)):
+        est = te.area_estimate(pred, sample, interval=kind)
+        lo, hi = est.overall_ci
+        assert est.overall_accuracy == 1.0 and hi == 1.0
+        assert 0.8 < lo < low_max, kind
+    # Wald keeps its textbook collapse (documented), the others do not
+    assert te.area_estimate(pred, sample, interval="wald").overall_ci == (1.0, 1.0)
+    one = class_map(np.zeros((40, 40), np.uint8), ("woods",), res=10.0)
+    s1 = te.validation_sample(one, 30, seed=0)
+    s1["reference"] = s1["map_class"]
+    lo, hi = te.area_estimate(one, s1).overall_ci
+    assert lo == pytest.approx(30 / (30 + z * z), abs=1e-4) and hi == 1.0
+    # all wrong: the interval keeps a width above 0
+    s1["reference"] = "fields"
+    lo, hi = te.area_estimate(one, s1).overall_ci
+    assert lo == 0.0 and hi == pytest.approx(z * z / (30 + z * z), abs=1e-4)
+
+
+def test_overall_accuracy_interval_matches_wald_where_errors_abound():
+    pred, refs = olofsson_case()
+    wald = te.area_estimate(pred, refs, interval="wald")
+    wlo, whi = wald.overall_ci
+    for kind in ("wilson", "jeffreys", "adjusted"):
+        lo, hi = te.area_estimate(pred, refs, interval=kind).overall_ci
+        assert lo < wald.overall_accuracy < hi
+        assert (hi - lo) == pytest.approx(whi - wlo, rel=0.25)
