@@ -129,9 +129,9 @@ def install_baseline(ctl):
         ds = ds.rio.write_crs(da.rio.crs)
         ds["class"].attrs["classes"] = ds.attrs["classes"]
         ctl.prediction = ds
-        ctl._render_classes()
+        ctl.classifying.render()
 
-    ctl._retrain = retrain
+    ctl.classifying.retrain_now = retrain
 
 
 SESSION = r"""
