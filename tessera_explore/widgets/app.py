@@ -9,6 +9,7 @@ from typing import Any
 
 from ..exceptions import TesseraExploreError
 from .controller import ExplorerController
+from .notebook_js import load_bokeh_js
 from .state import ExplorerState
 
 __all__ = ["Explorer", "explore"]
@@ -19,7 +20,6 @@ DEFAULT_LABELS = "tessera_labels.geojson"
 _STORES: weakref.WeakValueDictionary[str, Any] = weakref.WeakValueDictionary()
 # stores opened by explore() -> number of open apps using each (the last one closes it)
 _USERS: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
-_BOKEH_LOADED = False
 
 
 class Explorer:
@@ -127,44 +127,6 @@ def _release_store(store) -> None:
         if other is store:
             _STORES.pop(path, None)
     store.close()
-
-
-def _in_kernel() -> bool:
-    try:
-        from IPython import get_ipython
-    except ImportError:
-        return False
-    ip = get_ipython()
-    return ip is not None and getattr(ip, "kernel", None) is not None
-
-
-def _bokeh_loaded() -> bool:
-    """Whether BokehJS was put into this kernel's notebook already, by ``hv.extension``,
-    ``pn.extension`` or this module (checked without importing anything new)."""
-    import sys
-
-    if _BOKEH_LOADED:
-        return True
-    hv_ipython = sys.modules.get("holoviews.ipython")
-    if hv_ipython is not None and getattr(hv_ipython.notebook_extension, "_loaded", False):
-        return True
-    pn = sys.modules.get("panel")
-    ext = getattr(pn, "extension", None) if pn is not None else None
-    return bool(getattr(ext, "_loaded", False))
-
-
-def load_bokeh_js() -> None:
-    """Put BokehJS and Panel's JavaScript into the notebook inline (no CDN: works offline
-    and on Binder), once per kernel: nothing happens when ``hv.extension(...)`` or
-    ``pn.extension(...)`` ran already (a second inline copy would only make the saved
-    notebook megabytes larger).  Called by :func:`explore`."""
-    global _BOKEH_LOADED
-    if not _in_kernel() or _bokeh_loaded():
-        return
-    import holoviews as hv
-
-    hv.extension("bokeh", inline=True, logo=False)
-    _BOKEH_LOADED = True
 
 
 #: how the app looks: status lines wrap instead of being cut, sizes readable on a
@@ -351,7 +313,7 @@ def _build(state, controller, owns, notes, *, scatter, basemap, map_size, draw) 
     from .views import MapView, PanelView, ScatterView
 
     if scatter:
-        load_bokeh_js()
+        load_bokeh_js(once=True)
     map_view = MapView(state, controller, basemap=basemap, draw=draw, width=map_size[0], height=map_size[1])
     panel = PanelView(state, controller)
     controller.start()  # false colour now; labels and classifier in the background

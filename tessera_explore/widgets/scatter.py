@@ -12,7 +12,7 @@ by a ``RangeXY`` stream.  Three colourings:
 * ``color=None``: point density (histogram-equalised).
 
 HoloViews and datashader are imported inside functions.  In a notebook call
-``hv.extension("bokeh", inline=True)`` before any hvplot import (offline use; see
+``te.load_bokeh_js()`` before any hvplot import (offline use; see
 ``docs/design/projections.md``).
 """
 
