@@ -123,11 +123,11 @@ def scatter_points(
         names += [str(k) for k in range(len(names), n)]
         keep = flat >= 0
         out.xy, out.index, flat = out.xy[keep], out.index[keep], flat[keep]
-        from .colours import _PALETTE
+        from .colours import class_palette
 
+        # the map's colours for the same names (keyword colours, then the palette)
         colors = list(class_colors if class_colors is not None else attrs.get("class_colors", []))
-        colors += [_PALETTE[k % len(_PALETTE)] for k in range(len(colors), n)]
-        out.classes, out.class_names, out.class_colors = flat, names, colors[:n]
+        out.classes, out.class_names, out.class_colors = flat, names, class_palette(names, colors[:n])
     return out
 
 
