@@ -211,13 +211,11 @@ class LabelClassifier(ClassifierMixin, BaseEstimator):
         y = np.asarray(y)
         check_training_set(y, None)
         est = make_model(self.model)
-        from threadpoolctl import threadpool_limits
-
         try:
             # one BLAS thread: a few hundred samples gain nothing from more, and OpenBLAS
             # threads left spinning afterwards halve the speed of the numba kernels that
             # follow on a 2-core machine (measured: logreg refit 170 ms -> a few ms)
-            with threadpool_limits(limits=1, user_api="blas"):
+            with _blas_controller().limit(limits=1, user_api="blas"):
                 self.estimator_ = est.fit(X, y)
         except ValueError as err:
             raise ClassifierError(f"{type(est).__name__} cannot be trained on these labels: {err}") from err
@@ -233,6 +231,21 @@ class LabelClassifier(ClassifierMixin, BaseEstimator):
 
     def predict(self, X) -> np.ndarray:
         return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+
+
+_BLAS = None
+
+
+def _blas_controller():
+    """One threadpoolctl controller for the process, made on the first refit (after
+    numpy and scikit-learn have loaded their BLAS): ``threadpool_limits`` scans the loaded
+    libraries on every call, 3-10 ms a refit, which a click that refits pays each time."""
+    global _BLAS
+    if _BLAS is None:
+        from threadpoolctl import ThreadpoolController
+
+        _BLAS = ThreadpoolController()
+    return _BLAS
 
 
 def check_training_set(y: np.ndarray, label_id: np.ndarray | None) -> None:
