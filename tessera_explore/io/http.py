@@ -23,10 +23,15 @@ every inner chunk a window needs at once.
   an area sends no request even when its window differs), written atomically.  Each
   entry records what it holds (a digest of URL, key and range), its length and a
   CRC-32 of its bytes, checked on every read: a damaged, truncated or misplaced entry
-  is dropped and fetched again.  "Not found" answers are kept for a day.  A cache that
-  cannot be written is left alone with one warning, and reads go on without it.
-  Published stores are immutable per dataset; call :meth:`RemoteStore.clear_cache`
-  after a store was rebuilt in place.
+  is dropped and fetched again.  "Not found" answers are kept for a day.  Entries are
+  written by one background thread (:class:`CacheWriter`), so a read returns as soon
+  as its bytes arrive: until an entry is on disk, a read of it is answered from the
+  writer's queue; the queue holds at most :data:`WRITE_QUEUE_BYTES` and a read that
+  would pass it waits for the disk (entries are never dropped).  :func:`flush_cache`
+  (and :meth:`RemoteStore.flush_cache`) waits for the queue; it runs at interpreter
+  exit.  A cache that cannot be written is left alone with one warning, and reads go
+  on without it.  Published stores are immutable per dataset; call
+  :meth:`RemoteStore.clear_cache` after a store was rebuilt in place.
 * **Errors**: anything that is not a plain "not found" (unreachable host, 5xx after
   the retries, a body of the wrong length, a timeout) raises
   :class:`~tessera_explore.exceptions.StoreError` naming the URL and key.
@@ -40,7 +45,9 @@ default), and zarr-python supports it as a first-class backend.  See
 from __future__ import annotations
 
 import asyncio
+import atexit
 import hashlib
+import logging
 import os
 import re
 import shutil
@@ -60,7 +67,9 @@ from zarr.core.buffer import Buffer, BufferPrototype
 
 from ..exceptions import StoreError, TesseraExploreWarning
 
-__all__ = ["RemoteStore", "store_cache_key"]
+__all__ = ["CacheWriter", "RemoteStore", "flush_cache", "store_cache_key"]
+
+_log = logging.getLogger(__name__)
 
 #: Cache entry: magic, CRC-32 of the payload, payload length, digest of what it holds.
 _ENTRY = struct.Struct("<4sIQ8s")
@@ -69,6 +78,10 @@ _DATA, _GONE = b"TXC2", b"TXM2"
 MISSING_TTL = 24 * 3600.0
 #: The most bytes one answer may hold (a whole published shard is at most 2 GiB of codes).
 MAX_OBJECT = 4 << 30
+#: The most bytes of cache entries waiting to be written, process-wide.
+WRITE_QUEUE_BYTES = 256 << 20
+#: How long interpreter exit waits for the cache entries still queued (seconds).
+EXIT_FLUSH_TIMEOUT = 120.0
 
 
 def store_cache_key(url: str) -> str:
@@ -89,6 +102,146 @@ def _range_tag(byte_range: ByteRequest | None) -> str:
     if isinstance(byte_range, SuffixByteRequest):
         return f"-{byte_range.suffix}"
     raise StoreError(f"unexpected byte range {byte_range!r}")
+
+
+class CacheWriter:
+    """Writes cache entries on one background thread, so that reads never wait for the disk.
+
+    An entry is queued with :meth:`offer` (never blocks) or :meth:`put` (waits for room);
+    until it is on disk, :meth:`lookup` answers it from memory, so a read of the same
+    range while its write is pending gets the same bytes and sends no request.  The queue
+    holds at most ``max_bytes`` of entry bodies (one entry larger than that is taken when
+    the queue is empty): when it is full, the reader waits for the disk rather than drop
+    the entry, so an area read once is on disk in full (a later offline session relies on
+    it) and memory stays bounded.  A write that fails (read-only folder, disk full) turns
+    the owning store's cache off with one warning; the read it came from has already
+    returned.  One writer serves the process (:data:`_WRITER`); a forked child starts
+    with an empty one.
+    """
+
+    def __init__(self, max_bytes: int = WRITE_QUEUE_BYTES):
+        self.max_bytes = int(max_bytes)
+        self._reset()
+
+    def _reset(self) -> None:
+        self._cond = threading.Condition()
+        #: path -> (path, magic, digest, body, owner), in the order they were queued
+        self._pending: OrderedDict[str, tuple] = OrderedDict()
+        self._busy: str | None = None
+        self._thread: threading.Thread | None = None
+        #: bytes queued now, the most ever queued, and entries written
+        self.queued = 0
+        self.peak = 0
+        self.written = 0
+
+    # -- queueing ------------------------------------------------------------------------
+    def _room(self, n: int) -> bool:
+        return self.queued == 0 or self.queued + n <= self.max_bytes
+
+    def _add(self, entries: list[tuple]) -> None:
+        for e in entries:
+            key = str(e[0])
+            old = self._pending.pop(key, None)
+            if old is not None:
+                self.queued -= len(old[3])
+            self._pending[key] = e
+            self.queued += len(e[3])
+        self.peak = max(self.peak, self.queued)
+        if self._thread is None or not self._thread.is_alive():
+            if self._thread is None:
+                atexit.register(self.flush, timeout=EXIT_FLUSH_TIMEOUT)
+            self._thread = threading.Thread(target=self._run, name="tessera-cache-writer", daemon=True)
+            self._thread.start()
+        self._cond.notify_all()
+
+    def offer(self, entries: list[tuple]) -> bool:
+        """Queue ``entries`` (``(path, magic, digest, body, owner)``) if there is room; False
+        (nothing queued) when the queue is full."""
+        n = sum(len(e[3]) for e in entries)
+        with self._cond:
+            if not self._room(n):
+                return False
+            self._add(entries)
+        return True
+
+    def put(self, entries: list[tuple]) -> None:
+        """Queue ``entries``, waiting until the queue has room for them."""
+        n = sum(len(e[3]) for e in entries)
+        with self._cond:
+            self._cond.wait_for(lambda: self._room(n))
+            self._add(entries)
+
+    def lookup(self, path: Path | str):
+        """The queued bytes of the entry at ``path`` (None for a "not found" answer), or
+        KeyError when none is queued."""
+        if not self._pending:
+            return KeyError
+        with self._cond:
+            e = self._pending.get(str(path))
+        if e is None:
+            return KeyError
+        return None if e[1] == _GONE else e[3]
+
+    # -- waiting and discarding ----------------------------------------------------------
+    def _under(self, prefix: str | None):
+        if prefix is None:
+            return lambda key: True
+        head = prefix.rstrip(os.sep) + os.sep
+        return lambda key: key.startswith(head)
+
+    def flush(self, prefix: str | os.PathLike | None = None, timeout: float | None = None) -> bool:
+        """Wait until every entry queued (under the folder ``prefix``, or all) is on disk or
+        given up; True when none is left, False when ``timeout`` seconds passed first."""
+        under = self._under(None if prefix is None else os.fspath(prefix))
+        with self._cond:
+            return self._cond.wait_for(lambda: not any(under(k) for k in self._pending), timeout)
+
+    def discard(self, prefix: str | os.PathLike) -> int:
+        """Drop the entries queued under the folder ``prefix`` (a store's cache being
+        cleared), waiting for the one being written there; how many were dropped."""
+        under = self._under(os.fspath(prefix))
+        with self._cond:
+            gone = [k for k in self._pending if under(k) and k != self._busy]
+            for k in gone:
+                self.queued -= len(self._pending.pop(k)[3])
+            self._cond.notify_all()
+            self._cond.wait_for(lambda: self._busy is None or not under(self._busy))
+        return len(gone)
+
+    # -- the thread ----------------------------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: bool(self._pending))
+                key, entry = next(iter(self._pending.items()))
+                self._busy = key
+            path, magic, digest, body, owner = entry
+            try:
+                if not owner._cache_off:
+                    _write_entry(path, _ENTRY.pack(magic, zlib.crc32(body), len(body), digest), body)
+            except OSError as err:
+                owner._write_failed(err)
+            except Exception:  # a bug here must not stop the writer: reads go on regardless
+                _log.exception("cache entry %s could not be written", path)
+            finally:
+                with self._cond:
+                    self._busy = None
+                    if self._pending.get(key) is entry:
+                        del self._pending[key]
+                        self.queued -= len(body)
+                    self.written += 1
+                    self._cond.notify_all()
+
+
+_WRITER = CacheWriter()
+os.register_at_fork(after_in_child=_WRITER._reset)
+
+
+def flush_cache(timeout: float | None = None) -> bool:
+    """Wait until every cache entry this process queued is on disk (or failed); True when
+    none is left, False when ``timeout`` seconds passed first.  Runs at interpreter exit;
+    call it before another process reads the cache this one is filling."""
+    return _WRITER.flush(timeout=timeout)
 
 
 class RemoteStore(Store):
@@ -196,6 +349,9 @@ class RemoteStore(Store):
         if where is None:
             return KeyError
         path, digest = where
+        queued = _WRITER.lookup(path)
+        if queued is not KeyError:
+            return queued
         try:
             with open(path, "rb") as f:
                 raw = f.read()
@@ -219,6 +375,7 @@ class RemoteStore(Store):
         return KeyError
 
     def _cache_write(self, where: tuple[Path, bytes] | None, data: bytes | None) -> None:
+        """Write one entry now (the root metadata: it decides whether the cache is kept)."""
         if where is None:
             return
         path, digest = where
@@ -227,15 +384,43 @@ class RemoteStore(Store):
         try:
             _write_entry(path, head, body)
         except OSError as err:
-            if not self._cache_off:
-                self._cache_off = True
-                warnings.warn(f"the cache folder {self.cache_path} cannot be written ({err}); reading {self.url} "
-                              "without a cache", TesseraExploreWarning, stacklevel=2)
+            self._write_failed(err)
+
+    def _write_failed(self, err: OSError) -> None:
+        """Turn this store's cache off, with one warning (the reads go on without it)."""
+        with self._count_lock:
+            if self._cache_off:
+                return
+            self._cache_off = True
+        warnings.warn(f"the cache folder {self.cache_path} cannot be written ({err}); reading {self.url} "
+                      "without a cache", TesseraExploreWarning, stacklevel=3)
+
+    async def _queue(self, items: list[tuple[tuple[Path, bytes] | None, bytes | memoryview | None]]) -> None:
+        """Hand entries (``(where, data)``, data None for "not found") to the background
+        writer; waits only when its queue is full."""
+        if self._cache_off:
+            return
+        now = struct.pack("<d", time.time())
+        entries = [(where[0], _GONE if data is None else _DATA, where[1],
+                    now if data is None else (data if isinstance(data, bytes) else bytes(data)), self)
+                   for where, data in items if where is not None]
+        if entries and not _WRITER.offer(entries):
+            await asyncio.get_running_loop().run_in_executor(None, _WRITER.put, entries)
+
+    def flush_cache(self, timeout: float | None = None) -> bool:
+        """Wait until this store's queued cache entries are on disk (or failed); True when
+        none is left, False when ``timeout`` seconds passed first."""
+        if self.cache_path is None:
+            return True
+        return _WRITER.flush(self.cache_path, timeout=timeout)
 
     def clear_cache(self) -> None:
-        """Delete this store's cached objects (other stores' caches are kept)."""
-        if self.cache_path is not None and self.cache_path.exists():
-            shutil.rmtree(self.cache_path)
+        """Delete this store's cached objects (other stores' caches are kept), the entries
+        still queued for it included."""
+        if self.cache_path is not None:
+            _WRITER.discard(self.cache_path)
+            if self.cache_path.exists():
+                shutil.rmtree(self.cache_path)
 
     # -- requests ------------------------------------------------------------------------
     def _semaphore(self) -> asyncio.Semaphore:
@@ -342,7 +527,7 @@ class RemoteStore(Store):
             return hit
         data = await fetch()
         if where is not None:
-            await loop.run_in_executor(None, self._cache_write, where, data)
+            await self._queue([(where, data)])
         return data
 
     async def _root(self) -> bytes | None:
@@ -433,16 +618,14 @@ class RemoteStore(Store):
                 yield [(i, prototype.buffer.from_bytes(v)) for i, v in hits]
             todo = [i for i, v in found if v is KeyError]
 
-        writes: list = []
-
         async def merged(s: int, e: int, members: list[int]) -> list[tuple[int, Buffer]]:
             data = await self._fetch(key, RangeByteRequest(s, e))
             if data is None:
                 raise FileNotFoundError(f"{self.url}/{key}")
             parts = [(i, data[byte_ranges[i].start - s:byte_ranges[i].end - s]) for i in members]
             if self.cache_path is not None and not self._cache_off:
-                # written while the caller decodes; this call ends only once they are on disk
-                writes.append(loop.run_in_executor(None, lambda: [self._cache_write(wheres[i], b) for i, b in parts]))
+                # written by the background writer; read from its queue until they are on disk
+                await self._queue([(wheres[i], b) for i, b in parts])
             return [(i, prototype.buffer.from_bytes(b)) for i, b in parts]
 
         async def single(i: int) -> list[tuple[int, Buffer]]:
@@ -462,7 +645,6 @@ class RemoteStore(Store):
                 except FileNotFoundError as err:
                     raise ExceptionGroup(f"{self.url}/{key}", [err]) from None
                 yield batch
-            await asyncio.gather(*writes)
         finally:
             for t in tasks:
                 t.cancel()

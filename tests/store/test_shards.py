@@ -16,7 +16,7 @@ import zarr
 import tessera_explore as te
 from tessera_explore.exceptions import StoreError, TesseraExploreWarning
 from tessera_explore.io import shards
-from tessera_explore.io.http import RemoteStore
+from tessera_explore.io.http import RemoteStore, flush_cache
 from tessera_explore.io.shards import ShardLayout, coalesce, window_reader
 from tessera_explore.testing.proxy import latency_proxy
 from tessera_explore.testing.server import serve_folder
@@ -175,6 +175,7 @@ def test_damaged_cache_entries_are_dropped_and_fetched_again(tmp_path, damage):
     sel = (slice(0, 1), slice(0, 5), slice(0, 48), slice(0, 48))
     with serve_folder(tmp_path) as srv:
         window_reader(_remote(tmp_path, srv.url, cache=tmp_path / "cache")).read_array(sel)
+        assert flush_cache(timeout=60)  # the entries are written in the background
         files = [p for p in _cache_entries(tmp_path / "cache") if p.stat().st_size > 1000]
         assert files
         for k, f in enumerate(files):
