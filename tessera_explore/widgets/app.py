@@ -58,6 +58,12 @@ class Explorer:
         return self.map_view.click(lon, lat)
 
     def add_class(self, name: str, color: str | None = None) -> str:
+        """Add a class and make it the active one; ``color`` defaults to the class's colour
+        by name (:func:`~tessera_explore.widgets.colours.class_colour`)."""
+        from .colours import class_colour
+
+        if color is None and isinstance(name, str):
+            color = class_colour(name, self.state.colors.values())
         return self.controller.add_class(name, color)
 
     def undo(self) -> str:
@@ -140,7 +146,25 @@ CSS = f"""<style>
 .te-explorer .te-help .widget-html-content, .te-explorer .te-help .jupyter-widget-html-content {{
   white-space: normal; overflow-wrap: anywhere; line-height: 1.35; overflow: visible; }}
 .te-explorer .te-panel .widget-html, .te-explorer .te-panel .jupyter-widget-html {{ height: auto; }}
-.te-explorer .te-panel {{ font-size: 14px; }}
+.te-explorer .te-panel {{ font-size: 14px; box-sizing: border-box; padding-left: 6px; }}
+.te-explorer .te-panel .widget-hbox, .te-explorer .te-panel .jupyter-widget-hbox {{ max-width: 100%; }}
+.te-explorer .te-panel button {{ min-width: max-content; }}
+.te-explorer .te-top {{ display: flex; flex-flow: row wrap; align-items: flex-start; width: 100%;
+  max-width: 100%; box-sizing: border-box; gap: 4px 0; }}
+.te-explorer .te-bottom {{ display: flex; flex-flow: row wrap; max-width: 100%; }}
+.te-explorer .te-area-table table, .te-explorer .te-learning-curve table {{ overflow-wrap: normal;
+  word-break: normal; }}
+.te-explorer .te-area-table td, .te-explorer .te-learning-curve td {{ white-space: nowrap; padding: 0 4px; }}
+.te-explorer .te-area-table th {{ padding: 0 4px; vertical-align: bottom; }}
+.te-explorer .te-area-table .widget-html-content, .te-explorer .te-area-table .jupyter-widget-html-content {{
+  overflow-x: auto; }}
+.te-explorer .te-map-status {{ margin: 0; width: auto; }}
+.te-explorer .te-map-status .widget-html-content, .te-explorer .te-map-status .jupyter-widget-html-content {{
+  font: 13px/1.3 sans-serif; background: rgba(255,255,255,0.9); padding: 3px 8px; border-radius: 4px;
+  white-space: normal; max-width: min(420px, 55vw); box-shadow: 0 0 3px rgba(0,0,0,0.35); height: auto; }}
+.te-explorer .te-map-status .widget-html-content:empty,
+.te-explorer .te-map-status .jupyter-widget-html-content:empty {{ display: none; }}
+.te-explorer .te-map-error {{ color: #b00020; font-weight: bold; }}
 .te-explorer .te-status, .te-explorer .te-depth, .te-explorer .te-accuracy, .te-explorer .te-notice,
 .te-explorer .te-error {{
   margin: 2px 0; }}
@@ -219,7 +243,10 @@ def explore(
         opening the app on it again brings the labels back.  Default
         ``./tessera_labels.geojson``.  A second app on the same file in this kernel shares
         its labels; one in another process is refused.
-    classes : class names (or ``{name: colour}``) to start with; existing ones are kept.
+    classes : class names (or ``{name: colour}``) to start a label file that has no classes
+        yet (a name without a colour gets its default by name: woods green, water blue,
+        fields yellow...).  A file with classes keeps its own: classes removed in an earlier
+        session stay removed (the notice line names any of ``classes`` not added).
     model : the classifier, ``"knn"``, ``"logreg"`` or ``"rf"``.
     scatter : show the projection scatter (HoloViews, datashader).
     basemap : show the OpenStreetMap basemap (needs the network; overlays work without).
@@ -240,7 +267,7 @@ def explore(
     shown = int(year) if year is not None and int(year) in arrays else next(iter(arrays))
     store, owns = _open_store(labels, arrays[shown], shown, notes)
     try:
-        _add_classes(store, classes)
+        _add_classes(store, classes, notes)
         state = ExplorerState(model=model)
         controller = ExplorerController(state, arrays, store, year=shown, label_year=shown, live_model=live_model,
                                         live_stac=live_stac, live_cache=live_cache, export_dir=export_dir,
@@ -284,15 +311,29 @@ def _open_store(labels: Any, first, shown: int, notes: list[str]):
     return store, True
 
 
-def _add_classes(store, classes: Any) -> None:
-    """Add the classes (names, or ``{name: colour}``) the store does not have yet."""
+def _add_classes(store, classes: Any, notes: list[str] | None = None) -> None:
+    """Start a label file without classes with ``classes`` (names, or ``{name: colour}``;
+    a name without a colour gets its default by name,
+    :func:`~tessera_explore.widgets.colours.class_colour`).
+
+    A label file that has classes keeps its own: a class removed in an earlier session
+    stays removed, and a name of ``classes`` the file lacks is not added (``notes`` says
+    which; the panel's "add class" or ``Explorer.add_class`` adds it)."""
+    from .colours import class_colour
+
     if not classes:
         return
+    items = list(classes.items()) if isinstance(classes, dict) else [(c, None) for c in classes]
     have = store.classes
-    items = classes.items() if isinstance(classes, dict) else ((c, None) for c in classes)
+    if have:
+        missing = [name for name, _ in items if name not in have]
+        if missing and notes is not None:
+            notes.append(f"classes {missing} not added: the label file has its own classes ({list(have)}), and "
+                         "classes removed before stay removed; add them with 'add class'")
+        return
     for name, color in items:
-        if name not in have:
-            store.add_class(name, color)
+        if name not in store.classes:
+            store.add_class(name, color if color is not None else class_colour(name, store.classes.values()))
 
 
 def _screen_pixels(map_size) -> int:
@@ -320,7 +361,11 @@ def _build(state, controller, owns, notes, *, scatter, basemap, map_size, draw) 
     scatter_view = ScatterView(state, controller) if scatter else None
     if scatter_view is None:  # no scatter: nothing for the PCA/UMAP toggle to switch
         panel.guided.projection.layout.display = "none"
-    top = W.HBox([map_view.map, panel.widget])
+    # the map grows and shrinks with the width the app gets, the panel keeps 320-420 px
+    # beside it, and goes under the map where both do not fit on one row (CSS .te-top)
+    top = W.Box([map_view.map, panel.widget], layout=W.Layout(display="flex", flex_flow="row wrap",
+                                                               align_items="flex-start", width="100%"))
+    top.add_class("te-top")
     help_text = W.HTML(
         CSS + "<div style='max-width:420px;font-size:95%'><b>How to use</b><br>"
         "Add a class, pick it, and click the map to label pixels: the classifier retrains after every click "
@@ -334,8 +379,10 @@ def _build(state, controller, owns, notes, *, scatter, basemap, map_size, draw) 
         + (" In <i>live</i> mode, a rectangle drawn on the map is embedded live from Sentinel-1/2 imagery."
            if draw else "") + "</div>")
     help_text.add_class("te-help")
-    bottom = W.HBox([scatter_view.widget, help_text] if scatter_view is not None else [help_text])
-    widget = W.VBox([top, bottom])
+    bottom = W.Box([scatter_view.widget, help_text] if scatter_view is not None else [help_text],
+                   layout=W.Layout(display="flex", flex_flow="row wrap", width="100%"))
+    bottom.add_class("te-bottom")
+    widget = W.VBox([top, bottom], layout=W.Layout(width="100%"))
     widget.add_class("te-explorer")
     app = Explorer(state, controller, map_view, panel, scatter_view, widget, owns)
     saved = (f"labels are saved to {controller.store.path}" if controller.store.path

@@ -1,5 +1,6 @@
 """The panel's guided section: suggest, validate, the walk's answer buttons, the trust
-layer toggle, the scatter's projection, the area table and the learning curve.
+layer toggle, the area table and the learning curve (``widget``); how suggestions are
+picked and the scatter's projection (``more``, placed by the panel in its "more" section).
 
 Widgets only: every button calls the controller (through :func:`views.guarded`), and
 every text comes from the state traits.
@@ -81,11 +82,14 @@ class GuidedPanel:
                    names="projection_status")
         self._rebuild_answers()
         self._walk()
+        #: the rarely changed part (how suggestions are picked, the scatter's projection):
+        #: the panel puts it in its closed "more" section
+        self.more = W.VBox([self.strategy, self.projection, self.projection_status])
         self.widget = W.VBox([
             html_widget(WALK_CSS + "<b>guided</b>", "te-h"),
-            W.HBox([self.suggest_btn, self.n_suggest, self.validate_btn, self.n_validate]),
-            self.strategy,
-            self.walk_box, self.area, self.trust, self.curve, self.projection, self.projection_status,
+            W.HBox([self.suggest_btn, self.n_suggest, self.validate_btn, self.n_validate],
+                   layout=W.Layout(flex_flow="row wrap")),
+            self.walk_box, self.area, self.trust, self.curve,
         ])
         self.widget.add_class("te-guided")
 

@@ -13,14 +13,18 @@ from typing import Any
 
 import numpy as np
 
+from .colours import MARKER_OUTLINE, SUGGESTION_COLOUR, VALIDATION_COLOUR
 from .controller import ExplorerController
 from .guard import guarded, html_widget
 from .overlay import map_add, map_remove
 from .session import EVENT_LABELS, EVENT_LAYER, EVENT_WALK, LAYERS
 from .state import ExplorerState
 
-__all__ = ["MapView", "labels_geojson", "LABEL_COLOR", "LIVE_COLOR", "LAYER_TITLES", "HALO", "DOT"]
+__all__ = ["MapView", "labels_geojson", "LABEL_COLOR", "LIVE_COLOR", "LAYER_TITLES", "HALO", "DOT", "MAP_MIN",
+           "status_html"]
 
+#: the map's narrowest width in px (below it the panel goes under the map)
+MAP_MIN = 300
 LABEL_COLOR = "#ff9800"
 LIVE_COLOR = "#00bcd4"
 
@@ -65,7 +69,10 @@ class MapView:
         _one_attribution(m)
         if basemap:  # shown (in the map's background) only where no tile covers it: offline
             m.add_class("te-basemap")
-        m.layout.width, m.layout.height, m.layout.flex = width, height, "0 0 auto"
+        # the map takes the width it gets: ``width`` is where it starts (flex basis), it grows
+        # and shrinks with the app (down to MAP_MIN px, then the panel wraps under it)
+        m.layout.width, m.layout.height = "auto", height
+        m.layout.flex, m.layout.min_width = f"1 1 {width}", f"{MAP_MIN}px"
         m.add_class("te-map")
         self.map = m
         self.center, self.zoom = center, zoom
@@ -74,6 +81,13 @@ class MapView:
         self._palettes: dict[str, Any] = {}
         self._empty: set[str] = set()  # layers the controller has withdrawn
         self._legend = ipyleaflet.WidgetControl(widget=html_widget("", "te-legend"), position="bottomright")
+        # what the app says, on the map: the status line, a refusal or an error, in view
+        # while one looks at the map (the panel's own lines may be scrolled away)
+        self.status_line = html_widget(status_html(state), "te-map-status")
+        self._status = ipyleaflet.WidgetControl(widget=self.status_line, position="topright")
+        map_add(m, self._status)
+        state.observe(lambda ch: setattr(self.status_line, "value", status_html(state)),
+                      names=["status", "error", "busy"])
         self.markers = ipyleaflet.GeoJSON(data={"type": "FeatureCollection", "features": []}, name="labels",
                                           point_style={"radius": 6}, visible=False)
         map_add(m, self.markers)
@@ -84,10 +98,12 @@ class MapView:
         self.walk_markers = None
         self.walk_ring = None
         self._walk = None
-        controller.on(EVENT_WALK, self._on_walk)
+        controller.on(EVENT_WALK, self.show_walk)
         state.observe(lambda ch: self._visibility(), names=["mode", "show_classes", "show_false_colour",
                                                             "show_confidence", "show_trust"])
         state.observe(self._opacity, names=["class_opacity"])
+        # a removed or recoloured class leaves the legend at once (not at the next retrain)
+        state.observe(lambda ch: self._visibility(), names=["classes", "colors"])
         # a draw control only in the modes that draw (so that clicks made while drawing are
         # never taken for point labels): polygons and rectangles in draw mode, rectangles in
         # live mode.  leafmap closes a control it removes, so each mode gets a new one.
@@ -197,6 +213,9 @@ class MapView:
         from .legend import legend_html
 
         cats = self._palettes.get(name)
+        if cats and name == "classes":  # the classes as they are now (removed ones out, new colours)
+            st = self.state
+            cats = [(n, st.colors.get(n, c)) for n, c in cats if n in st.classes]
         if cats and name in ("classes", "change"):
             return legend_html(title=LAYER_TITLES.get(name, name), categories=cats,
                                swatch_opacity=self._opacity_of(name))
@@ -238,8 +257,16 @@ class MapView:
             map_remove(self.map, self._legend)
             self._legend = None
 
-    def _on_walk(self, walk) -> None:
-        """Numbered markers of the walk's points, the current one ringed and centred."""
+    @property
+    def legend(self) -> str:
+        """The HTML of the legend the map shows now ("" when none)."""
+        shown = self._legend is not None and self._legend in self.map.controls
+        return self._legend.widget.value if shown else ""
+
+    def show_walk(self, walk) -> None:
+        """Numbered markers of the walk's points (suggestions in
+        :data:`~tessera_explore.widgets.colours.SUGGESTION_COLOUR`, validation points in
+        ``VALIDATION_COLOUR``), the current one ringed and centred (``EVENT_WALK``)."""
         import ipyleaflet
 
         if walk is not self._walk:  # a new walk (or none): replace the markers
@@ -247,7 +274,7 @@ class MapView:
             self._walk = walk
             if walk is None:
                 return
-            color = "#1565c0" if walk.kind == "suggest" else "#6a1b9a"
+            color = SUGGESTION_COLOUR if walk.kind == "suggest" else VALIDATION_COLOUR
             markers = []
             for stop in walk.stops:
                 icon = ipyleaflet.DivIcon(html=f"<div class='te-walk-number' style='background:{color}'>{stop.number}</div>",
@@ -256,7 +283,8 @@ class MapView:
                                                  keyboard=False, title=f"{walk.kind} point {stop.number}"))
             self.walk_markers = ipyleaflet.LayerGroup(layers=markers, name="guided points")
             self.walk_ring = ipyleaflet.CircleMarker(location=(walk.stops[0].lat, walk.stops[0].lon), radius=16,
-                                                     color="#ff00ff", weight=3, fill=False, name="current point")
+                                                     color=MARKER_OUTLINE, weight=4, fill=False, name="current point",
+                                                     dash_array="6 4")
             map_add(self.map, self.walk_markers)
             map_add(self.map, self.walk_ring)
         if walk is None:
@@ -318,6 +346,17 @@ def labels_geojson(store) -> dict:
                           "properties": {**props, "style": {"color": color, "weight": 2, "fillColor": color,
                                                             "fillOpacity": 0.3, "interactive": False}}})
     return {"type": "FeatureCollection", "features": feats}
+
+
+def status_html(state: ExplorerState) -> str:
+    """The map's status line: the error when there is one (red), else the status (with an
+    ellipsis while a job runs)."""
+    import html
+
+    if state.error:
+        return f"<span class='te-map-error'>{html.escape(state.error)}</span>"
+    text = html.escape(state.status or "")
+    return f"{text} …" if state.busy and text and not text.endswith(("…", "...")) else text
 
 
 def _one_attribution(m) -> None:

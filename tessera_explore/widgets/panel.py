@@ -11,7 +11,11 @@ from .controller import ExplorerController
 from .guard import guarded, html_widget
 from .state import MODELS, ExplorerState
 
-__all__ = ["PanelView"]
+__all__ = ["PanelView", "PANEL_MIN", "PANEL_MAX"]
+
+#: the panel's width range in px: every control fits at the least (300 px controls and
+#: the margins), and more than the most only spreads the same controls thinner
+PANEL_MIN, PANEL_MAX = 320, 420
 
 
 class PanelView:
@@ -178,19 +182,30 @@ class PanelView:
         self.status.value = html.escape(st.status)
 
     def _layout(self):
+        """The panel: what is used on every click on top, the rest in a closed "more"
+        section; its width flexes between :data:`PANEL_MIN` and :data:`PANEL_MAX` (the app's
+        CSS puts it beside the map, or under it where the two do not fit side by side)."""
         import ipywidgets as W
 
         row = W.HBox
+        more = W.VBox([
+            self.model, self.change_from, self.opacity, self.confidence, self.sim_thr, self.show_colour,
+            row([self.rename_btn, self.color]), self.export_btn, self.guided.more,
+        ])
+        self.more = W.Accordion(children=[more], selected_index=None, layout=W.Layout(width="100%"))
+        self.more.set_title(0, "more: classifier, thresholds, export, scatter")
+        self.more.add_class("te-more")
         panel = W.VBox([
             html_widget("<b>on the map</b>", "te-h"), self.mode, *([self.live_box] if self.live_box is not None else []),
             html_widget("<b>classes</b>", "te-h"), self.active, self.counts,
-            row([self.new_name, self.add_btn]), row([self.rename_btn, self.color, self.remove_btn]),
-            self.model, row([self.undo_btn, self.redo_btn, self.clear_btn, self.save_btn]), self.export_btn,
-            html_widget("<b>view</b>", "te-h"), self.year, self.change_from, row([self.show_classes, self.show_conf]),
-            self.show_colour, self.opacity, self.confidence, self.sim_thr,
-            self.guided.widget,
+            row([self.new_name, self.add_btn], layout=W.Layout(flex_flow="row wrap")),
+            row([self.remove_btn, self.undo_btn, self.redo_btn], layout=W.Layout(flex_flow="row wrap")),
+            row([self.clear_btn, self.save_btn], layout=W.Layout(flex_flow="row wrap")),
+            html_widget("<b>view</b>", "te-h"), self.year, row([self.show_classes, self.show_conf]),
+            self.guided.widget, self.more,
             self.progress, self.status, self.depth, self.accuracy, row([self.error, self.dismiss]), self.notice,
-        ], layout=W.Layout(width="320px"))
+        ], layout=W.Layout(width="auto", flex=f"1 1 {PANEL_MIN}px", min_width=f"{PANEL_MIN}px",
+                           max_width=f"{PANEL_MAX}px", overflow="hidden"))
         panel.add_class("te-panel")
         panel.add_class("te-busy" if self.state.busy else "te-idle")  # the app's idle signal (see _busy)
         return panel
@@ -200,7 +215,10 @@ class PanelView:
         if not name:
             self.state.status = "type a class name first"
             return
-        self.controller.add_class(name)
+        from .colours import class_colour
+
+        # its colour by name (woods green, water blue, ...), else one far from the others
+        self.controller.add_class(name, class_colour(name, self.state.colors.values()))
         self.new_name.value = ""
 
     def _rename(self) -> None:

@@ -56,10 +56,10 @@ def curve_html(points: list) -> str:
         return ""
     W, H, pad = 260, 90, 22
     ns = [p["n"] for p in points]
-    n0, n1 = min(ns), max(max(ns), min(ns) + 1)
+    n0, n1 = min(ns), max(ns)
 
-    def sx(n):
-        return pad + (W - 2 * pad) * (n - n0) / (n1 - n0)
+    def sx(n):  # one point (or one size): in the middle
+        return W / 2 if n1 == n0 else pad + (W - 2 * pad) * (n - n0) / (n1 - n0)
 
     def sy(a):
         return H - 14 - (H - 24) * a
@@ -69,12 +69,20 @@ def curve_html(points: list) -> str:
     line = " ".join(f"{sx(p['n']):.1f},{sy(p['accuracy']):.1f}" for p in points)
     dots = "".join(f"<circle cx='{sx(p['n']):.1f}' cy='{sy(p['accuracy']):.1f}' r='2.5' fill='#1565c0'/>"
                    for p in points)
-    svg = (f"<svg width='{W}' height='{H}' style='background:#fafafa'>"
-           f"<polygon points='{band}' fill='#90caf9' fill-opacity='0.5'/>"
-           f"<polyline points='{line}' fill='none' stroke='#1565c0' stroke-width='1.5'/>{dots}"
+    if n1 == n0:  # one point: its interval as an error bar, one axis label under it
+        p = points[-1]
+        shape = (f"<line x1='{sx(n0):.1f}' x2='{sx(n0):.1f}' y1='{sy(p['low']):.1f}' y2='{sy(p['high']):.1f}' "
+                 f"stroke='#90caf9' stroke-width='6'/>")
+        axis = f"<text x='{W / 2:.0f}' y='{H - 2}' font-size='9' text-anchor='middle'>{n0} labels</text>"
+    else:
+        shape = (f"<polygon points='{band}' fill='#90caf9' fill-opacity='0.5'/>"
+                 f"<polyline points='{line}' fill='none' stroke='#1565c0' stroke-width='1.5'/>")
+        axis = (f"<text x='{pad}' y='{H - 2}' font-size='9' text-anchor='middle'>{n0}</text>"
+                f"<text x='{W / 2:.0f}' y='{H - 2}' font-size='9' text-anchor='middle'>labels</text>"
+                f"<text x='{W - pad}' y='{H - 2}' font-size='9' text-anchor='middle'>{n1}</text>")
+    svg = (f"<svg width='{W}' height='{H}' style='background:#fafafa'>{shape}{dots}"
            f"<text x='2' y='{sy(1.0) + 4:.0f}' font-size='9'>1.0</text><text x='2' y='{sy(0.5) + 4:.0f}' "
-           f"font-size='9'>0.5</text><text x='{pad}' y='{H - 2}' font-size='9'>{n0} labels</text>"
-           f"<text x='{W - pad - 40}' y='{H - 2}' font-size='9'>{n1}</text></svg>")
+           f"font-size='9'>0.5</text>{axis}</svg>")
     rows = "".join(f"<tr><td>{p['n']}</td><td>{p['accuracy']:.2f}</td><td>{p['low']:.2f}-{p['high']:.2f}</td></tr>"
                    for p in points)
     return (f"<div><b>learning curve</b> (spatial CV)</div>{svg}<table style='font-size:85%'>"
