@@ -263,13 +263,29 @@ def check_training_set(y: np.ndarray, label_id: np.ndarray | None) -> None:
         )
 
 
+def _samples_provenance(samples: Samples) -> dict:
+    """The provenance of a map trained on samples alone (no area): the dataset and year
+    the samples' ``meta`` records (as :func:`provenance` of the area would give them)."""
+    m = samples.meta
+    year = m.get("year")
+    if year is None:
+        raise ClassifierError("the samples do not say their year (meta['year']); pass the area as da")
+    return {"dataset_version": str(m.get("dataset_version") or "?"),
+            "dataset_variant": str(m.get("dataset_variant") or "?"),
+            "model_generation": str(m.get("model_generation") or "?"),
+            "year": int(year), "source": str(m.get("source") or "")}
+
+
 def fit_classifier(da: Any, labels: Any, *, model: Any = "knn", kernel: int = 1,
                    max_per_label: int | None = None) -> LabelClassifier:
     """Train a classifier on the embeddings under labels.
 
     Parameters
     ----------
-    da : embeddings DataArray or :class:`PreparedArea` (faster for repeated refits).
+    da : embeddings DataArray or :class:`PreparedArea` (faster for repeated refits); or
+        None when ``labels`` is a :class:`Samples` (from :func:`samples_from_labels`, or
+        samples kept from earlier refits): the provenance (dataset version and variant,
+        year) is then taken from ``samples.meta``.
     labels : a :class:`LabelStore`, label file, GeoDataFrame, GeoJSON dict, list of
         ``(lon, lat, class)``, or a :class:`Samples` from :func:`sample_labels`.
     model : ``"knn"`` (cosine k-NN, similarity-weighted, k = 5 or the smallest class's
@@ -286,6 +302,9 @@ def fit_classifier(da: Any, labels: Any, *, model: Any = "knn", kernel: int = 1,
     """
     from .area import grid_of, provenance
 
+    if da is None and not isinstance(labels, Samples):
+        raise ClassifierError("fit_classifier needs an area (da) to sample the labels from; without one, pass "
+                              "Samples (samples_from_labels(labels) trains on the labels' stored vectors)")
     samples = labels if isinstance(labels, Samples) else sample_labels(da, labels, kernel=kernel)
     if max_per_label is not None:
         samples = samples.thin(max_per_label)
@@ -294,7 +313,7 @@ def fit_classifier(da: Any, labels: Any, *, model: Any = "knn", kernel: int = 1,
     name, settings = _describe(clf.estimator_)
     clf.samples_ = samples
     clf.colors_ = {c: samples.colors.get(c) for c in clf.classes_}
-    prov = provenance(grid_of(da))
+    prov = provenance(grid_of(da)) if da is not None else _samples_provenance(samples)
     prov.update({"model": name, "settings": settings, "kernel": int(kernel),
                  "label_file": samples.meta.get("label_file") or "",
                  "n_labels": int(len(np.unique(samples.label_id))), "n_samples": int(len(samples))})

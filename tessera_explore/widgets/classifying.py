@@ -23,7 +23,7 @@ import xarray as xr
 from ..exceptions import TesseraExploreError
 from .session import EVENT_AREA, EVENT_EVALUATED, EVENT_LAYER, EVENT_TRAINED, Session, plural
 
-__all__ = ["Classifying", "predict_pixels", "MAX_PER_LABEL"]
+__all__ = ["Classifying", "LabelSamples", "predict_pixels", "MAX_PER_LABEL"]
 
 #: pixels of one label (a drawn polygon) the classifier trains on: kNN's prediction time
 #: grows with the training pixels, and a 1 km polygon holds 10,000 of them
@@ -55,6 +55,144 @@ def predict_pixels(area, clf, flat: np.ndarray) -> xr.Dataset:
     return out.rio.write_crs(g.crs)
 
 
+def _is_knn(clf) -> bool:
+    """True for a classifier whose map :class:`IncrementalKNNMap` updates exactly."""
+    from ..classify import CosineKNN
+
+    return isinstance(getattr(clf, "estimator_", clf), CosineKNN)
+
+
+class LabelSamples:
+    """The training samples of the labels, kept per label between refits, so a click
+    samples the new label alone (:func:`~tessera_explore.classify.sample_labels` of every
+    label on each click grows with the labels).
+
+    :meth:`samples` returns what ``sample_labels(area, store)`` returns (same samples,
+    order, skipped labels, classes and meta): labels already sampled from this area keep
+    their samples while their class and geometry are unchanged; the others are sampled
+    together.  Labels that interact (two point labels on one pixel: duplicates and
+    conflicts are decided over all labels) or new labels the area gives no sample (left
+    out, or taken from their stored vectors) go through the full ``sample_labels`` of the
+    store, whose result is kept in turn.  ``sampled`` counts the labels sampled so far
+    (what a click costs; tests read it).
+    """
+
+    def __init__(self):
+        self.area: Any = None
+        self.sampled = 0
+        self._parts: dict[int, tuple] = {}  # label id -> (key, (X, rows, cols, xy) or None, skip reason)
+
+    def forget(self) -> None:
+        """Drop every sample kept (the area changed)."""
+        self.area, self._parts = None, {}
+
+    def samples(self, area: Any, store: Any):
+        """The :class:`~tessera_explore.classify.Samples` of every label of ``store`` in
+        ``area`` (see the class docstring)."""
+        from ..classify import sample_labels
+        from ..exceptions import LabelError
+
+        if area is not self.area:
+            self.forget()
+            self.area = area
+        labs = store.labels
+        keys = {lab.id: (lab.cls, lab.geometry.wkb) for lab in labs}
+        for lid in [i for i, p in self._parts.items() if keys.get(i) != p[0]]:
+            del self._parts[lid]
+        new = [lab for lab in labs if lab.id not in self._parts]
+        if new:
+            try:
+                got = sample_labels(area, _feature_collection(new), warn=False, stored=False)
+            except LabelError:
+                got = None
+            if got is None or got.skipped:
+                return self._full(area, store, keys)
+            self.sampled += len(new)
+            self._keep(got, keys)
+        if _shared_pixels(labs, self._parts):
+            return self._full(area, store, keys)
+        return self._assemble(labs, store)
+
+    def _full(self, area: Any, store: Any, keys: dict):
+        from ..classify import sample_labels
+
+        self._parts = {}
+        out = sample_labels(area, store, warn=False)  # labels added meanwhile (a click) are kept next time
+        self.sampled += len(keys)
+        if not _shared_pixels(store.labels, {}, samples=out):
+            self._keep(out, keys)
+            for sk in out.skipped:
+                if sk["id"] in keys:
+                    self._parts[sk["id"]] = (keys[sk["id"]], None, sk["reason"])
+        return out
+
+    def _keep(self, got: Any, keys: dict) -> None:
+        lid = np.asarray(got.label_id)
+        order = np.argsort(lid, kind="stable")
+        ids, starts = np.unique(lid[order], return_index=True)
+        for i, (label, a) in enumerate(zip(ids.tolist(), starts.tolist())):
+            b = starts[i + 1] if i + 1 < len(starts) else len(order)
+            sel = order[a:b]
+            if label in keys:
+                self._parts[label] = (keys[label], (got.X[sel], got.rows[sel], got.cols[sel], got.xy[sel]), "")
+
+    def _assemble(self, labs: tuple, store: Any):
+        from ..classify import Samples
+
+        X, y, lid, rows, cols, xy, skipped = [], [], [], [], [], [], []
+        for lab in labs:
+            _, part, why = self._parts[lab.id]
+            if part is None:
+                skipped.append({"id": lab.id, "class": lab.cls, "reason": why})
+                continue
+            m = len(part[0])
+            X.append(part[0])
+            y.extend([lab.cls] * m)
+            lid.extend([lab.id] * m)
+            rows.append(part[1])
+            cols.append(part[2])
+            xy.append(part[3])
+        if not X:
+            return self._full(self.area, store, {lab.id: (lab.cls, lab.geometry.wkb) for lab in labs})
+        y = np.array(y, dtype=object)
+        used = [c for c in store.classes if (y == c).any()]
+        used += sorted(set(y.tolist()) - set(used))
+        meta = {"dataset_version": store.dataset_version, "dataset_variant": getattr(store, "dataset_variant", None),
+                "year": store.year, "label_file": store.path}
+        n_stored = sum(1 for lab in labs if self._parts[lab.id][1] is not None
+                       and len(self._parts[lab.id][1][1]) and self._parts[lab.id][1][1][0] < 0)
+        if n_stored:
+            meta["stored_labels"] = n_stored
+        return Samples(X=np.ascontiguousarray(np.concatenate(X), np.float32), y=y, label_id=np.array(lid),
+                       rows=np.concatenate(rows).astype(np.int64), cols=np.concatenate(cols).astype(np.int64),
+                       xy=np.concatenate(xy).astype(np.float64).reshape(-1, 2), skipped=skipped, classes=used,
+                       colors={c: store.classes.get(c) for c in used}, meta=meta)
+
+
+def _feature_collection(labels: list) -> dict:
+    """GeoJSON of some labels (their ids and classes), for :func:`sample_labels`."""
+    import shapely.geometry
+
+    return {"type": "FeatureCollection",
+            "features": [{"type": "Feature", "properties": {"class": lab.cls, "id": int(lab.id)},
+                          "geometry": shapely.geometry.mapping(lab.geometry)} for lab in labels]}
+
+
+def _shared_pixels(labels, parts: dict, *, samples: Any = None) -> bool:
+    """True when two point labels sit on one pixel (``sample_labels`` decides duplicates
+    and conflicts over all labels, so they are not sampled label by label)."""
+    points = {lab.id for lab in labels if lab.geometry.geom_type == "Point"}
+    if samples is not None:
+        if any(str(sk.get("reason", "")).startswith(("same pixel", "shares its pixel")) for sk in samples.skipped):
+            return True
+        sel = np.isin(samples.label_id, list(points)) & (samples.rows >= 0)
+        px = list(zip(samples.rows[sel].tolist(), samples.cols[sel].tolist()))
+    else:
+        px = [(int(p[1][1][0]), int(p[1][2][0])) for i, p in parts.items()
+              if i in points and p[1] is not None and p[1][1][0] >= 0]
+    return len(px) != len(set(px))
+
+
 class Classifying:
     """The classifier and class map of one session (module docstring).
 
@@ -75,12 +213,18 @@ class Classifying:
         self.evaluation: Any = None
         self._inputs: tuple | None = None  # (area, classifier) while only shown pixels are done
         self._lock = threading.RLock()
+        #: the labels' samples, kept per label between refits
+        self.samples = LabelSamples()
+        #: the kNN class map of the shown pixels, updated label by label (None until the first kNN map)
+        self.incremental: Any = None
         session.on(EVENT_AREA, lambda arrays: self._forget_classifier())
 
     def _forget_classifier(self) -> None:
         """The arrays changed: a classifier of the others must not classify these."""
         with self._lock:
             self.classifier, self.evaluation, self._inputs = None, None, None
+            self.incremental = None
+            self.samples.forget()
 
     # ------------------------------------------------------------------ training
     def retrain(self) -> Future:
@@ -98,7 +242,7 @@ class Classifying:
         area = s.area(s.label_year)
         t0 = time.perf_counter()
         model = self.state.model
-        clf = fit_classifier(area, s.store, model=model, max_per_label=MAX_PER_LABEL)
+        clf = fit_classifier(area, self.samples.samples(area, s.store), model=model, max_per_label=MAX_PER_LABEL)
         t_fit = time.perf_counter() - t0
         skipped = getattr(clf.samples_, "skipped", None) or []
         self.classifier = clf
@@ -170,7 +314,10 @@ class Classifying:
         clf = self.classifier
         shown = self.session.shown_pixels(year)
         h, w = area.shape
-        if shown is not None and shown.size < 0.8 * h * w:
+        partial = shown is not None and shown.size < 0.8 * h * w
+        if _is_knn(clf):
+            pred = self._incremental_map(area, shown if partial else None, clf)
+        elif partial:
             pred = predict_pixels(area, clf, shown)
         else:
             pred = predict_map(area, clf)
@@ -179,6 +326,21 @@ class Classifying:
             self._inputs = (area, clf) if pred.attrs.get("partial") else None
         self.state.progress = 0.8
         self.render()
+
+    def _incremental_map(self, area, pixels, clf) -> xr.Dataset:
+        """The kNN map of ``pixels`` (None: all) through the :class:`IncrementalKNNMap`
+        kept between refits (made anew for another area or other pixels): equal to
+        :func:`predict_pixels` / ``predict_map``, at a cost of the pixels x the samples
+        added or removed since the last map."""
+        from ..classify import IncrementalKNNMap
+
+        inc = self.incremental
+        if inc is None or inc.area is not area or inc.pixels is not pixels:
+            inc = self.incremental = IncrementalKNNMap(area, pixels=pixels)
+        pred = inc.dataset(clf)
+        if pixels is not None:
+            pred.attrs["partial"] = True
+        return pred
 
     def complete_prediction(self) -> xr.Dataset | None:
         """The prediction of every pixel (computed now if only the shown ones were)."""

@@ -99,7 +99,7 @@ class Labelling:
             return False, s.say(f"pixel {place} is labelled already ({same.cls!r}, label {same.id}); "
                                 "undo it or click another pixel")
         try:
-            self.store.add_point(float(lon), float(lat), cls)
+            self.store.add_point(float(lon), float(lat), cls, sample=self.label_sample((float(lon), float(lat))))
         except LabelError as err:
             return False, s.say(f"label not added: {err}")
         msg = f"labelled {place} as {cls!r} ({plural(len(self.store), 'label')})"
@@ -108,6 +108,20 @@ class Labelling:
         s.say(msg)  # before the retrain is queued, so its "trained" line always comes after
         self.classifying.retrain()
         return True, msg
+
+    def label_sample(self, geometry: Any) -> Any:
+        """The label's vectors to keep with it (:func:`~tessera_explore.classify.label_sample`
+        of the labelling year: the pixel under a point, at most
+        :data:`~tessera_explore.widgets.classifying.MAX_PER_LABEL` of a polygon's), so the
+        label file trains a classifier without the area; None outside the area or on no
+        data.  Read from the prepared area when there is one (no second read)."""
+        from ..classify import label_sample
+        from .classifying import MAX_PER_LABEL
+
+        s = self.session
+        area = s.prepared.get(s.label_year)
+        return label_sample(area if area is not None else s.arrays[s.label_year], geometry,
+                            max_pixels=MAX_PER_LABEL)
 
     def _click_similarity(self, lon: float, lat: float, px: tuple, place: str) -> str:
         self.maps.similarity_query = (lon, lat)
@@ -146,7 +160,8 @@ class Labelling:
         if not st.active_class or st.active_class not in st.classes:
             return s.say("add and pick a class first, then draw")
         try:
-            self.store.add_polygon([(float(x), float(y)) for x, y in ring], st.active_class)
+            ring = [(float(x), float(y)) for x, y in ring]
+            self.store.add_polygon(ring, st.active_class, sample=self.label_sample(ring))
         except LabelError as err:
             return s.say(f"polygon not added: {err}")
         msg = f"polygon labelled as {st.active_class!r} ({plural(len(self.store), 'label')})"
