@@ -218,7 +218,10 @@ class CacheWriter:
             path, magic, digest, body, owner = entry
             try:
                 if not owner._cache_off:
-                    _write_entry(path, _ENTRY.pack(magic, zlib.crc32(body), len(body), digest), body)
+                    # once this store's folder was made, a folder gone since was deleted: not made again
+                    _write_entry(path, _ENTRY.pack(magic, zlib.crc32(body), len(body), digest), body,
+                                 within=owner.cache_path if owner._cache_made else None)
+                    owner._cache_made = True
             except OSError as err:
                 owner._write_failed(err)
             except Exception:  # a bug here must not stop the writer: reads go on regardless
@@ -289,6 +292,7 @@ class RemoteStore(Store):
         self._count_lock = threading.Lock()
         self._index_cache: OrderedDict = OrderedDict()
         self._cache_off = False
+        self._cache_made = False  # an entry of this store object was written (its folder exists)
         self._root_checked = False
         #: what shard indexes decoded from this store are kept under (new when the store changed)
         self.index_token = (self.url, uuid.uuid4().hex)
@@ -383,6 +387,7 @@ class RemoteStore(Store):
         head = _ENTRY.pack(_GONE if data is None else _DATA, zlib.crc32(body), len(body), digest)
         try:
             _write_entry(path, head, body)
+            self._cache_made = True
         except OSError as err:
             self._write_failed(err)
 
@@ -674,14 +679,18 @@ class RemoteStore(Store):
         raise StoreError(f"{self.url}: an HTTP store cannot be listed")
 
 
-def _write_entry(path: Path, head: bytes, body) -> None:
+def _write_entry(path: Path, head: bytes, body, within: Path | None = None) -> None:
     """Write one cache entry atomically: a temporary file of this process and thread beside
     it, then a rename (thousands are written per area, so no more system calls than that;
-    an entry's header and checksum make anything else harmless)."""
+    an entry's header and checksum make anything else harmless).  Missing folders are
+    made, but only inside ``within`` when it is given: a cache folder deleted while its
+    entries were queued is not made again (the write fails)."""
     tmp = f"{path}.{os.getpid()}-{threading.get_ident()}.tmp"
     try:
         f = open(tmp, "wb")
     except FileNotFoundError:
+        if within is not None and not within.is_dir():
+            raise
         path.parent.mkdir(parents=True, exist_ok=True)
         f = open(tmp, "wb")
     try:
