@@ -42,6 +42,20 @@ class Explorer:
         self.widget = widget
         self._owns_store = owns_store
         self._closed = False
+        self.follower = None  # explore anywhere: the MapFollower (widgets/follow.py)
+        self.region = None  # and its map-region action (widgets/region_panel.py)
+
+    @property
+    def view_bbox(self) -> tuple:
+        """The lon/lat bbox (west, south, east, north) of the embeddings explored now."""
+        if self.follower is not None:
+            return self.follower.view_bbox
+        return tuple(float(v) for v in self.area.rio.transform_bounds("EPSG:4326"))
+
+    @property
+    def area(self):
+        """The embeddings DataArray explored now (of the year shown)."""
+        return self.controller.arrays[int(self.state.year)]
 
     # display
     def _repr_mimebundle_(self, **kwargs):
@@ -94,6 +108,8 @@ class Explorer:
         left to wait for."""
         if self._closed:
             return self
+        if self.follower is not None:
+            self.follower.wait(timeout)
         if full_depth:
             self.controller.depth.wait(timeout)
         self.controller.wait(timeout)
@@ -211,6 +227,8 @@ def _arrays(source: Any, *, year, years, bbox, depth: int | None = None) -> tupl
 def explore(
     source: Any,
     *,
+    center: Sequence[float] | None = None,
+    zoom: float | None = None,
     year: int | None = None,
     years: Any = None,
     bbox: Sequence[float] | None = None,
@@ -231,7 +249,11 @@ def explore(
 
     Parameters
     ----------
-    source : an embeddings DataArray (``open_embeddings``, the demo, ``embed_area``), a
+    source : a store to explore anywhere (a dataset name such as ``"v1.1"``, a store URL or
+        folder, a ``fetch_region`` copy, or a :class:`~tessera_explore.io.viewport.ViewLoader`)
+        without ``bbox``: the explorer follows the map (``widgets/follow.py``; ``center``
+        (lon, lat) and ``zoom`` place it; ``app.view_bbox`` and ``app.area`` are what is
+        loaded now); or an embeddings DataArray (``open_embeddings``, the demo, ``embed_area``), a
         ``{year: DataArray}`` dict on one grid, or a source for
         :func:`~tessera_explore.open_embeddings` (with ``bbox`` and ``year``).
     year : the year shown first (default the source's).
@@ -261,7 +283,12 @@ def explore(
         ``False`` opens full depth at once.  Arrays are always explored as they are.
     """
     from .depth import plan
+    from .follow import explore_anywhere, follows
 
+    if follows(source, bbox=bbox, years=years) or center is not None or zoom is not None:
+        return explore_anywhere(source, center=center, zoom=zoom, year=year, labels=labels, classes=classes,
+                                model=model, scatter=scatter, basemap=basemap, export_dir=export_dir,
+                                map_size=map_size)
     full = plan(source, years=years, enabled=depth_first)
     arrays, notes = _arrays(source, year=year, years=years, bbox=bbox, depth=full.first if full else None)
     shown = int(year) if year is not None and int(year) in arrays else next(iter(arrays))
