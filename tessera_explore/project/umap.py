@@ -419,10 +419,13 @@ class UMAPProjection(Projection):
     Parameters
     ----------
     n_components : output dimensions (2 for a scatter, 3 for RGB).
-    sample : pixels in the fitting sample (default 25,000).
+    sample : pixels in the fitting sample (default 5,000: as faithful as 10,000 on the demo
+        scene and half the time; ``docs/design/projections.md``, "UMAP settings").
     random_state : seed of the sample and of UMAP's layout (a seed makes UMAP run
         single-threaded: reproducible, about 2x slower); None: fresh, parallel.
-    n_neighbors, min_dist, metric : passed to :class:`umap.UMAP`.
+    n_neighbors, min_dist : passed to :class:`umap.UMAP`.
+    metric : ``"euclidean"`` (default) or ``"cosine"`` (rows of the reduced embeddings
+        scaled to unit length, then euclidean: the same neighbours).
     n_epochs : layout optimisation epochs (default 200; umap-learn's own default is 500
         below 10,000 pixels).  Started from the PCA layout, the layout has settled by
         then (``docs/design/projections.md``, "UMAP settings").
@@ -430,19 +433,20 @@ class UMAPProjection(Projection):
         of the sample (already fitted for the reduction below, so it costs nothing);
         ``"spectral"`` (umap-learn's default: an eigen-solve of the neighbour graph,
         seconds more and its own numba compile), ``"random"``, or an ``(n, k)`` array.
-    low_memory : passed to :class:`umap.UMAP` (True: the neighbour search keeps less
-        in memory, a little slower).
+    low_memory : passed to :class:`umap.UMAP` (it only shapes NN-descent, which the
+        precomputed exact neighbours of the sample skip).
     pca_components : the embeddings are first reduced to this many principal components
         (fitted on the same sample; 32 keep about 90 % of the variance and make the
         neighbour search several times faster); None uses all 128 bands.
 
     Learned attributes: ``umap_`` (the fitted :class:`umap.UMAP`), ``pca_`` (or None),
-    ``embedding_`` (layout of the sample), ``n_samples_fit_``, ``stretch_``,
+    ``embedding_`` (layout of the sample), ``index_`` (the :class:`NeighbourIndex` of the
+    sample that places pixels), ``n_neighbors_``, ``n_samples_fit_``, ``stretch_``,
     ``dataset_version_``, ``model_generation_``.
     """
 
     method = "umap"
-    default_sample = 25_000
+    default_sample = 5_000
     _min_extra = 2
     _workers = 2  # placing pixels is NumPy (BLAS and ufuncs release the interpreter lock)
 
