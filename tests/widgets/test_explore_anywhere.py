@@ -168,3 +168,30 @@ def test_memory_stays_bounded_over_a_walk(edge_store, tmp_path):
             assert loader.counters.views >= 20
         finally:
             app.close()
+
+
+def test_map_region_puts_the_class_map_on_the_map(edge_store, tmp_path):
+    from tessera_explore.exceptions import ArgumentError
+    from tessera_explore.region.from_view import close_local_cluster, local_client
+    from tessera_explore.widgets.region_panel import parse_bbox
+
+    assert parse_bbox("") is None and parse_bbox("5.8, 52.1 5.9 52.2") == (5.8, 52.1, 5.9, 52.2)
+    with pytest.raises(ArgumentError):
+        parse_bbox("5.8, 52.1, east")
+    app = _open(str(edge_store / "e.zarr"), tmp_path)
+    client = local_client(processes=False)
+    try:
+        app.wait(60)
+        with pytest.raises(ArgumentError, match="two classes"):
+            app.region.start()
+        _label_a(app)
+        job = app.region.start(client=client, out=tmp_path / "region.zarr")
+        cls = app.region.wait(120)
+        assert job.state == "done" and app.region.bar.value == 1.0 and "done" in app.region.status.value
+        assert len(app.region.layers) == 1 and app.region.layers[0] in app.map.layers
+        # on the store's own grid (run_region's chunks), the classifier's classes
+        assert list(cls.attrs["classes"]) == [str(c) for c in app.controller.classifier.classes_]
+        assert (cls.values != 255).any() and set(np.unique(cls.values)) <= {0, 1, 255}
+    finally:
+        app.close()
+        close_local_cluster()
