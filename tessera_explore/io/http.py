@@ -79,7 +79,7 @@ MISSING_TTL = 24 * 3600.0
 #: The most bytes one answer may hold (a whole published shard is at most 2 GiB of codes).
 MAX_OBJECT = 4 << 30
 #: The most bytes of cache entries waiting to be written, process-wide.
-WRITE_QUEUE_BYTES = 256 << 20
+WRITE_QUEUE_BYTES = 128 << 20
 #: How long interpreter exit waits for the cache entries still queued (seconds).
 EXIT_FLUSH_TIMEOUT = 120.0
 
@@ -180,7 +180,7 @@ class CacheWriter:
             e = self._pending.get(str(path))
         if e is None:
             return KeyError
-        return None if e[1] == _GONE else e[3]
+        return None if e[1] == _GONE else bytes(e[3])
 
     # -- waiting and discarding ----------------------------------------------------------
     def _under(self, prefix: str | None):
@@ -406,8 +406,9 @@ class RemoteStore(Store):
         if self._cache_off:
             return
         now = struct.pack("<d", time.time())
-        entries = [(where[0], _GONE if data is None else _DATA, where[1],
-                    now if data is None else (data if isinstance(data, bytes) else bytes(data)), self)
+        # no copy: a range's slice keeps its merged answer alive until written, and the
+        # decoder holds that answer anyway while the read is in flight
+        entries = [(where[0], _GONE if data is None else _DATA, where[1], now if data is None else data, self)
                    for where, data in items if where is not None]
         if entries and not _WRITER.offer(entries):
             await asyncio.get_running_loop().run_in_executor(None, _WRITER.put, entries)
