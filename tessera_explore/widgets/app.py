@@ -165,6 +165,7 @@ CSS = f"""<style>
 .te-explorer .te-panel {{ font-size: 14px; box-sizing: border-box; padding-left: 6px; }}
 .te-explorer .te-panel .widget-hbox, .te-explorer .te-panel .jupyter-widget-hbox {{ max-width: 100%; }}
 .te-explorer .te-panel button {{ min-width: max-content; }}
+.te-explorer .te-panel .te-more {{ box-sizing: border-box; max-width: 100%; margin-right: 2px; }}
 .te-explorer .te-top {{ display: flex; flex-flow: row wrap; align-items: flex-start; width: 100%;
   max-width: 100%; box-sizing: border-box; gap: 4px 0; }}
 .te-explorer .te-bottom {{ display: flex; flex-flow: row wrap; max-width: 100%; }}
@@ -389,7 +390,8 @@ def _build(state, controller, owns, notes, *, scatter, basemap, map_size, draw) 
     if scatter_view is None:  # no scatter: nothing for the PCA/UMAP toggle to switch
         panel.guided.projection.layout.display = "none"
     # the map grows and shrinks with the width the app gets, the panel keeps 320-420 px
-    # beside it, and goes under the map where both do not fit on one row (CSS .te-top)
+    # beside it, and goes under the map where both do not fit on one row (below about
+    # 800 px: MapView.MAP_BASIS + PanelView.PANEL_MIN; CSS .te-top)
     top = W.Box([map_view.map, panel.widget], layout=W.Layout(display="flex", flex_flow="row wrap",
                                                                align_items="flex-start", width="100%"))
     top.add_class("te-top")

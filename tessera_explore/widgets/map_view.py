@@ -21,10 +21,11 @@ from .session import EVENT_LABELS, EVENT_LAYER, EVENT_WALK, LAYERS
 from .state import ExplorerState
 
 __all__ = ["MapView", "labels_geojson", "LABEL_COLOR", "LIVE_COLOR", "LAYER_TITLES", "HALO", "DOT", "MAP_MIN",
-           "status_html"]
+           "status_html", "MAP_BASIS"]
 
-#: the map's narrowest width in px (below it the panel goes under the map)
-MAP_MIN = 300
+#: the map's narrowest width in px, and the width from which it grows with the app: the
+#: panel stays beside it while both fit (about 800 px), and goes under it below that
+MAP_MIN, MAP_BASIS = 300, 480
 LABEL_COLOR = "#ff9800"
 LIVE_COLOR = "#00bcd4"
 
@@ -72,10 +73,15 @@ class MapView:
         # the map takes the width it gets: ``width`` is where it starts (flex basis), it grows
         # and shrinks with the app (down to MAP_MIN px, then the panel wraps under it)
         m.layout.width, m.layout.height = "auto", height
-        m.layout.flex, m.layout.min_width = f"1 1 {width}", f"{MAP_MIN}px"
+        m.layout.flex, m.layout.min_width = f"1 1 {MAP_BASIS}px", f"{MAP_MIN}px"
         m.add_class("te-map")
         self.map = m
         self.center, self.zoom = center, zoom
+        # the map's real size is known once the page shows it: when it is narrower than
+        # ``width`` and the area does not fit, zoom out (at most twice), once
+        self._area_bounds = ((s, w), (n, e))
+        self._fit_steps = 0
+        m.observe(self._fit_area, names="bounds")
         self.layers: dict[str, Any] = {}
         self._legends: dict[str, str | None] = {}
         self._palettes: dict[str, Any] = {}
@@ -114,6 +120,19 @@ class MapView:
         self.draw_labels()
 
     # events from the browser
+    def _fit_area(self, change) -> None:
+        bounds = change["new"]
+        if self._fit_steps < 0 or not bounds or len(bounds) != 2:
+            return
+        (s, w), (n, e) = bounds
+        (s0, w0), (n0, e0) = self._area_bounds
+        if (s > s0 or n < n0 or w > w0 or e < e0) and self._fit_steps < 2 and self.map.zoom > 2:
+            self._fit_steps += 1
+            self.map.zoom = self.map.zoom - 1
+            return
+        self._fit_steps = -1  # fitted (or the user moved it): the map is theirs from now on
+        self.map.unobserve(self._fit_area, names="bounds")
+
     def _on_interaction(self, **event) -> None:
         if event.get("type") != "click":
             return

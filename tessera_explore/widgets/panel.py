@@ -192,8 +192,8 @@ class PanelView:
             self.model, self.change_from, self.opacity, self.confidence, self.sim_thr, self.show_colour,
             row([self.rename_btn, self.color]), self.export_btn, self.guided.more,
         ])
-        self.more = W.Accordion(children=[more], selected_index=None, layout=W.Layout(width="100%"))
-        self.more.set_title(0, "more: classifier, thresholds, export, scatter")
+        self.more = W.Accordion(children=[more], selected_index=None, layout=W.Layout(width="auto"))
+        self.more.set_title(0, "more: classifier, thresholds, export")
         self.more.add_class("te-more")
         panel = W.VBox([
             html_widget("<b>on the map</b>", "te-h"), self.mode, *([self.live_box] if self.live_box is not None else []),

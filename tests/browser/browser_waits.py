@@ -31,6 +31,48 @@ _SCREEN = """() => {
 }"""
 
 
+#: JavaScript: what is wrong with the layout now (a list of sentences; empty when all is well):
+#: every visible button, dropdown, slider and text field of the panel lies inside the
+#: viewport and the panel, no button's text is cut ("r…"), the panel does not scroll
+#: sideways, and the map's status line is shown inside the map
+LAYOUT_PROBLEMS = """() => {
+  const vw = document.documentElement.clientWidth, bad = [], px = v => Math.round(v);
+  const panel = document.querySelector('.te-panel'), map = document.querySelector('.te-map');
+  if (!panel || !map) return ['no panel or map yet'];
+  const name = e => (e.innerText || e.value || e.className || e.tagName).toString().trim().slice(0, 40);
+  if (panel.scrollWidth > panel.clientWidth + 1)
+    bad.push(`the panel scrolls sideways (${panel.scrollWidth} > ${panel.clientWidth} px)`);
+  const p = panel.getBoundingClientRect(), m = map.getBoundingClientRect();
+  if (p.right > vw + 1) bad.push(`the panel ends at ${px(p.right)} px, past the viewport's ${vw} px`);
+  if (m.width < 290) bad.push(`the map is ${px(m.width)} px wide`);
+  const controls = panel.querySelectorAll('button, select, input, .widget-slider, .jupyter-widget-slider');
+  let seen = 0;
+  for (const e of controls) {
+    const r = e.getBoundingClientRect();
+    if (!e.offsetParent || r.width === 0) continue;  // in a closed section
+    seen++;
+    if (r.left < p.left - 1 || r.right > p.right + 1 || r.right > vw + 1)
+      bad.push(`'${name(e)}' (${px(r.left)}-${px(r.right)} px) is outside the panel ` +
+               `(${px(p.left)}-${px(p.right)}) or the viewport (${vw})`);
+    if (e.tagName === 'BUTTON' && e.scrollWidth > e.clientWidth + 1)
+      bad.push(`the button '${name(e)}' is cut (${e.scrollWidth} > ${e.clientWidth} px)`);
+  }
+  if (seen < 15) bad.push(`only ${seen} panel controls are shown`);
+  const st = document.querySelector('.te-map .te-map-status');
+  if (!st) bad.push('no status line on the map');
+  else {
+    const r = st.getBoundingClientRect();
+    const inside = r.left >= m.left - 1 && r.right <= m.right + 1 && r.top >= m.top - 1 && r.bottom <= m.bottom + 1;
+    if (r.width === 0 || r.height === 0 || !inside)
+      bad.push(`the map's status line is not shown inside the map (${JSON.stringify(r)})`);
+  }
+  return bad;
+}"""
+
+#: the folder of the layout screenshots (git-ignored)
+SCREENSHOTS = os.path.join(os.path.dirname(__file__), "screenshots")
+
+
 def scale() -> float:
     """How much longer than on an idle machine things may take now: the load per core
     (at least 1, at most 4) times ``TESSERA_EXPLORE_BROWSER_SLOW`` (default 1)."""

@@ -21,7 +21,18 @@ import signal
 
 import numpy as np
 import pytest
-from browser_waits import poll, scale, screen, status_has, total_labels, wait_for, wait_for_element, wait_idle
+from browser_waits import (
+    LAYOUT_PROBLEMS,
+    SCREENSHOTS,
+    poll,
+    scale,
+    screen,
+    status_has,
+    total_labels,
+    wait_for,
+    wait_for_element,
+    wait_idle,
+)
 
 pytestmark = pytest.mark.browser
 
@@ -183,6 +194,24 @@ def _painted(page, step: str) -> None:
     wait_idle(page, step, "true", "the page to settle")
 
 
+def _check_layout(page, step: str, shots: list) -> None:
+    """At 1280 x 800 (JupyterLab's file browser closed) and 960 x 800 (about the width it
+    leaves when open): every panel control shown whole, in view, and the map's status line;
+    a screenshot of each."""
+    for width, what in ((1280, "sidebar-closed"), (960, "sidebar-open")):
+        page.set_viewport_size({"width": width, "height": 800})
+        _painted(page, f"{step} at {width} px")
+        problems = page.evaluate(LAYOUT_PROBLEMS)
+        png = page.screenshot()
+        os.makedirs(SCREENSHOTS, exist_ok=True)
+        with open(os.path.join(SCREENSHOTS, f"{step}-{width}x800-{what}.png"), "wb") as f:
+            f.write(png)
+        shots.append((f"{step}-{width}", png))
+        assert not problems, f"step {step!r} at {width} x 800 px: " + "; ".join(problems)
+    page.set_viewport_size({"width": 1280, "height": 800})
+    _painted(page, f"{step}: back at 1280 px")
+
+
 def _text(page, css):
     return page.locator(css).first.inner_text()
 
@@ -246,6 +275,8 @@ def test_explorer_click_to_label_in_voila(voila, playwright_browser, tmp_path, d
             assert not cut, f"{css} is cut off"
         assert page.locator(".te-map .leaflet-control-attribution").count() == 1
         shots.append(("explorer", page.screenshot(full_page=True)))
+        _check_layout(page, "layout", shots)
+        img = page.locator(".te-map img.leaflet-image-layer").first.bounding_box()  # where it is now
 
         # click -> new class image painted, on the two-tile demo (a figure, not an assertion)
         paint_ms = _timed_clicks(page, img, view["bounds"], many, 10, first=3)

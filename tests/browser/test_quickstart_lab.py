@@ -21,7 +21,7 @@ import subprocess
 import time
 
 import pytest
-from browser_waits import poll, scale, status_has, wait_for, wait_for_element, wait_idle
+from browser_waits import LAYOUT_PROBLEMS, SCREENSHOTS, poll, scale, status_has, wait_for, wait_for_element, wait_idle
 
 pytestmark = pytest.mark.browser
 
@@ -82,6 +82,7 @@ def test_quickstart_runs_in_jupyterlab(lab, playwright_browser, tmp_path, demo_c
                          and "es-module-shims" not in u})
         assert not cdn_js, cdn_js
         (tmp_path / "quickstart-lab.png").write_bytes(page.screenshot(full_page=True))
+        _check_layout_in_lab(page)
         peak = _kernel_peak_mib(srv.proc.pid)
         # saved after Run All, the notebook stays small: no copy of BokehJS (te.load_bokeh_js
         # left a stub), figures as JPEG, no widget state (JupyterLab's default).
@@ -118,6 +119,28 @@ def test_quickstart_runs_in_jupyterlab(lab, playwright_browser, tmp_path, demo_c
             assert ignored, f"the quickstart wrote {name}, which git does not ignore"
     finally:
         page.close()
+
+
+def _check_layout_in_lab(page) -> None:
+    """The explorer at 1280 x 800 with JupyterLab's file browser open, then closed: every
+    panel control shown whole and in view, and the map's status line (LAYOUT_PROBLEMS);
+    a screenshot of each in tests/browser/screenshots/."""
+    page.set_viewport_size({"width": 1280, "height": 800})
+    os.makedirs(SCREENSHOTS, exist_ok=True)
+    for sidebar in ("open", "closed"):
+        step = f"the explorer at 1280 x 800, file browser {sidebar}"
+        if sidebar == "open":
+            page.evaluate("window.jupyterapp.commands.execute('filebrowser:activate')")
+            wait_for(page, step, "!window.jupyterapp.shell.leftCollapsed", "the left sidebar open")
+        else:
+            page.evaluate("window.jupyterapp.shell.collapseLeft()")
+            wait_for(page, step, "window.jupyterapp.shell.leftCollapsed", "the left sidebar closed")
+        page.locator(".te-map").first.scroll_into_view_if_needed()
+        # two frames after the resize, then the layout as measured
+        page.evaluate("() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
+        problems = page.evaluate(LAYOUT_PROBLEMS)
+        page.screenshot(path=os.path.join(SCREENSHOTS, f"lab-1280x800-sidebar-{sidebar}.png"))
+        assert not problems, f"step {step!r}: " + "; ".join(problems)
 
 
 def _kernel_peak_mib(server_pid: int):

@@ -57,12 +57,12 @@ def _label(app, truth, per_class, pairs):
 
 # ---------------------------------------------------------------------------- layout
 def test_the_map_flexes_and_the_panel_keeps_a_readable_width(app_factory):
-    from tessera_explore.widgets.map_view import MAP_MIN
+    from tessera_explore.widgets.map_view import MAP_BASIS, MAP_MIN
     from tessera_explore.widgets.panel import PANEL_MAX, PANEL_MIN
 
     app = app_factory()
     m, panel = app.map.layout, app.panel.widget.layout
-    assert m.width == "auto" and m.flex.startswith("1 1 ") and m.min_width == f"{MAP_MIN}px"
+    assert m.width == "auto" and m.flex == f"1 1 {MAP_BASIS}px" and m.min_width == f"{MAP_MIN}px"
     assert panel.min_width == f"{PANEL_MIN}px" and panel.max_width == f"{PANEL_MAX}px"
     assert panel.flex.startswith("1 1 ")
     top = app.widget.children[0]
@@ -202,3 +202,18 @@ def test_area_table_cells_do_not_break_inside_numbers():
 
     assert ".te-area-table td" in CSS and "white-space: nowrap" in CSS.split(".te-area-table td")[1][:60]
     assert "overflow-wrap: normal" in CSS.split(".te-area-table table")[1][:120]
+
+
+def test_the_map_zooms_out_once_when_shown_narrower_than_the_area(app_factory):
+    app = app_factory()
+    m = app.map
+    z = m.zoom
+    (s, w), (n, e) = ((52.0, 0.1), (52.1, 0.3))
+    mid = ((s + n) / 2, (w + e) / 2)
+    # the page reports a view that cuts the area off: one zoom out, then it fits and the map is left alone
+    m.set_trait("bounds", ((mid[0] - 0.01, mid[1] - 0.01), (mid[0] + 0.01, mid[1] + 0.01)))
+    assert m.zoom == z - 1
+    m.set_trait("bounds", ((s - 1, w - 1), (n + 1, e + 1)))
+    assert m.zoom == z - 1
+    m.set_trait("bounds", ((mid[0] - 0.01, mid[1] - 0.01), (mid[0] + 0.01, mid[1] + 0.01)))  # the user zoomed in
+    assert m.zoom == z - 1
