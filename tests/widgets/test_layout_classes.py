@@ -217,3 +217,16 @@ def test_the_map_zooms_out_once_when_shown_narrower_than_the_area(app_factory):
     assert m.zoom == z - 1
     m.set_trait("bounds", ((mid[0] - 0.01, mid[1] - 0.01), (mid[0] + 0.01, mid[1] + 0.01)))  # the user zoomed in
     assert m.zoom == z - 1
+
+
+def test_the_confidence_legend_reads_0_to_1(app_factory, truth):
+    import re
+
+    app = app_factory(classes=["forest", "cereal"])
+    _label(app, truth, 2, (("forest", "forest"), ("cereal", "cereal")))
+    app.state.show_confidence = True
+    app.wait()
+    ticks = re.findall(r"class='tessera-tick'>([^<]*)<", app.map_view.legend)
+    assert "confidence" in app.map_view.legend and ticks, app.map_view.legend
+    assert not any(t.endswith(" 1") for t in ticks), ticks  # no CF unit "1" after a number
+    assert ticks[-1] == "1" and all(re.fullmatch(r"[0-9.]+", t) for t in ticks), ticks
