@@ -3,7 +3,8 @@
 Each configuration runs in a new Python process (as the explorer's projection process
 does): import, open the demo scene (``te.tutorial.open_demo()``, 1168 x 1413 px, two
 tiles), fit UMAP on a sample (numba's compile included: nothing is warmed up), place
-every pixel, exit.  Reported per configuration: wall time from process start to exit,
+every pixel, exit.  Reported per configuration: wall time from process start to every
+pixel placed (the trustworthiness check after it is not counted),
 the stages inside (import, open, fit incl. compile, transform), and the process's peak
 resident memory (``ru_maxrss``).  The previous settings run in the same invocation.
 
@@ -105,6 +106,7 @@ def child(options: dict) -> None:
     t3 = time.perf_counter()
     comps = fitted.transform(da)
     t4 = time.perf_counter()
+    done_at = time.time()  # the parent's wall time stops here: the quality check below is not the explorer's
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB on Linux; before the check below
     import numpy as np
     from sklearn.manifold import trustworthiness
@@ -116,7 +118,7 @@ def child(options: dict) -> None:
     tw = float(trustworthiness(v[ok][:3000], c[ok][:3000], n_neighbors=10))
     print(json.dumps({"import": t1 - t0, "open": t2 - t1, "fit": t3 - t2, "transform": t4 - t3,
                       "n_fit": fitted.n_samples_fit_, "peak_rss_mb": rss, "rss_open_mb": rss_open, "trust": tw,
-                      "pixels": int(np.isfinite(comps.values[0]).sum())}), flush=True)
+                      "pixels": int(np.isfinite(comps.values[0]).sum()), "done_at": done_at}), flush=True)
 
 
 def drop_kernel_caches() -> list[str]:
@@ -145,14 +147,13 @@ def run(name: str, cold: bool = False) -> dict:
     env = dict(os.environ)
     if cold:
         drop_kernel_caches()
-    t = time.perf_counter()
+    t = time.time()
     p = subprocess.run([sys.executable, __file__, "--child", json.dumps(CONFIGS[name])],
                        capture_output=True, text=True, check=False, env=env)
-    wall = time.perf_counter() - t
     if p.returncode != 0:
         raise SystemExit(f"{name} failed:\n{p.stderr[-3000:]}")
     out = json.loads(p.stdout.strip().splitlines()[-1])
-    out["wall"] = wall
+    out["wall"] = out["done_at"] - t  # process start to every pixel placed
     return out
 
 
