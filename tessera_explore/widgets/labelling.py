@@ -181,8 +181,14 @@ class Labelling:
 
     # ------------------------------------------------------------------ labels
     def add_class(self, name: str, color: str | None = None) -> str:
-        """Add a class (and make it the active one)."""
+        """Add a class (and make it the active one); ``color`` defaults to the colour of
+        its name (:func:`~tessera_explore.widgets.colours.class_colour`: woods green, water
+        blue...) apart from the colours of the other classes."""
+        from .colours import class_colour
+
         self.session.check_open()
+        if color is None:
+            color = class_colour(name, self.store.classes.values())
         self.store.add_class(name, color)
         self.state.active_class = name.strip()
         return self.session.say(f"class {name.strip()!r} added; click the map to label it")

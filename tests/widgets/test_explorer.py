@@ -447,7 +447,7 @@ def test_confidence_layer_replaces_the_classes(app_factory, truth):
     app.state.show_confidence = True
     app.wait()
     assert layer_names(app) >= {"confidence"} and "classes" not in layer_names(app)
-    assert "confidence" in app.map_view._legend.widget.value
+    assert "confidence" in app.map_view.legend
     app.panel.show_conf.value = False
     app.wait()
     assert "classes" in layer_names(app) and "confidence" not in layer_names(app)

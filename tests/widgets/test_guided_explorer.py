@@ -279,7 +279,7 @@ def test_trust_layer_toggles_follows_retrain_and_is_exported(app_factory, truth,
     assert set(ds.data_vars) >= {"trust", "reason"}
     low = (ds["reason"].values >= 1) & (ds["reason"].values <= 3)
     assert low.any() and "low trust" in st.status
-    legend = app.map_view._legend.widget.value
+    legend = app.map_view.legend
     assert "low trust" in legend and ("unfamiliar" in legend or "uncertain" in legend)
     # hatched: the image has transparent gaps between its stripes
     url0 = layer.url
