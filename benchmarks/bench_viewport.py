@@ -45,6 +45,8 @@ sys.path.insert(0, str(HERE))
 
 import bench_remote  # noqa: E402  (the store and the window of the remote-read benchmark)
 
+from tessera_explore.io.http import flush_cache  # noqa: E402
+
 YEAR = bench_remote.YEAR
 VIEW = 1000
 PAN = 300
@@ -77,6 +79,7 @@ def baseline(url: str, bbox, depth: int | None) -> float:
     _fresh()
     with tempfile.TemporaryDirectory() as cache:
         t, _ = _timed(lambda: te.open_embeddings(url, bbox=bbox, year=YEAR, cache=cache, depth=depth).values)
+        flush_cache()  # cache entries are written in the background: done before the folder goes
     return t
 
 
@@ -109,6 +112,7 @@ def ours(url: str, bbox) -> dict:
             out[f"{name}_painted_d{full}"] = time.perf_counter() - t
             out[f"{name}_blocks_read"] = loader.counters.blocks_read - read
         out["cache_mb"] = loader.cache.peak / 1e6
+        flush_cache()
     return out
 
 
@@ -128,6 +132,7 @@ def walk(url: str, bbox) -> dict:
             rgb = colours.rgb(da)
             assert int(np.asarray(rgb.values[3]).max()) == 255
             del da, rgb
+        flush_cache()
         return {"views": len(steps), "seconds": time.perf_counter() - t, "peak_rss_mb": bench_remote.peak_rss() / 1e6,
                 "cache_peak_mb": loader.cache.peak / 1e6}
 

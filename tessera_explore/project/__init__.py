@@ -57,7 +57,7 @@ def project(
     method : ``"pca"`` (default) or ``"umap"``.
     n_components : components to keep (default 3 for PCA, 2 for UMAP).
     sample : pixels in the spatially stratified fitting sample (default 100,000 for
-        PCA, 30,000 for UMAP).
+        PCA, 5,000 for UMAP).
     random_state : seed of the sample (and of UMAP's layout); None draws a fresh one.
     fitted : a projection fitted before (on another tile, area or year).  It is applied
         as it is (no refit), so colours mean the same thing everywhere; it must come
