@@ -11,14 +11,17 @@
   the first ``n`` labels in the order they were made, at the first ``n`` that can be
   scored, round numbers of labels (:data:`CURVE_GRID`) and all of them, at most
   :data:`CURVE_POINTS` points; recomputed after each retrain as a quiet job.  Points
-  already scored are kept (keyed by the labels they rest on and the classifier recipe),
-  and the grid does not move as labels are added, so a new label costs one more
-  cross-validation, not six.
+  already scored are kept (keyed by the classifier recipe and a digest of the labels they
+  rest on, :func:`prefix_digests`: a fixed 20 bytes a point, where a key holding the
+  labels themselves made the cache grow with the square of the labels), and the grid
+  does not move as labels are added, so a new label costs one more cross-validation,
+  not six.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 
 import numpy as np
@@ -26,7 +29,7 @@ import numpy as np
 from ..exceptions import TesseraExploreError
 from .session import EVENT_AREA, EVENT_EVALUATED, EVENT_LAYER, EVENT_TRAINED
 
-__all__ = ["Quality", "hatch", "curve_html", "TRUST_COLORS", "CURVE_POINTS"]
+__all__ = ["Quality", "hatch", "curve_html", "prefix_digests", "TRUST_COLORS", "CURVE_POINTS"]
 
 #: reasons a pixel is not trusted (``trust``'s ``reason`` 1-3) and their hatch colours
 TRUST_COLORS = {1: ("uncertain", "#9e9e9e"), 2: ("unfamiliar", "#616161"), 3: ("uncertain and unfamiliar", "#262626")}
@@ -36,6 +39,21 @@ CURVE_POINTS = 8
 CURVE_GRID = (10, 15, 20, 30, 40, 50, 60, 80, 100, 125, 150, 200, 250, 300, 400, 500, 600, 800, 1000, 1500, 2000)
 #: hatch period and stripe width, in image pixels (about screen pixels)
 HATCH_PERIOD, HATCH_WIDTH = 6, 3
+
+
+def prefix_digests(order: list, first: dict) -> list:
+    """One digest (20 bytes) per prefix of ``order``: the ``k``-th digest names the first
+    ``k`` labels, each by its id, class and geometry (``first[id] = (class, wkb)``).
+    Chained, so all prefixes cost one pass over the labels."""
+    h = hashlib.blake2b(digest_size=20)
+    out = []
+    for lid in order:
+        cls, wkb = first[lid]
+        for part in (str(lid).encode(), str(cls).encode(), bytes(wkb)):
+            h.update(len(part).to_bytes(8, "little"))
+            h.update(part)
+        out.append(h.copy().digest())
+    return out
 
 
 def hatch(img, period: int = HATCH_PERIOD, width: int = HATCH_WIDTH):
@@ -219,8 +237,10 @@ class Quality:
         ``EVENT_EVALUATED`` event) is the curve's last point: kept, so the curve does not
         score it again."""
         order, first = self._order(clf)
+        if not order:
+            return
         lo, hi = ev.accuracy_interval
-        key = (self.state.model, tuple((lid, first[lid]) for lid in order))
+        key = (self.state.model, prefix_digests(order, first)[-1])
         self._curve_cache[key] = {"n": len(order), "accuracy": float(ev.accuracy), "low": float(lo),
                                   "high": float(hi)}
 
@@ -250,11 +270,11 @@ class Quality:
         area = self.session.area(self.session.label_year)
         model = self.state.model
         points = []
+        digests = prefix_digests(order, first)
         for k in ks:
-            prefix = tuple((lid, first[lid]) for lid in order[:k])
-            key = (model, prefix)
+            key = (model, digests[k - 1])
             if key not in self._curve_cache:
-                keep = np.isin(s.label_id, [lid for lid, _ in prefix])
+                keep = np.isin(s.label_id, order[:k])
                 sub = dataclasses.replace(s, X=s.X[keep], y=s.y[keep], label_id=s.label_id[keep], rows=s.rows[keep],
                                           cols=s.cols[keep], xy=s.xy[keep],
                                           classes=[c for c in s.classes if np.any(s.y[keep] == c)])
