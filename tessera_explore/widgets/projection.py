@@ -9,7 +9,8 @@ a retrain or a redraw.  Other arrays (live embeddings, computed arrays) fit on a
 of their own (not the controller's worker: retraining after a click must not wait half
 a minute behind numba's compilation).  ``state.projection_status`` says where it stands (compiling,
 fitting, ready, failed); the scatter keeps showing PCA until the UMAP components are
-ready, then switches (the ``"scatter"`` event).  Map clicks mark their pixel in
+ready, then switches (the ``"scatter"`` event).  Each fit gets a process of its own that
+exits once it has sent its answer, so the fit's memory goes back to the system.  Map clicks mark their pixel in
 whichever projection the scatter shows.
 
 numba's workqueue threading layer must not be entered from two threads at once; with
@@ -118,9 +119,11 @@ class ProjectionSwitch:
         self.state.unobserve(self._on_projection, names=["projection"])
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
-        if self._procs is not None:
-            running = list((getattr(self._procs, "_processes", None) or {}).values())
-            self._procs.shutdown(wait=False, cancel_futures=True)
+        with self._lock:
+            procs, self._procs = self._procs, None
+        if procs is not None:
+            running = list((getattr(procs, "_processes", None) or {}).values())
+            procs.shutdown(wait=False, cancel_futures=True)
             for p in running:  # a fit may still be running: it is not needed any more
                 with contextlib.suppress(Exception):
                     p.terminate()
@@ -186,6 +189,8 @@ class ProjectionSwitch:
             try:
                 return self._run_in_process(year, arr, spec, t0, gen)
             except Exception as err:  # e.g. a process that cannot start: fit here instead
+                if self.session.closed:  # the process was stopped by close(): nothing to fit for
+                    raise
                 self._status(f"UMAP: the projection process failed ({type(err).__name__}); fitting here...")
         try:
             w = warm_up_umap(background=True) if self.warm_up else None
@@ -227,13 +232,23 @@ class ProjectionSwitch:
 
         from ..project._base import components_array
 
-        if self._procs is None:
-            self._procs = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
         doing = (f"compiling and fitting on a sample of {self.sample:,} pixels" if self.fitted is None
                  else f"placing the pixels of {year}")
         self._status(f"UMAP: {doing} in a separate process (clicks carry on)...")
-        fut = self._procs.submit(umap_in_process, spec, self.fitted, self.sample, self.options)
-        values, fitted, pid = fut.result()
+        # a process of its own for each fit, which exits once it has answered (its 0.5-0.7 GB
+        # go back to the system; a pool kept between fits held them until the explorer closed)
+        procs = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+                                    max_tasks_per_child=1)
+        with self._lock:
+            self._procs = procs  # for close() to stop a fit still running
+        try:
+            fut = procs.submit(umap_in_process, spec, self.fitted, self.sample, self.options)
+            values, fitted, pid = fut.result()
+        finally:
+            procs.shutdown(wait=True)
+            with self._lock:
+                if self._procs is procs:
+                    self._procs = None
         if gen == self._generation:
             self.fitted = fitted
         self.fitted_in = pid
