@@ -141,6 +141,10 @@ def explore_anywhere(source: Any, *, center=None, zoom=None, year=None, labels=N
         raise
     try:
         app = _build(state, controller, owns, notes, scatter=scatter, basemap=basemap, map_size=map_size, draw=False)
+        # the map keeps the zoom asked for: an explorer of one area zooms out once the page
+        # shows a map narrower than ``map_size`` (to fit the area), but here the area is
+        # whatever the map shows, and a zoom out would load a view four times as large
+        app.map_view._fit_steps = -1
         if center is not None:
             app.map.center = (float(center[1]), float(center[0]))
         app.map.zoom = zoom

@@ -197,3 +197,21 @@ def test_map_region_puts_the_class_map_on_the_map(edge_store, tmp_path):
     finally:
         app.close()
         close_local_cluster()
+
+
+def test_a_narrower_map_in_the_page_keeps_the_zoom_asked_for(edge_store, tmp_path):
+    # the page shows the map narrower than map_size (the panel takes its share): the
+    # browser's first bounds must not zoom the map out (an explorer of one area does, to
+    # fit its area); the view follows the map at the zoom asked for, at the map's real size
+    app = _open(str(edge_store / "e.zarr"), tmp_path)
+    try:
+        app.wait(60)
+        w, s, e, n = view_bbox_at(A, ZOOM, (200, 160))  # smaller than SIZE
+        app.map.set_trait("bounds", ((s, w), (n, e)))  # as the browser reports them (read-only here)
+        app.follower.wait(60)
+        app.wait(60)
+        assert app.map.zoom == ZOOM
+        assert app.follower.size == (200, 160)
+        assert app.view_bbox == (w, s, e, n)
+    finally:
+        app.close()
