@@ -17,7 +17,8 @@ Printed: the median (and max) click -> painted over the clicks around 20, 100 an
 labels and the ratio 300 / 20; the time ``app.click`` takes on the calling thread (label
 vectors and the label file written); the spatial cross-validation at 20, 100 and 300
 labels; the label file's size; the resident memory (RSS) after UMAP, at 20, 100 and 300
-labels and the peak (``ru_maxrss``); with ``--trace``, the growth of Python allocations
+labels and the peak (``ru_maxrss``), and the highest RSS sampled in each phase
+(start-up, UMAP, clicks); with ``--trace``, the growth of Python allocations
 between the 100th and the 300th click (tracemalloc, top lines).  Whether the UMAP
 process is gone after its fit is printed too.
 
@@ -66,6 +67,45 @@ def _rss() -> float:
     return psutil.Process().memory_info().rss / 2**20
 
 
+class _Sampler:
+    """Resident memory sampled every ``every`` seconds on a thread: the highest per phase
+    (``phase`` is set by the caller)."""
+
+    def __init__(self, every: float = 0.1):
+        import psutil
+
+        self.phase = "start"
+        self.peaks: dict[str, float] = {}
+        self._me = psutil.Process()
+        self._every = every
+        self._stop = threading.Event()
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self):
+        while not self._stop.is_set():
+            r = self._me.memory_info().rss / 2**20
+            self.peaks[self.phase] = max(self.peaks.get(self.phase, 0.0), r)
+            self._stop.wait(self._every)
+
+    def stop(self):
+        self._stop.set()
+
+
+def _children(me) -> list:
+    """(pid, RSS MiB) of this process's children, but multiprocessing's resource tracker
+    (one per interpreter, kept on purpose)."""
+    import psutil
+
+    out = []
+    for c in me.children(recursive=True):
+        try:
+            if "resource_tracker" not in " ".join(c.cmdline()):
+                out.append((c.pid, round(c.memory_info().rss / 2**20)))
+        except psutil.Error:
+            continue
+    return out
+
+
 def _window(times: dict, n: int, half: int = 5) -> list:
     return [times[k] for k in range(max(n - half + 1, 1), n + half + 1) if k in times] or \
         [times[k] for k in sorted(times)[-2 * half:]]
@@ -86,6 +126,8 @@ def main() -> int:
     from tessera_explore.classify.evaluate import evaluate
 
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    sampler = _Sampler()
+    sampler.phase = "start-up"
     tmp = tempfile.mkdtemp(prefix="bench_session_clicks_")
     path = os.path.join(tmp, "labels.geojson")
     da = te.tutorial.open_demo()
@@ -97,6 +139,7 @@ def main() -> int:
     ctl = app.controller
     me = psutil.Process()
     if not args.no_umap:
+        sampler.phase = "UMAP"
         t = time.perf_counter()
         app.state.projection = "umap"
         fut = ctl.umap.fit()
@@ -104,7 +147,7 @@ def main() -> int:
         pid = ctl.umap.fitted_in
         time.sleep(1.0)
         alive = pid is not None and pid != os.getpid() and psutil.pid_exists(pid)
-        kids = [(c.pid, c.memory_info().rss / 2**20) for c in me.children(recursive=True)]
+        kids = _children(me)
         print(f"UMAP shown in {time.perf_counter() - t:.1f} s (fitted in pid {pid}, this process {os.getpid()}); "
               f"fit process still alive 1 s after: {alive}; children now {kids}; RSS {_rss():.0f} MiB")
         app.state.projection = "pca"
@@ -122,6 +165,7 @@ def main() -> int:
             cond.notify_all()
 
     ctl.on("layer", on_layer)
+    sampler.phase = "clicks"
     times, calls, rss, cv = {}, {}, {}, {}
     snap = None
     for i, (lon, lat, cls) in enumerate(pts, start=1):
@@ -183,8 +227,10 @@ def main() -> int:
         for s in stats[:8]:
             print(f"  {s.size_diff / 1024:9.0f} KiB  {s.count_diff:6d} blocks  {s.traceback.format()[-1].strip()}")
         tracemalloc.stop()
-    kids = [(c.pid, round(c.memory_info().rss / 2**20)) for c in me.children(recursive=True)]
-    print(f"child processes at the end: {kids}")
+    sampler.stop()
+    print("highest RSS sampled (every 0.1 s) per phase: "
+          + ", ".join(f"{k} {v:.0f} MiB" for k, v in sampler.peaks.items()))
+    print(f"child processes at the end (but the resource tracker): {_children(me)}")
     app.close()
     return 0
 

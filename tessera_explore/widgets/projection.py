@@ -66,10 +66,22 @@ def reopen_spec(arr) -> dict | None:
 
 
 def umap_in_process(spec: dict, fitted, sample: int, options: dict):
-    """Run in the projection process: open the area of ``spec``, fit (or apply) UMAP.
-    Returns (components (2, y, x) float32, the fitted projection, this process's pid)."""
+    """Run in the projection process: open the area of ``spec``, fit (or apply) UMAP
+    (``fitted``: None, a fitted projection or one pickled to bytes).  Returns (components
+    (2, y, x) float32, the fitted projection pickled to bytes, this process's pid, what
+    :func:`~tessera_explore.project._base.components_array` reads of the projection).
+
+    The projection travels back pickled and stays so in the explorer's process until it
+    is asked for (:attr:`ProjectionSwitch.fitted`): unpickling it imports umap-learn and
+    pynndescent, about 120 MB the explorer does not otherwise need."""
+    import pickle
+    from types import SimpleNamespace
+
     from ..io.open import open_embeddings
     from ..project import project
+
+    if isinstance(fitted, bytes):
+        fitted = pickle.loads(fitted)
 
     depth = spec.get("depth")
     da = open_embeddings(spec["source"], bbox=spec["bbox"], year=spec["year"], crs=spec["crs"],
@@ -81,7 +93,8 @@ def umap_in_process(spec: dict, fitted, sample: int, options: dict):
         comps, fitted = project(da, method="umap", n_components=2, sample=sample, random_state=0, **options)
     else:
         comps, _ = project(da, fitted=fitted)
-    return np.asarray(comps.values, np.float32), fitted, os.getpid()
+    header = SimpleNamespace(method=fitted.method, source_=fitted.source_, stretch_=fitted.stretch_)
+    return np.asarray(comps.values, np.float32), pickle.dumps(fitted), os.getpid(), header
 
 
 class ProjectionSwitch:
@@ -105,7 +118,8 @@ class ProjectionSwitch:
         self.warm_up = bool(warm_up)
         #: further :class:`~tessera_explore.project.UMAPProjection` parameters
         self.options = dict(options)
-        self.fitted = None  # the UMAPProjection, once fitted
+        self._fitted = None  # the UMAPProjection, once fitted here or asked for
+        self._fitted_blob: bytes | None = None  # ... pickled, as a fit in a process sends it
         self.components: dict = {}  # year -> UMAP components
         self.fit_seconds: float | None = None
         self._pool: ThreadPoolExecutor | None = None
@@ -114,6 +128,25 @@ class ProjectionSwitch:
         self._generation = 0  # bumped by reset(): a fit of the arrays before it is thrown away
         self.state.observe(self._on_projection, names=["projection"])
         session.on(EVENT_AREA, lambda arrays: self.reset())
+
+    @property
+    def fitted(self):
+        """The fitted :class:`~tessera_explore.project.UMAPProjection` (None before a fit).
+        A fit in a separate process sends it pickled; it is unpickled on first access here
+        (which imports umap-learn into this process)."""
+        if self._fitted is None and self._fitted_blob is not None:
+            import pickle
+
+            self._fitted = pickle.loads(self._fitted_blob)
+        return self._fitted
+
+    @fitted.setter
+    def fitted(self, value) -> None:
+        self._fitted, self._fitted_blob = value, None
+
+    def _fitted_to_send(self):
+        """The fit for a projection process: its pickled bytes when it came from one."""
+        return self._fitted if self._fitted is not None else self._fitted_blob
 
     def close(self) -> None:
         self.state.unobserve(self._on_projection, names=["projection"])
@@ -232,7 +265,8 @@ class ProjectionSwitch:
 
         from ..project._base import components_array
 
-        doing = (f"compiling and fitting on a sample of {self.sample:,} pixels" if self.fitted is None
+        known = self._fitted_to_send()
+        doing = (f"compiling and fitting on a sample of {self.sample:,} pixels" if known is None
                  else f"placing the pixels of {year}")
         self._status(f"UMAP: {doing} in a separate process (clicks carry on)...")
         # a process of its own for each fit, which exits once it has answered (its 0.5-0.7 GB
@@ -242,14 +276,15 @@ class ProjectionSwitch:
         with self._lock:
             self._procs = procs  # for close() to stop a fit still running
         try:
-            fut = procs.submit(umap_in_process, spec, self.fitted, self.sample, self.options)
-            values, fitted, pid = fut.result()
+            fut = procs.submit(umap_in_process, spec, known, self.sample, self.options)
+            values, blob, pid, header = fut.result()
         finally:
             procs.shutdown(wait=True)
             with self._lock:
                 if self._procs is procs:
                     self._procs = None
-        if gen == self._generation:
-            self.fitted = fitted
+        if gen == self._generation and known is None:
+            with self._lock:
+                self._fitted, self._fitted_blob = None, blob
         self.fitted_in = pid
-        return self._ready(year, components_array(values, arr, fitted), t0, gen)
+        return self._ready(year, components_array(values, arr, header), t0, gen)

@@ -99,12 +99,14 @@ def test_learning_curve_cache_keys_do_not_grow_with_the_labels(area24, tmp_path,
 @pytest.mark.slow  # starts a process that imports UMAP (about 10-20 s)
 def test_the_umap_process_exits_after_its_fit(area24, tmp_path):
     import os
+    import sys
 
     import psutil
 
     import tessera_explore as te
 
     before = set(_children())
+    umap_here = "umap" in sys.modules  # imported by an earlier test in this process
     app = te.explore(area24, labels=tmp_path / "l.geojson", basemap=False, scatter=True, years=[],
                      classes=["forest", "cereal"])
     try:
@@ -120,6 +122,9 @@ def test_the_umap_process_exits_after_its_fit(area24, tmp_path):
         assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
         assert set(_children()) - before == set()  # ...which is gone, with no other left behind
         assert app.state.error == ""
+        # the fit came back pickled: umap-learn is imported here only when it is asked for
+        assert umap_here or "umap" not in sys.modules
+        assert sw.fitted is not None and sw.fitted.method == "umap" and "umap" in sys.modules
         app.state.projection = "pca"
     finally:
         app.close()
