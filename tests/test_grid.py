@@ -57,7 +57,7 @@ def _old_stac_snap(bounds, r):  # the bbox branch of encoder.stac.area_grid
     return Affine(r, 0.0, float(x0), 0.0, -r, float(y1)), shape
 
 
-def _old_open_snap(bounds, res, ox, oy):  # io.open._output_grid
+def _old_open_snap(bounds, res, ox, oy):  # io.open.output_grid
     x0, y0, x1, y1 = bounds
     left = ox + math.floor(round((x0 - ox) / res, 6)) * res
     right = ox + math.ceil(round((x1 - ox) / res, 6)) * res

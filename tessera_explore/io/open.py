@@ -201,7 +201,7 @@ def _tiles_from_path(path: str, year, landmask):
     raise ArgumentError(f"cannot tell how to open {path}: expected a folder, a .npy or a .tif/.tiff")
 
 
-def _output_grid(tiles, bbox, crs, res):
+def output_grid(tiles, bbox, crs, res):
     """``(crs, Grid)`` of the output: bbox (or the tiles' union) on the res grid."""
     from rasterio.crs import CRS
     from rasterio.warp import transform_bounds
@@ -352,7 +352,7 @@ def open_embeddings(
 
         # the stores keep 326NN south of the equator too (negative northings)
         crs = CRS.from_epsg(grid.utm_epsg((bbox[0] + bbox[2]) / 2, 0.0))
-    out_crs, out_grid = _output_grid(tiles, bbox, crs, res)
+    out_crs, out_grid = output_grid(tiles, bbox, crs, res)
     transform, shape = out_grid.transform, out_grid.shape
     if shape[0] <= 0 or shape[1] <= 0:
         raise NoTilesInAreaError(f"bbox {bbox} gives an empty area")
@@ -360,7 +360,7 @@ def open_embeddings(
     if bbox is not None and not mosaic._candidates(slice(0, shape[0]), slice(0, shape[1])):
         raise NoTilesInAreaError(f"bbox {bbox} lies outside every tile of the source")
     token = register(mosaic)
-    data = _lazy_data(mosaic, chunks, token, tiles, out_crs, transform)
+    data = lazy_data(mosaic, chunks, token, tiles, out_crs, transform)
     centres = out_grid.coords()
     x, y = centres["x"], centres["y"]
     extra = {_MOSAIC_ATTR: token, "resampling": resampling, "n_tiles": len(tiles),
@@ -400,7 +400,7 @@ def _one_dataset(metas: list[tuple[str, dict]], dataset_version: str | None) -> 
     return str(first["dataset_version"]), variant
 
 
-def _chunk_side(want: int, inner: int, shard: int) -> int:
+def chunk_side(want: int, inner: int, shard: int) -> int:
     """The largest multiple of ``inner`` that divides ``shard`` and is at most ``want``."""
     side = inner
     while side * 2 <= max(want, inner) and shard % (side * 2) == 0:
@@ -420,7 +420,7 @@ def _aligned_chunks(n: int, offset: int, side: int) -> tuple[int, ...]:
     return tuple(out)
 
 
-def _lazy_data(mosaic: Mosaic, chunks, token: str, tiles, out_crs, transform):
+def lazy_data(mosaic: Mosaic, chunks, token: str, tiles, out_crs, transform):
     arr = _MosaicArray(mosaic)
     if chunks is None:
         from xarray.core import indexing
@@ -444,7 +444,7 @@ def _lazy_data(mosaic: Mosaic, chunks, token: str, tiles, out_crs, transform):
         gx, gy = ref.grid_origin
         off_c = int(round((transform.c - gx) / transform.a))
         off_r = int(round((gy - transform.f) / transform.a))
-        sides = [_chunk_side(int(w), ref.inner_chunk, ref.shard) for w in want]
+        sides = [chunk_side(int(w), ref.inner_chunk, ref.shard) for w in want]
         spec = ((band,) if isinstance(band, int) and band >= nb else band,
                 _aligned_chunks(mosaic.shape[0], off_r, sides[0]),
                 _aligned_chunks(mosaic.shape[1], off_c, sides[1]))
@@ -514,7 +514,7 @@ def data_mask(da: xr.DataArray) -> xr.DataArray:
     return out
 
 
-def _store_of(da: xr.DataArray):
+def store_of(da: xr.DataArray):
     """The opened store ``da`` came from (with the options it was opened with: cache,
     time-outs), or None when it comes from no single store."""
     from .codes import source_of
@@ -535,7 +535,7 @@ def available_years(da: xr.DataArray) -> list[int]:
     year folders of a geotessera-layout folder (one listing, no walk); ``[year of da]``
     for other sources."""
     year = int(da.coords["year"]) if "year" in da.coords else None
-    st = _store_of(da)
+    st = store_of(da)
     if st is not None:
         from .store import zones_in_bbox
 
@@ -565,7 +565,7 @@ def reopen(da: xr.DataArray, year: int) -> xr.DataArray:
             f"cannot open another year of {src or 'this array'}: only arrays opened from one store or one "
             "geotessera-layout folder can be reopened; open the other year yourself")
     kwargs = {"depth": int(da.attrs["depth"])} if st_url and int(da.attrs.get("depth", 128)) != 128 else {}
-    st = _store_of(da) if st_url else None
+    st = store_of(da) if st_url else None
     if st is not None:
         src = st.url
         kwargs.update(st.options)

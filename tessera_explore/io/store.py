@@ -825,9 +825,9 @@ def zone_statistics(da) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
     if not url or ";" in url:
         raise StoreError("per-zone statistics need an array opened from one Zarr store "
                          f"(this one comes from {da.attrs.get('source', '?')})")
-    from .open import _store_of
+    from .open import store_of
 
-    st = _store_of(da)
+    st = store_of(da)
     bbox = da.attrs.get("bbox")
     zones = [z for z in (zones_in_bbox(bbox) if bbox else st.zones) if z in st.zones]
     year = int(da.coords["year"])

@@ -87,9 +87,9 @@ def resolve_store(source: Any, *, cache: Any = "auto", base_url: str | None = No
     if isinstance(source, ZarrSource):
         return source
     if isinstance(source, xr.DataArray):
-        from .open import _store_of
+        from .open import store_of
 
-        st = _store_of(source)
+        st = store_of(source)
         if st is None:
             raise ArgumentError(f"this array does not come from one Zarr store (its source is "
                                 f"{source.attrs.get('source', '?')}); pass a store name, URL or path")
@@ -249,9 +249,9 @@ class _Blocks:
 
 
 def _block_side(want: int, inner: int, shard: int) -> int:
-    from .open import _chunk_side
+    from .open import chunk_side
 
-    return _chunk_side(int(want), int(inner), int(shard))
+    return chunk_side(int(want), int(inner), int(shard))
 
 
 def _rectangles(missing: Iterable[tuple[int, int]]) -> list[tuple[int, int, int, int]]:
@@ -466,7 +466,7 @@ class ViewLoader:
         from .. import _schema
         from .codes import ATTR, register
         from .mosaic import Mosaic
-        from .open import _lazy_data, _output_grid
+        from .open import lazy_data, output_grid
         from .store import zones_in_bbox
 
         p = self.plan(bbox)
@@ -481,7 +481,7 @@ class ViewLoader:
         tiles = st.windows(p.bbox, self.year, depth=None if depth == st.nbands else depth)
         tiles = [_cached_tile(t, self) for t in tiles]
         crs = CRS.from_epsg(p.epsg)
-        out_crs, out_grid = _output_grid(tiles, p.bbox, crs, min(t.res for t in tiles))
+        out_crs, out_grid = output_grid(tiles, p.bbox, crs, min(t.res for t in tiles))
         mosaic = Mosaic(tiles, crs=out_crs, transform=out_grid.transform, shape=out_grid.shape)
         if not mosaic._candidates(slice(0, out_grid.shape[0]), slice(0, out_grid.shape[1])):
             raise NoTilesInAreaError(f"bbox {p.bbox} lies outside every zone of {st.url}")
@@ -492,7 +492,7 @@ class ViewLoader:
         self.last_blocks = frozenset(touched)
         self.counters.views += 1
         token = register(mosaic)
-        data = _lazy_data(mosaic, None, token, tiles, out_crs, out_grid.transform)
+        data = lazy_data(mosaic, None, token, tiles, out_crs, out_grid.transform)
         c = out_grid.coords()
         return _schema.make_embedding_array(
             data, x=c["x"], y=c["y"], crs=out_crs, year=self.year, dataset_version=st.version,

@@ -161,7 +161,7 @@ def test_options_travel_with_the_array(scene, tmp_path, monkeypatch):
     """Another year (reopen) and whole-zone statistics reuse the store as the user opened
     it: no cache written when the cache was turned off, the same time-outs."""
     from tessera_explore.io import store as store_mod
-    from tessera_explore.io.open import _store_of, reopen
+    from tessera_explore.io.open import reopen, store_of
 
     monkeypatch.setenv("TESSERA_EXPLORE_CACHE", str(tmp_path / "default-cache"))
     opts = {"retries": 1, "timeout": 7.0, "deadline": 9.0}
@@ -170,7 +170,7 @@ def test_options_travel_with_the_array(scene, tmp_path, monkeypatch):
         store_mod._SOURCES.clear()  # whatever the process kept, the array knows its store
         other = reopen(da, 2023)
         other.values
-        st = _store_of(other)
+        st = store_of(other)
         assert st.options == {"cache": None, "http_options": opts}
         assert (st.store.timeout, st.store.deadline, st.store.retries, st.store.cache_path) == (7.0, 9.0, 1, None)
         te.project(da, from_stats=True)
