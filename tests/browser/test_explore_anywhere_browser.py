@@ -110,7 +110,7 @@ def pan_figures(page, full: int = 128, class_opacity: float = 0.6, *, classes: b
 
 
 def notebook(url: str, info: str, *, center, zoom, labels: str | None = None, map_size=("900px", "560px"),
-             scatter: bool = False):
+             scatter: bool = False, year: int | None = None):
     """A notebook that opens the explorer following the map on the store at ``url``."""
     import nbformat
 
@@ -118,7 +118,7 @@ def notebook(url: str, info: str, *, center, zoom, labels: str | None = None, ma
 import faulthandler, json, os, signal
 faulthandler.register(signal.SIGUSR1, file=open({info!r} + ".stacks", "w"), all_threads=True)
 import tessera_explore as te
-app = te.explore({url!r}, center={tuple(center)!r}, zoom={zoom}, labels={labels!r}, classes={CLASSES!r},
+app = te.explore({url!r}, center={tuple(center)!r}, zoom={zoom}, year={year!r}, labels={labels!r}, classes={CLASSES!r},
                  basemap=False, scatter={scatter!r}, map_size={tuple(map_size)!r})
 with open({info!r}, "w") as f:
     json.dump({{"pid": os.getpid(), "view": app.view_bbox}}, f)
@@ -154,9 +154,13 @@ def open_explorer(page, srv, center, zoom, name: str = "anywhere.ipynb", *, full
     reports its bounds.)"""
     from tessera_explore.widgets.anywhere import view_bbox_at
 
+    failed = ("[...document.querySelectorAll('.jp-OutputArea-output, .voila-error')]"
+              ".map(e => e.innerText).filter(t => /Error|Traceback/.test(t)).join('\\n')")
     page.goto(f"{srv.url}/voila/render/{name}", wait_until="commit")
-    wait_for(page, "open the explorer", "document.querySelector('.te-map img.leaflet-image-layer') !== null",
-             "the false-colour image on the map", timeout=300)
+    wait_for(page, "open the explorer", f"document.querySelector('.te-map img.leaflet-image-layer') !== null || "
+                                        f"{failed} !== ''", "the false-colour image on the map", timeout=300)
+    err = page.evaluate(failed)
+    assert not err, f"the notebook failed: {err[-2000:]}"
     box = page.locator(".te-map").first.bounding_box()
     want = view_bbox_at(center, zoom, (round(box["width"]), round(box["height"])))
     tol = 4 * 360 / (256 * 2 ** zoom)  # four screen pixels, in degrees
