@@ -53,43 +53,48 @@ app
     return nb
 
 
-def _points(n: int, box: dict, bounds, viewport: tuple) -> list:
-    """``n`` (class, x, y) screen points on pixels with data of the 5 classes in turn,
-    inside the visible part of the map image, at least 4 screen pixels apart."""
+def _candidates() -> dict:
+    """``{class: [(lon, lat), ...]}``: pixels of each of the 5 classes, shuffled, with data
+    in 5 pixels around them and 40 pixels away from the scene's edges (a screen pixel is
+    2-3 of the scene's at the first zoom: a pixel at the edge of the data is missed)."""
     from pyproj import Transformer
-    from test_explorer_browser import _screen_xy
+    from scipy.ndimage import binary_erosion
 
     import tessera_explore as te
+    from tessera_explore.io.open import data_mask
     from tessera_explore.testing import CLASSES, scene_classes
     from tessera_explore.tutorial import DEMO_SEED
 
     da = te.tutorial.open_demo()
     tr = Transformer.from_crs(da.rio.crs, "EPSG:4326", always_xy=True)
-    xs, ys = np.meshgrid(da.x.values[8:-8:6], da.y.values[8:-8:6])
+    xs, ys = np.meshgrid(da.x.values[40:-40:6], da.y.values[40:-40:6])
     lon, lat = (np.asarray(v).ravel() for v in tr.transform(xs.ravel(), ys.ravel()))
     truth = scene_classes(lon, lat, 2024, seed=DEMO_SEED)
-    valid = np.isfinite(da.isel(band=0).values[8:-8:6, 8:-8:6]).ravel()
+    valid = binary_erosion(data_mask(da).values == 0, iterations=5)[40:-40:6, 40:-40:6].ravel()
     rng = np.random.default_rng(0)
-    per, taken, out = {}, set(), []
+    out = {}
     for name in CLASSES5:
-        idx = np.flatnonzero((truth == CLASSES.index(name)) & valid)
-        per[name] = list(rng.permutation(idx))
+        idx = rng.permutation(np.flatnonzero((truth == CLASSES.index(name)) & valid))
+        out[name] = [(float(lon[j]), float(lat[j])) for j in idx]
+    return out
+
+
+def _next_point(cands: list, taken: set, box: dict, bounds, viewport: tuple) -> tuple[float, float]:
+    """The screen position of the next candidate of a class that lies inside the visible
+    part of the map image (where the image is *now*: the map zooms out once after it is
+    first shown too narrow for the area), at least 4 screen pixels from every earlier click."""
+    from test_explorer_browser import _screen_xy
+
     x0, x1 = max(box["x"], 0) + 4, min(box["x"] + box["width"], viewport[0]) - 4
     y0, y1 = max(box["y"], 0) + 4, min(box["y"] + box["height"], viewport[1]) - 4
-    names = list(CLASSES5)
-    while len(out) < n:
-        name = names[len(out) % len(names)]
-        while True:
-            if not per[name]:
-                raise SystemExit(f"not enough visible {name} pixels for {n} clicks")
-            j = per[name].pop()
-            x, y = _screen_xy(box, bounds, float(lon[j]), float(lat[j]))
-            key = (round(x / 4), round(y / 4))
-            if x0 <= x <= x1 and y0 <= y <= y1 and key not in taken:
-                taken.add(key)
-                out.append((name, x, y))
-                break
-    return out
+    while cands:
+        lon, lat = cands.pop()
+        x, y = _screen_xy(box, bounds, lon, lat)
+        key = (round(x / 4), round(y / 4))
+        if x0 <= x <= x1 and y0 <= y <= y1 and key not in taken:
+            taken.add(key)
+            return x, y
+    raise SystemExit("not enough visible pixels of a class for the clicks asked for")
 
 
 def main() -> int:
@@ -123,11 +128,16 @@ def main() -> int:
                       "the false-colour image on the map", timeout=300)
             print(f"explorer on screen in {time.perf_counter() - t:.0f} s")
             view = json.loads(open(info).read())
-            box = page.locator(".te-map img.leaflet-image-layer").first.bounding_box()
-            pts = _points(args.n, box, view["bounds"], (args.width, args.height))
-            for i, (name, x, y) in enumerate(pts, start=1):
+            cands, taken, names = _candidates(), set(), list(CLASSES5)
+            img = page.locator(".te-map img.leaflet-image-layer").first
+            for i in range(1, args.n + 1):
+                name = names[(i - 1) % len(names)]
                 step = f"click {i} of {args.n} ({name})"
                 _pick_class(page, step, name)
+                box = img.bounding_box()
+                x, y = _next_point(cands[name], taken, box, view["bounds"], (args.width, args.height))
+                if os.environ.get("BENCH_DEBUG"):
+                    print(step, box, view["bounds"], x, y, flush=True)
                 timer = page.evaluate_handle(PAINT_TIMER)
                 page.mouse.click(x, y)
                 what = (f"{total_labels(i)} && " +

@@ -42,14 +42,18 @@ CLASSES5 = ("built-up", "forest", "grassland", "cereal", "maize")
 AT = (20, 100, 300)
 
 
-def _points(da, n, seed=0):
+def _points(n, seed=0):
     """``n`` (lon, lat, class) at pixels with data of 5 true classes of the demo, in turn,
-    at most one per pixel."""
+    at most one per pixel.  Run in a process of its own (:func:`main`): reading a band of
+    the whole scene and the true classes of every pixel would count in this process's
+    peak memory."""
     from pyproj import Transformer
 
+    import tessera_explore as te
     from tessera_explore.testing import CLASSES, scene_classes
     from tessera_explore.tutorial import DEMO_SEED
 
+    da = te.tutorial.open_demo()
     X, Y = np.meshgrid(da.x.values, da.y.values)
     lon, lat = Transformer.from_crs(da.rio.crs, 4326, always_xy=True).transform(X, Y)
     truth = scene_classes(lon, lat, int(da.year), seed=DEMO_SEED).ravel()
@@ -130,8 +134,10 @@ def main() -> int:
     sampler.phase = "start-up"
     tmp = tempfile.mkdtemp(prefix="bench_session_clicks_")
     path = os.path.join(tmp, "labels.geojson")
+    from tessera_explore.project.umap import run_in_fresh_process
+
+    pts = run_in_fresh_process(_points, args.n)  # its memory is not the explorer's
     da = te.tutorial.open_demo()
-    pts = _points(da, args.n)
     t = time.perf_counter()
     app = te.explore(da, labels=path, classes=list(CLASSES5), basemap=False, scatter=not args.no_scatter)
     app.wait(600)
