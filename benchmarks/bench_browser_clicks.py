@@ -13,7 +13,8 @@ have no paint and are not counted.
 Printed: the median (and max) click -> painted of the clicks around 20, 100 and 300
 labels, the ratio 300 / 20, and the load average.  Not a test: 300 clicks take minutes.
 
-Run: ``.venv/bin/python benchmarks/bench_browser_clicks.py [--n 300]``
+Run: ``.venv/bin/python benchmarks/bench_browser_clicks.py [--n 300] [--no-markers]`` (``--no-markers``:
+the label markers are not sent to the map, to see what they cost a click).
 """
 
 from __future__ import annotations
@@ -36,14 +37,15 @@ CLASSES5 = {"built-up": "#d62728", "forest": "#1f6b2e", "grassland": "#98df8a", 
 AT = (20, 100, 300)
 
 
-def _notebook(labels: str, info: str):
+def _notebook(labels: str, info: str, markers: bool = True):
     import nbformat
 
+    off = "" if markers else "app.map_view.draw_labels = lambda: None  # diagnosis: no label markers sent\n"
     src = f"""
 import json, os
 import tessera_explore as te
 app = te.explore(te.tutorial.open_demo(), labels={labels!r}, classes={CLASSES5!r}, basemap=False)
-with open({info!r}, "w") as f:
+{off}with open({info!r}, "w") as f:
     json.dump({{"bounds": app.map_view.layers["false_colour"].bounds, "pid": os.getpid()}}, f)
 app
 """
@@ -102,6 +104,8 @@ def main() -> int:
     ap.add_argument("--n", type=int, default=300)
     ap.add_argument("--width", type=int, default=1280)
     ap.add_argument("--height", type=int, default=800)
+    ap.add_argument("--no-markers", action="store_true",
+                    help="diagnosis: do not send the label markers to the map (what do they cost a click?)")
     args = ap.parse_args()
 
     import nbformat
@@ -112,7 +116,7 @@ def main() -> int:
 
     root = tempfile.mkdtemp(prefix="bench_browser_clicks_")
     labels, info = os.path.join(root, "labels.geojson"), os.path.join(root, "view.json")
-    nbformat.write(_notebook(labels, info), os.path.join(root, "explorer.ipynb"))
+    nbformat.write(_notebook(labels, info, markers=not args.no_markers), os.path.join(root, "explorer.ipynb"))
     env = dict(os.environ, PYTHONPATH=os.getcwd())
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     srv = VoilaServer(root, env)
