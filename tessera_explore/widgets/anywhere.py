@@ -144,7 +144,7 @@ def explore_anywhere(source: Any, *, center=None, zoom=None, year=None, labels=N
         # the map keeps the zoom asked for: an explorer of one area zooms out once the page
         # shows a map narrower than ``map_size`` (to fit the area), but here the area is
         # whatever the map shows, and a zoom out would load a view four times as large
-        app.map_view._fit_steps = -1
+        app.map_view.keep_zoom()
         if center is not None:
             app.map.center = (float(center[1]), float(center[0]))
         app.map.zoom = zoom

@@ -267,6 +267,9 @@ class MapFollower:
         finally:
             if query is not None and not inside:
                 self._similarity_elsewhere(query)
+        if str(self.state.status).startswith("showing the view"):  # the job's title: say it is done
+            w, so, e, n = view.bbox
+            s.say(f"view ({w:.3f}, {so:.3f}) to ({e:.3f}, {n:.3f}) shown at depth {view.depth}")
         view.prepared = s.prepared.get(year)
         with self._lock:
             if self._views.get(view.bbox, {}).get(view.depth) is view:

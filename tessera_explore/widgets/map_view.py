@@ -119,6 +119,14 @@ class MapView:
         self._draw_tools()
         self.draw_labels()
 
+    def keep_zoom(self) -> None:
+        """Leave the map at the zoom it has: no zooming out to fit the area when the page
+        shows the map narrower than asked (the explorer that follows the map loads what the
+        map shows, so fitting would load a larger view)."""
+        if self._fit_steps >= 0:
+            self._fit_steps = -1
+            self.map.unobserve(self._fit_area, names="bounds")
+
     # events from the browser
     def _fit_area(self, change) -> None:
         bounds = change["new"]

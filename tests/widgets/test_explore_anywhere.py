@@ -141,6 +141,8 @@ def test_open_by_url_and_zoomed_out(edge_store, tmp_path):
         try:
             app.wait(60)
             assert app.area.attrs["store"] == url and app.follower.footprint is None
+            # the swap job's title ("showing the view at depth ...") does not stay once shown
+            assert not app.state.status.startswith("showing the view"), app.state.status
             before = app.view_bbox
             _pan(app, A, zoom=4)  # a continent: never loaded
             assert app.view_bbox == before
