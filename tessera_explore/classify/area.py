@@ -78,7 +78,7 @@ class Block:
         return self.codes[idx].astype(np.float32) * self.scales[idx, None]
 
 
-class _Grid:
+class AreaGrid:
     """An area: its pixel grid (:class:`~tessera_explore.io.grid.Grid`), its coordinates
     as the array holds them, CRS and provenance attrs.
 
@@ -105,7 +105,7 @@ class _Grid:
             self._geo = Grid(self.crs, self.transform, self.shape)
         return self._geo
 
-    def same_as(self, other: _Grid) -> bool:
+    def same_as(self, other: AreaGrid) -> bool:
         return (self.shape == other.shape and self.crs == other.crs
                 and np.allclose(self.x, other.x) and np.allclose(self.y, other.y))
 
@@ -130,7 +130,7 @@ class _Grid:
         return (row >= 0) & (row < h) & (col >= 0) & (col < w)
 
 
-def grid_of(obj: Any) -> _Grid:
+def grid_of(obj: Any) -> AreaGrid:
     """The grid of a PreparedArea or an embeddings DataArray.
 
     The transform comes from the array's pixel-centre coordinates
@@ -141,7 +141,7 @@ def grid_of(obj: Any) -> _Grid:
         return obj.grid
     da = _schema.validate(obj)
     geo = Grid.from_coords(da)
-    g = _Grid(da.x.values, da.y.values, da.rio.crs, geo.transform, da.attrs, int(da.coords["year"].values))
+    g = AreaGrid(da.x.values, da.y.values, da.rio.crs, geo.transform, da.attrs, int(da.coords["year"].values))
     g._geo = geo
     return g
 
@@ -149,7 +149,7 @@ def grid_of(obj: Any) -> _Grid:
 class PreparedArea:
     """An embeddings area held in memory as int8 codes; made by :func:`prepare`."""
 
-    def __init__(self, grid: _Grid, codes: np.ndarray, scales: np.ndarray, inv_norm: np.ndarray,
+    def __init__(self, grid: AreaGrid, codes: np.ndarray, scales: np.ndarray, inv_norm: np.ndarray,
                  valid: np.ndarray):
         self.grid = grid
         self.codes = codes
@@ -291,7 +291,7 @@ def blocks(obj: Any, *, block: int = BLOCK) -> Iterator[Block]:
         yield Block(rows, cols, np.ascontiguousarray(q.reshape(n, q.shape[-1])), np.ascontiguousarray(s.reshape(n)))
 
 
-def stitch(grid: _Grid, pieces: Iterable[Any], fn: Callable[[Any], Sequence[np.ndarray]],
+def stitch(grid: AreaGrid, pieces: Iterable[Any], fn: Callable[[Any], Sequence[np.ndarray]],
            fills: Sequence[Any]) -> tuple[np.ndarray, ...]:
     """Place per-block results on the area's grid: the loop every map-making verb shares.
 
@@ -322,7 +322,7 @@ def stitch(grid: _Grid, pieces: Iterable[Any], fn: Callable[[Any], Sequence[np.n
     return tuple(outs)
 
 
-def _spatial_ref(grid: _Grid) -> xr.Variable:
+def _spatial_ref(grid: AreaGrid) -> xr.Variable:
     """The ``spatial_ref`` coordinate (CRS and GeoTransform) of a grid, built once."""
     ref = getattr(grid, "_sref", None)
     if ref is None:
@@ -336,7 +336,7 @@ def _spatial_ref(grid: _Grid) -> xr.Variable:
     return ref
 
 
-def new_map(grid: _Grid, data: np.ndarray, *, name: str, attrs: dict | None = None,
+def new_map(grid: AreaGrid, data: np.ndarray, *, name: str, attrs: dict | None = None,
             nodata: Any = None, dims: tuple = ("y", "x"), extra_coords: dict | None = None) -> xr.DataArray:
     """A DataArray on the area's grid (coords, CRS, transform) holding ``data``.
 
@@ -354,7 +354,7 @@ def new_map(grid: _Grid, data: np.ndarray, *, name: str, attrs: dict | None = No
     return out
 
 
-def provenance(grid: _Grid) -> dict:
+def provenance(grid: AreaGrid) -> dict:
     """The provenance attrs every map carries."""
     a = grid.attrs
     return {"dataset_version": str(a.get("dataset_version", "?")),

@@ -234,7 +234,7 @@ def _n_bands(area: Any) -> int:
     return int(area.sizes["band"])
 
 
-def _read(area: Any, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+def read_pixels(area: Any, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
     """Float32 embeddings (m, bands) at pixel indices, NaN rows for no data and for
     pixels outside the area (such as the -1 of samples taken from stored vectors)."""
     from .area import auto_prepared
@@ -245,7 +245,7 @@ def _read(area: Any, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
     if not inside.all():
         X = np.full((len(rows), _n_bands(area)), np.nan, np.float32)
         if inside.any():
-            X[inside] = _read(area, rows[inside], cols[inside])
+            X[inside] = read_pixels(area, rows[inside], cols[inside])
         return X
     area = auto_prepared(area) or area
     if isinstance(area, PreparedArea):
@@ -371,7 +371,7 @@ def sample_labels(da: Any, labels: Any, *, kernel: int = 1, warn: bool = True, s
     if cand:
         all_r = np.concatenate([c[1] for c in cand])
         all_c = np.concatenate([c[2] for c in cand])
-        X = _read(da, all_r, all_c)
+        X = read_pixels(da, all_r, all_c)
     else:
         all_r = all_c = np.empty(0, np.int64)
         X = np.empty((0, _n_bands(da)), np.float32)
@@ -547,7 +547,7 @@ def _codes_at(area: Any, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray
             raise LabelError("per-band scales cannot be stored with a label; open the area as float")
         codes, scales = np.asarray(q)[rows - ra, cols - ca], np.asarray(s, np.float32)[rows - ra, cols - ca]
     else:
-        codes, scales = quantize(_read(area, rows, cols))
+        codes, scales = quantize(read_pixels(area, rows, cols))
     valid = np.isfinite(scales) & (scales > 0) & (np.abs(codes.astype(np.int16)).sum(axis=1) > 0)
     return codes, scales, valid
 

@@ -43,7 +43,7 @@ def query_vectors(area: Any, query: Any, *, what: str = "query") -> tuple[np.nda
     ``query``: a point ``(lon, lat)`` or shapely Point, a list of points, or embedding
     vectors ``(bands,)`` / ``(m, bands)`` (``bands`` = the area's band count).
     """
-    from .samples import _n_bands, _read
+    from .samples import _n_bands, read_pixels
 
     nb = _n_bands(area)
     if isinstance(query, np.ndarray) and query.dtype != object and query.shape[-1:] == (nb,):
@@ -64,7 +64,7 @@ def query_vectors(area: Any, query: Any, *, what: str = "query") -> tuple[np.nda
     if out.any():
         bad = [lonlat[i] for i in np.flatnonzero(out)]
         raise LabelError(f"{what}: point(s) {bad[:5]} lie outside the area")
-    v = _read(area, rows, cols)
+    v = read_pixels(area, rows, cols)
     nan = np.isnan(v).any(axis=1)
     if nan.any():
         bad = [lonlat[i] for i in np.flatnonzero(nan)]

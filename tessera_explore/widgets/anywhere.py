@@ -112,7 +112,7 @@ def explore_anywhere(source: Any, *, center=None, zoom=None, year=None, labels=N
     (module docstring).  ``center`` is (lon, lat) (default: the middle of the store's
     first covered stretch), ``zoom`` the map's zoom (default :data:`DEFAULT_ZOOM`)."""
     from ..io.viewport import StoreColours, ViewLoader
-    from .app import _add_classes, _build, _open_store, _release_store, _screen_pixels
+    from .app import add_classes, build_app, open_label_store, release_label_store, screen_pixels
     from .controller import ExplorerController
     from .follow import MapFollower
     from .state import ExplorerState
@@ -128,19 +128,19 @@ def explore_anywhere(source: Any, *, center=None, zoom=None, year=None, labels=N
     bbox, da, msg = _first_view(loader, center, zoom, size)
     first = colour_view(bbox, int(da.sizes["band"]), da, colours)
     notes: list[str] = []
-    store, owns = _open_store(labels, da, loader.year, notes)
+    store, owns = open_label_store(labels, da, loader.year, notes)
     try:
-        _add_classes(store, classes)
+        add_classes(store, classes)
         state = ExplorerState(model=model)
         controller = ExplorerController(state, {loader.year: da}, store, year=loader.year, export_dir=export_dir,
-                                        max_pixels=_screen_pixels(map_size))
+                                        max_pixels=screen_pixels(map_size))
         controller.colour.install({loader.year: first.components}, {loader.year: first.rgb}, first.projection)
     except Exception:
         if owns:
-            _release_store(store)
+            release_label_store(store)
         raise
     try:
-        app = _build(state, controller, owns, notes, scatter=scatter, basemap=basemap, map_size=map_size, draw=False)
+        app = build_app(state, controller, owns, notes, scatter=scatter, basemap=basemap, map_size=map_size, draw=False)
         # the map keeps the zoom asked for: an explorer of one area zooms out once the page
         # shows a map narrower than ``map_size`` (to fit the area), but here the area is
         # whatever the map shows, and a zoom out would load a view four times as large
@@ -160,7 +160,7 @@ def explore_anywhere(source: Any, *, center=None, zoom=None, year=None, labels=N
     except Exception:
         controller.close()
         if owns:
-            _release_store(store)
+            release_label_store(store)
         raise
     return app
 

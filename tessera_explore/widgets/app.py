@@ -131,14 +131,14 @@ class Explorer:
         self.controller.close()
         self.widget.close()
         if self._owns_store:
-            _release_store(self.labels)
+            release_label_store(self.labels)
 
 
 def _share_store(store) -> None:
     _USERS[store] = _USERS.get(store, 0) + 1
 
 
-def _release_store(store) -> None:
+def release_label_store(store) -> None:
     """One app fewer on ``store``; the last one closes it (and its file lock)."""
     n = _USERS.get(store, 0) - 1
     if n > 0:
@@ -293,28 +293,28 @@ def explore(
     full = plan(source, years=years, enabled=depth_first)
     arrays, notes = _arrays(source, year=year, years=years, bbox=bbox, depth=full.first if full else None)
     shown = int(year) if year is not None and int(year) in arrays else next(iter(arrays))
-    store, owns = _open_store(labels, arrays[shown], shown, notes)
+    store, owns = open_label_store(labels, arrays[shown], shown, notes)
     try:
-        _add_classes(store, classes, notes)
+        add_classes(store, classes, notes)
         state = ExplorerState(model=model)
         controller = ExplorerController(state, arrays, store, year=shown, label_year=shown, live_model=live_model,
                                         live_stac=live_stac, live_cache=live_cache, export_dir=export_dir,
-                                        max_pixels=_screen_pixels(map_size), full_depth=full)
+                                        max_pixels=screen_pixels(map_size), full_depth=full)
     except Exception:
         if owns:
-            _release_store(store)
+            release_label_store(store)
         raise
     try:
-        return _build(state, controller, owns, notes, scatter=scatter, basemap=basemap, map_size=map_size,
+        return build_app(state, controller, owns, notes, scatter=scatter, basemap=basemap, map_size=map_size,
                       draw=live_model is not None)
     except Exception:
         controller.close()
         if owns:
-            _release_store(store)
+            release_label_store(store)
         raise
 
 
-def _open_store(labels: Any, first, shown: int, notes: list[str]):
+def open_label_store(labels: Any, first, shown: int, notes: list[str]):
     """``(store, owns)``: the label store of ``labels`` (a store, or a file opened or shared
     with another explorer of this kernel), and whether the explorer must release it."""
     from ..classify import LabelStore
@@ -339,7 +339,7 @@ def _open_store(labels: Any, first, shown: int, notes: list[str]):
     return store, True
 
 
-def _add_classes(store, classes: Any, notes: list[str] | None = None) -> None:
+def add_classes(store, classes: Any, notes: list[str] | None = None) -> None:
     """Start a label file without classes with ``classes`` (names, or ``{name: colour}``;
     a name without a colour gets its default by name,
     :func:`~tessera_explore.widgets.colours.class_colour`).
@@ -364,7 +364,7 @@ def _add_classes(store, classes: Any, notes: list[str] | None = None) -> None:
             store.add_class(name, color if color is not None else class_colour(name, store.classes.values()))
 
 
-def _screen_pixels(map_size) -> int:
+def screen_pixels(map_size) -> int:
     """The map's size on screen in pixels: the budget of its overlay images (an image
     with more pixels than the screen shows only costs time to compute, send and decode)."""
     def px(v, default):
@@ -376,7 +376,7 @@ def _screen_pixels(map_size) -> int:
     return max(px(map_size[0], 1000), 200) * max(px(map_size[1], 800), 200)
 
 
-def _build(state, controller, owns, notes, *, scatter, basemap, map_size, draw) -> Explorer:
+def build_app(state, controller, owns, notes, *, scatter, basemap, map_size, draw) -> Explorer:
     import ipywidgets as W
 
     from .views import MapView, PanelView, ScatterView

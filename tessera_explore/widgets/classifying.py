@@ -35,10 +35,10 @@ def predict_pixels(area, clf, flat: np.ndarray) -> xr.Dataset:
     indices) of a prepared area only; the others are no data (class 255, confidence NaN).
     ``attrs["partial"]`` says so."""
     from ..classify import predict_map
-    from ..classify.area import PreparedArea, _Grid
+    from ..classify.area import AreaGrid, PreparedArea
 
     g = area.grid
-    row = _Grid(np.arange(flat.size, dtype=float), np.zeros(1), g.crs, g.transform, g.attrs, g.year)
+    row = AreaGrid(np.arange(flat.size, dtype=float), np.zeros(1), g.crs, g.transform, g.attrs, g.year)
     sub = PreparedArea(row, area.codes[flat], area.scales[flat], area.inv_norm[flat], area.valid[flat])
     part = predict_map(sub, clf)
     h, w = area.shape

@@ -37,7 +37,7 @@ CLASS_PALETTE = (
     "#882255", "#44aa99", "#999933", "#aa4499", "#332288", "#ddcc77", "#117733", "#88ccee", "#cc6677",
 )
 #: Kept for the modules that index it by class number.
-_PALETTE = CLASS_PALETTE
+MAP_PALETTE = CLASS_PALETTE
 
 #: (colour, word starts) in the order they are tried: the first group with a word of
 #: the class name starting with one of its stems gives the colour (:func:`keyword_colour`).
@@ -95,7 +95,7 @@ def keyword_colour(name: str) -> str | None:
 
 def _lab(colours: Sequence[str]) -> np.ndarray:
     """CIELAB (D65) of sRGB colours, (n, 3)."""
-    rgb = np.asarray([_hex_to_rgb(c) for c in colours], float) / 255.0
+    rgb = np.asarray([hex_to_rgb(c) for c in colours], float) / 255.0
     lin = np.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)
     m = np.array([[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]])
     xyz = lin @ m.T / np.array([0.95047, 1.0, 1.08883])
@@ -151,11 +151,11 @@ def painted_colour(colour: str, opacity: float, under: str | Sequence[int] = MID
     mean false colour under a class to show exactly what the map shows."""
     if not 0.0 <= float(opacity) <= 1.0:
         raise ArgumentError(f"opacity must be between 0 and 1, got {opacity}")
-    base = _hex_to_rgb(under) if isinstance(under, str) else tuple(int(v) for v in under)
-    return _blend(colour, float(opacity), base)
+    base = hex_to_rgb(under) if isinstance(under, str) else tuple(int(v) for v in under)
+    return blend_colours(colour, float(opacity), base)
 
 
-def _categories(da: xr.DataArray, values: np.ndarray, categories, colors):
+def category_colours(da: xr.DataArray, values: np.ndarray, categories, colors):
     """Sorted class values, names and colours."""
     names: dict[int, str] = {}
     cols: dict[int, str] = {}
@@ -197,7 +197,7 @@ def _categories(da: xr.DataArray, values: np.ndarray, categories, colors):
     palette = class_palette([names[k] for k in keys], [cols.get(k) for k in keys])
     return np.asarray(keys, dtype=np.int64), [names[k] for k in keys], palette
 
-def _hex_to_rgb(c: str) -> tuple[int, int, int]:
+def hex_to_rgb(c: str) -> tuple[int, int, int]:
     c = str(c).strip()
     if c.startswith("#") and len(c) in (4, 7):
         if len(c) == 4:
@@ -211,10 +211,10 @@ def _hex_to_rgb(c: str) -> tuple[int, int, int]:
     except (ImportError, ValueError):
         raise ArgumentError(f"cannot read the colour {c!r}; use '#rrggbb'") from None
 
-def _lut(cmap) -> np.ndarray:
+def colour_lut(cmap) -> np.ndarray:
     """A (256, 3) uint8 colour table from a colour map name or a list of colours."""
     if isinstance(cmap, (list, tuple)):
-        stops = np.asarray([_hex_to_rgb(c) for c in cmap], dtype=float)
+        stops = np.asarray([hex_to_rgb(c) for c in cmap], dtype=float)
         t = np.linspace(0, 1, len(stops))
         u = np.linspace(0, 1, 256)
         return np.stack([np.interp(u, t, stops[:, i]) for i in range(3)], axis=1).round().astype(np.uint8)
@@ -230,24 +230,24 @@ def _lut(cmap) -> np.ndarray:
         import colorcet
 
         pal = colorcet.palette[name]
-        return _lut(list(pal))
+        return colour_lut(list(pal))
     except (ImportError, KeyError):
         raise ArgumentError(f"unknown colour map {name!r}; give a matplotlib/colorcet name or a list of colours") from None
 
-def _blend(color: str, opacity: float, under: tuple[int, int, int] = (128, 128, 128)) -> str:
+def blend_colours(color: str, opacity: float, under: tuple[int, int, int] = (128, 128, 128)) -> str:
     """``color`` painted at ``opacity`` over ``under``, as #rrggbb."""
-    rgb = np.asarray(_hex_to_rgb(color), float)
+    rgb = np.asarray(hex_to_rgb(color), float)
     out = opacity * rgb + (1 - opacity) * np.asarray(under, float)
     return "#" + "".join(f"{int(round(v)):02x}" for v in out)
 
-def _encode_png(rgba: np.ndarray) -> bytes:
+def encode_png(rgba: np.ndarray) -> bytes:
     from PIL import Image
 
     buf = io.BytesIO()
     Image.fromarray(rgba, mode="RGBA").save(buf, format="PNG", compress_level=1)
     return buf.getvalue()
 
-def _encode_indexed(index: np.ndarray, table: np.ndarray) -> bytes:
+def encode_indexed(index: np.ndarray, table: np.ndarray) -> bytes:
     """A palette PNG: ``index`` (h, w) uint8 into ``table`` (n <= 256, 4) RGBA.
 
     One byte a pixel instead of four, and class maps are long runs of one value: the PNG

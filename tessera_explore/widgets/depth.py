@@ -99,10 +99,10 @@ def _sample(valid: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
 def _top(area, flat: int, k: int) -> np.ndarray:
     """The ``k`` pixels (flat indices) most similar to pixel ``flat``, itself left out."""
     from ..classify import similarity
-    from ..classify.samples import _read
+    from ..classify.samples import read_pixels
 
     w = area.shape[1]
-    v = _read(area, np.array([flat // w]), np.array([flat % w]))[0]
+    v = read_pixels(area, np.array([flat // w]), np.array([flat % w]))[0]
     s = np.asarray(similarity(area, v).values, np.float64).ravel()
     s[~np.isfinite(s)] = -np.inf
     s[flat] = -np.inf
@@ -124,11 +124,11 @@ def class_agreement(short, full, clf, pixels: np.ndarray) -> float | None:
     same recipe trained on the same training pixels of ``short``; None when the prefix
     has no data under them."""
     from ..classify import fit_classifier
-    from ..classify.samples import _read
+    from ..classify.samples import read_pixels
     from .classifying import predict_pixels
 
     s = clf.samples_
-    X = _read(short, s.rows, s.cols)
+    X = read_pixels(short, s.rows, s.cols)
     ok = ~np.isnan(X).any(axis=1)
     s16 = dataclasses.replace(s, X=X[ok], y=s.y[ok], label_id=s.label_id[ok], rows=s.rows[ok], cols=s.cols[ok],
                               xy=s.xy[ok])

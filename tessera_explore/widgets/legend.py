@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .colours import _blend, _lut
+from .colours import blend_colours, colour_lut
 
 __all__ = ["legend_html", "tick_labels"]
 
@@ -60,12 +60,12 @@ def legend_html(*, title: str = "", categories: Sequence[tuple[str, str]] | None
                 return (f"<span class='tessera-swatch' style='display:inline-block;width:14px;height:14px;"
                         f"margin-right:6px;vertical-align:middle;background:{html.escape(c)}'></span>")
             return (f"<span class='tessera-swatch' style='display:inline-block;width:14px;height:14px;"
-                    f"margin-right:6px;vertical-align:middle;background:{_blend(c, swatch_opacity)};"
+                    f"margin-right:6px;vertical-align:middle;background:{blend_colours(c, swatch_opacity)};"
                     f"border-left:4px solid {html.escape(c)}'></span>")
 
         rows = "".join(f"<div>{swatch(c)}{html.escape(n)}</div>" for n, c in categories)
         return f"<div class='tessera-legend' style='{box}'>{head}{rows}</div>"
-    lut = cmap if isinstance(cmap, np.ndarray) else _lut(cmap if cmap is not None else "viridis")
+    lut = cmap if isinstance(cmap, np.ndarray) else colour_lut(cmap if cmap is not None else "viridis")
     stops = ", ".join(f"rgb({r},{g},{b}) {100 * i / 10:.0f}%" for i, (r, g, b) in
                       enumerate(lut[np.linspace(0, 255, 11).round().astype(int)]))
     labels = list(ticks) if ticks is not None else tick_labels(vmin if vmin is not None else 0,

@@ -22,7 +22,7 @@ from typing import Any
 
 import xarray as xr
 
-from .colours import _PALETTE, _encode_indexed, _encode_png, _hex_to_rgb, _lut  # noqa: F401
+from .colours import MAP_PALETTE, colour_lut, encode_indexed, encode_png, hex_to_rgb  # noqa: F401
 from .legend import legend_html
 from .render import OverlayImage, overlay_image
 from .reproject import DEFAULT_MAX_PIXELS, WEB_MERCATOR, shown_pixels  # noqa: F401

@@ -58,14 +58,14 @@ def prefix_digests(order: list, first: dict) -> list:
 
 def hatch(img, period: int = HATCH_PERIOD, width: int = HATCH_WIDTH):
     """The overlay image with diagonal stripes: pixels off the stripes become transparent."""
-    from .colours import _encode_png
+    from .colours import encode_png
 
     rgba = img.rgba.copy()
     h, w = rgba.shape[:2]
     i, j = np.ogrid[:h, :w]
     off = ((i + j) % period) >= width
     rgba[off, 3] = 0
-    return dataclasses.replace(img, rgba=rgba, png=_encode_png(rgba))
+    return dataclasses.replace(img, rgba=rgba, png=encode_png(rgba))
 
 
 def curve_html(points: list) -> str:

@@ -23,9 +23,9 @@ import numpy as np
 import xarray as xr
 
 from ..exceptions import ArgumentError
-from .colours import _categories, _encode_indexed, _encode_png, _hex_to_rgb, _lut
+from .colours import category_colours, colour_lut, encode_indexed, encode_png, hex_to_rgb
 from .legend import legend_html
-from .reproject import DEFAULT_MAX_PIXELS, _bounds_latlon, _crs_of, _grid_of, _prereduce, _spatial, _target_grid, _warp
+from .reproject import DEFAULT_MAX_PIXELS, bounds_latlon, crs_of, prereduce, raster_grid_of, spatial_of, target_grid, warp_image
 
 __all__ = ["OverlayImage", "overlay_image"]
 
@@ -88,7 +88,7 @@ class _Target:
     resampling: str
 
     def warp(self, src: np.ndarray, nodata) -> np.ndarray:
-        return _warp(src, self.src_crs, self.src_transform, self.dst_transform, self.dst_shape, self.resampling,
+        return warp_image(src, self.src_crs, self.src_transform, self.dst_transform, self.dst_shape, self.resampling,
                      nodata)
 
 
@@ -100,7 +100,7 @@ def _class_table(palette: Sequence[str]) -> np.ndarray:
     """RGBA rows of the class colours and a last, transparent one (no data)."""
     table = np.zeros((len(palette) + 1, 4), np.uint8)
     for i, c in enumerate(palette):
-        table[i, :3] = _hex_to_rgb(c)
+        table[i, :3] = hex_to_rgb(c)
         table[i, 3] = 255
     return table
 
@@ -135,7 +135,7 @@ def _render_uint8_classes(da, target: _Target, categories, colors, title: str, i
     if categories is None and not any(k in da.attrs for k in ("classes", "flag_meanings")):
         present = np.flatnonzero(np.bincount(vals.ravel(), minlength=256))
         present = present[present != nd] if nd is not None else present
-    keys, names, palette = _categories(da, present, categories, colors)
+    keys, names, palette = category_colours(da, present, categories, colors)
     n = len(keys)
     lut = np.full(256, n, np.uint8)
     for i, k in enumerate(keys.tolist()):
@@ -143,7 +143,7 @@ def _render_uint8_classes(da, target: _Target, categories, colors, title: str, i
             lut[k] = i
     index = target.warp(lut[vals][None], n)[0]
     table = _class_table(palette)
-    return table[index], _encode_indexed(index, table), _class_legend(keys, names, palette, title, info)
+    return table[index], encode_indexed(index, table), _class_legend(keys, names, palette, title, info)
 
 
 def _render_classes(da, target: _Target, categories, colors, title: str, info: dict):
@@ -158,14 +158,14 @@ def _render_classes(da, target: _Target, categories, colors, title: str, info: d
         bad = np.zeros(vals.shape, bool)
     if nodata is not None and np.isfinite(nodata):
         bad |= vals == int(nodata)
-    keys, names, palette = _categories(da, np.where(bad, -1, vals), categories, colors)
+    keys, names, palette = category_colours(da, np.where(bad, -1, vals), categories, colors)
     idx = np.searchsorted(keys, vals).clip(0, max(len(keys) - 1, 0))
     known = (~bad) & (keys[idx] == vals) if len(keys) else np.zeros(vals.shape, bool)
     src = np.where(known, idx, -1).astype(np.int32)[None]
     dst = target.warp(src, -1)[0]
     table = _class_table(palette)
     index = np.where(dst >= 0, dst, len(keys))
-    png = _encode_indexed(index.astype(np.uint8), table) if len(table) <= 256 else None
+    png = encode_indexed(index.astype(np.uint8), table) if len(table) <= 256 else None
     return table[index], png, _class_legend(keys, names, palette, title, info)
 
 
@@ -187,7 +187,7 @@ def _render_continuous(da, target: _Target, cmap, vmin, vmax, title: str, info: 
         vmin = float(lo) if vmin is None else float(vmin)
         vmax = float(hi) if vmax is None else float(vmax)
     dst = target.warp(vals[None], np.nan)[0]
-    lut = _lut(cmap)
+    lut = colour_lut(cmap)
     ok = np.isfinite(dst)
     span = (vmax - vmin) or 1.0
     t = np.clip((np.where(ok, dst, vmin) - vmin) / span, 0, 1)
@@ -198,7 +198,7 @@ def _render_continuous(da, target: _Target, cmap, vmin, vmax, title: str, info: 
     table[:255, 3] = 255
     info.update(vmin=vmin, vmax=vmax)
     legend = legend_html(title=title, cmap=lut, vmin=vmin, vmax=vmax, units=str(da.attrs.get("units", "")))
-    return table[level], _encode_indexed(level, table), legend
+    return table[level], encode_indexed(level, table), legend
 
 
 def overlay_image(
@@ -233,18 +233,18 @@ def overlay_image(
         (continuous, RGB) / ``mode`` (classes).
     title : legend title (default ``attrs["long_name"]`` or the array's name).
     """
-    da = _spatial(da)
+    da = spatial_of(da)
     kind = _kind(da, categories)
     if da.ndim == 2 and categorical is not None:
         kind = "categorical" if categorical else "continuous"
-    src_crs = _crs_of(da)
+    src_crs = crs_of(da)
     max_pixels = int(max_pixels)
     if max_pixels < 1:
         raise ArgumentError(f"max_pixels must be positive, got {max_pixels}")
     source_shape = (da.sizes["y"], da.sizes["x"])
-    da = _prereduce(da, kind, max_pixels)
-    src_transform = _grid_of(da, src_crs)
-    dst_transform, dst_shape, factor = _target_grid(src_crs, src_transform, (da.sizes["y"], da.sizes["x"]), max_pixels)
+    da = prereduce(da, kind, max_pixels)
+    src_transform = raster_grid_of(da, src_crs)
+    dst_transform, dst_shape, factor = target_grid(src_crs, src_transform, (da.sizes["y"], da.sizes["x"]), max_pixels)
     down = factor > 1.0 or da.sizes["y"] != source_shape[0]
     if resampling is None:
         resampling = ("mode" if kind == "categorical" else "average") if factor > 1.0 else "nearest"
@@ -261,7 +261,7 @@ def overlay_image(
         rgba, png, legend = _render_continuous(da, target, cmap, vmin, vmax, name, info)
     info["downsampled"] = bool(down)
     return OverlayImage(
-        png=png if png is not None else _encode_png(rgba), rgba=rgba, bounds=_bounds_latlon(dst_transform, dst_shape),
+        png=png if png is not None else encode_png(rgba), rgba=rgba, bounds=bounds_latlon(dst_transform, dst_shape),
         transform=dst_transform,
         kind=kind, resampling=resampling, legend=legend, source_shape=source_shape, info=info,
     )

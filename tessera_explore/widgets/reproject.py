@@ -24,7 +24,7 @@ DEFAULT_MAX_PIXELS = 1_000_000
 WEB_MERCATOR = "EPSG:3857"
 
 
-def _spatial(da: xr.DataArray) -> xr.DataArray:
+def spatial_of(da: xr.DataArray) -> xr.DataArray:
     if not isinstance(da, xr.DataArray):
         raise ArgumentTypeError(f"overlay needs an xarray.DataArray with x/y coordinates, got {type(da).__name__}")
     if "x" not in da.dims or "y" not in da.dims:
@@ -37,7 +37,7 @@ def _spatial(da: xr.DataArray) -> xr.DataArray:
         raise ArgumentError("overlay got an empty array")
     return da
 
-def _crs_of(da: xr.DataArray):
+def crs_of(da: xr.DataArray):
     import rioxarray  # noqa: F401  (registers .rio)
 
     crs = da.rio.crs
@@ -46,7 +46,7 @@ def _crs_of(da: xr.DataArray):
     return crs
 
 
-def _grid_of(da: xr.DataArray, crs=None):
+def raster_grid_of(da: xr.DataArray, crs=None):
     """Affine transform of the pixel grid from the x/y coordinates (pixel centres): that of
     :meth:`Grid.from_coords <tessera_explore.io.grid.Grid.from_coords>`."""
     from ..io.grid import Grid
@@ -54,7 +54,7 @@ def _grid_of(da: xr.DataArray, crs=None):
     return Grid.from_coords(da, crs=crs).transform
 
 
-def _target_grid(src_crs, src_transform, shape, max_pixels: int):
+def target_grid(src_crs, src_transform, shape, max_pixels: int):
     from rasterio.transform import array_bounds
     from rasterio.warp import calculate_default_transform
 
@@ -75,7 +75,7 @@ def _target_grid(src_crs, src_transform, shape, max_pixels: int):
 def _prereduce_factor(n: int, max_pixels: int) -> int:
     return int(math.floor(math.sqrt(n / (4 * max_pixels))))
 
-def _prereduce(da: xr.DataArray, kind: str, max_pixels: int) -> xr.DataArray:
+def prereduce(da: xr.DataArray, kind: str, max_pixels: int) -> xr.DataArray:
     """Cut a very large source down by an integer factor before warping (keeps memory low)."""
     k = _prereduce_factor(da.sizes["y"] * da.sizes["x"], max_pixels)
     if k < 2:
@@ -147,13 +147,13 @@ def shown_pixels(da: xr.DataArray, *, max_pixels: int = DEFAULT_MAX_PIXELS, resa
     of them), or None when that image reads them all or is not nearest-neighbour."""
     if resampling != "nearest":
         return None
-    da = _spatial(da)
+    da = spatial_of(da)
     h, w = da.sizes["y"], da.sizes["x"]
     if _prereduce_factor(h * w, int(max_pixels)) >= 2:
         return None
-    src_crs = _crs_of(da)
-    src_transform = _grid_of(da, src_crs)
-    dst_transform, dst_shape, _ = _target_grid(src_crs, src_transform, (h, w), int(max_pixels))
+    src_crs = crs_of(da)
+    src_transform = raster_grid_of(da, src_crs)
+    dst_transform, dst_shape, _ = target_grid(src_crs, src_transform, (h, w), int(max_pixels))
     ri, ci, inside = _warp_index(src_crs, src_transform, (h, w), dst_transform, dst_shape)
     return np.unique(ri[inside].astype(np.int64) * w + ci[inside])
 
@@ -172,7 +172,7 @@ def _warp_nearest(src: np.ndarray, src_crs, src_transform, dst_transform, dst_sh
         dst[:, ~inside] = nodata
     return dst
 
-def _warp(src: np.ndarray, src_crs, src_transform, dst_transform, dst_shape, resampling: str, nodata):
+def warp_image(src: np.ndarray, src_crs, src_transform, dst_transform, dst_shape, resampling: str, nodata):
     if resampling == "nearest":
         return _warp_nearest(src, src_crs, src_transform, dst_transform, dst_shape, nodata)
     from rasterio.warp import Resampling, reproject
@@ -186,7 +186,7 @@ def _warp(src: np.ndarray, src_crs, src_transform, dst_transform, dst_shape, res
     )
     return dst
 
-def _bounds_latlon(transform, shape):
+def bounds_latlon(transform, shape):
     from pyproj import Transformer
     from rasterio.transform import array_bounds
 

@@ -22,7 +22,7 @@ from tessera_explore.classify import (
     samples_from_labels,
 )
 from tessera_explore.classify.area import grid_of
-from tessera_explore.classify.samples import MAX_PER_LABEL, _read
+from tessera_explore.classify.samples import MAX_PER_LABEL, read_pixels
 from tessera_explore.exceptions import LabelError, VersionMismatchError
 from tessera_explore.io import labels as lio
 from tessera_explore.io.labels import SAMPLE_KEY, LabelSample
@@ -427,5 +427,5 @@ def test_kernels_and_no_data(prepared24, labels5):
     with pytest.warns(UserWarning, match="a 1 x 1 window, a 3 x 3 one"):
         assert len(samples_from_labels(s, kernel=3)) == n
     # pixels outside an area read as no data (never another pixel of it)
-    X = _read(prepared24, np.array([-1, 0]), np.array([-1, 0]))
+    X = read_pixels(prepared24, np.array([-1, 0]), np.array([-1, 0]))
     assert np.isnan(X[0]).all() and not np.isnan(X[1]).any()

@@ -14,11 +14,11 @@ from tessera_explore.widgets.colours import (
     MARKER_MIN_DISTANCE,
     SUGGESTION_COLOUR,
     VALIDATION_COLOUR,
-    _categories,
-    _hex_to_rgb,
+    category_colours,
     class_colour,
     class_palette,
     colour_distance,
+    hex_to_rgb,
     keyword_colour,
     painted_colour,
 )
@@ -26,7 +26,7 @@ from tessera_explore.widgets.colours import (
 
 def hue(c: str) -> str:
     """The dominant channel of a colour: 'r', 'g', 'b', or 'y' (red and green high, blue low)."""
-    r, g, b = _hex_to_rgb(c)
+    r, g, b = hex_to_rgb(c)
     if r > 150 and g > 120 and b < 100:
         return "y"
     return "rgb"[int(np.argmax([r, g, b]))]
@@ -48,7 +48,7 @@ def test_keywords_match_word_starts_not_any_substring():
     assert keyword_colour("oak woods") == keyword_colour("woods")
     assert keyword_colour("grassland") != keyword_colour("woods") and hue(keyword_colour("grassland")) == "g"
     # grass is lighter than woods
-    assert sum(_hex_to_rgb(keyword_colour("pasture"))) > sum(_hex_to_rgb(keyword_colour("forest")))
+    assert sum(hex_to_rgb(keyword_colour("pasture"))) > sum(hex_to_rgb(keyword_colour("forest")))
     assert keyword_colour("class A") is None and keyword_colour("") is None
 
 
@@ -71,10 +71,10 @@ def test_default_palette_for_the_issue_names_and_unknown_names():
 
 def test_overlay_categories_use_the_name_colours():
     da = xr.DataArray(np.zeros((2, 2), np.uint8), dims=("y", "x"), attrs={"classes": ["woods", "water", "fields"]})
-    keys, names, palette = _categories(da, np.array([0, 1, 2]), None, None)
+    keys, names, palette = category_colours(da, np.array([0, 1, 2]), None, None)
     assert names == ["woods", "water", "fields"] and [hue(c) for c in palette] == ["g", "b", "y"]
     da.attrs["class_colors"] = ["#123456"]
-    assert _categories(da, np.array([0, 1, 2]), None, None)[2][0] == "#123456"
+    assert category_colours(da, np.array([0, 1, 2]), None, None)[2][0] == "#123456"
 
 
 def test_marker_colours_are_apart_from_every_class_colour():

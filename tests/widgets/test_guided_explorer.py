@@ -298,11 +298,11 @@ def test_trust_layer_toggles_follows_retrain_and_is_exported(app_factory, truth,
 
 
 def test_hatch_leaves_gaps():
-    from tessera_explore.widgets.overlay import OverlayImage, _encode_png
+    from tessera_explore.widgets.overlay import OverlayImage, encode_png
     from tessera_explore.widgets.quality import hatch
 
     rgba = np.full((12, 12, 4), 200, np.uint8)
-    img = OverlayImage(png=_encode_png(rgba), rgba=rgba, bounds=((0, 0), (1, 1)), transform=None, kind="classes",
+    img = OverlayImage(png=encode_png(rgba), rgba=rgba, bounds=((0, 0), (1, 1)), transform=None, kind="classes",
                        resampling="nearest")
     out = hatch(img)
     alpha = out.rgba[..., 3]
