@@ -16,6 +16,7 @@ import numpy as np
 from .colours import MARKER_OUTLINE, SUGGESTION_COLOUR, VALIDATION_COLOUR
 from .controller import ExplorerController
 from .guard import guarded, html_widget
+from .label_markers import DOT, HALO, LabelMarkers, labels_geojson
 from .overlay import map_add, map_remove
 from .session import EVENT_LABELS, EVENT_LAYER, EVENT_WALK, LAYERS
 from .state import ExplorerState
@@ -94,9 +95,7 @@ class MapView:
         map_add(m, self._status)
         state.observe(lambda ch: setattr(self.status_line, "value", status_html(state)),
                       names=["status", "error", "busy"])
-        self.markers = ipyleaflet.GeoJSON(data={"type": "FeatureCollection", "features": []}, name="labels",
-                                          point_style={"radius": 6}, visible=False)
-        map_add(m, self.markers)
+        self.markers = LabelMarkers(m)
         m.on_interaction(self._on_interaction)
         controller.on(EVENT_LAYER, self._on_layer)
         controller.on(EVENT_LABELS, lambda store: self.draw_labels())
@@ -216,7 +215,7 @@ class MapView:
         pos = len(layers)
         for i, other in enumerate(layers):
             other_name = next((n for n, l in self.layers.items() if l is other), None)
-            if other is self.markers or (other_name is not None and rank[other_name] > rank[name]):
+            if other in self.markers.layers or (other_name is not None and rank[other_name] > rank[name]):
                 pos = i
                 break
         m.layers = tuple(layers[:pos] + [layer] + layers[pos:])
@@ -337,42 +336,12 @@ class MapView:
         self.walk_markers = self.walk_ring = None
 
     def draw_labels(self) -> None:
-        """Show the store's labels: one GeoJSON layer whose data is replaced in place, so a
-        label change sends one message and never makes new widgets.  Points are circles
-        with a dark outline and a white halo (readable on any class colour), polygons are
-        outlined; none of them takes clicks (they go through to the map and the drawing
-        tools)."""
-        self.markers.data = labels_geojson(self.controller.store)
-        self.markers.visible = bool(self.markers.data["features"])
-
-
-#: how label markers are drawn: a white halo under a dark-outlined dot of the class colour
-HALO = {"radius": 9, "color": "#ffffff", "weight": 3, "opacity": 0.95, "fill": False, "interactive": False}
-DOT = {"radius": 6, "color": "#1a1a1a", "weight": 2, "opacity": 1.0, "fillOpacity": 1.0, "interactive": False}
-
-
-def labels_geojson(store) -> dict:
-    """The labels of ``store`` as a GeoJSON FeatureCollection with a Leaflet style per
-    feature (``properties.style``, which ipyleaflet's GeoJSON layer applies)."""
-    colors = store.classes
-    feats = []
-    for lab in store.labels:
-        color = colors.get(lab.cls, "#888888")
-        props = {"class": lab.cls, "id": lab.id}
-        if lab.kind == "point":
-            geom = {"type": "Point", "coordinates": [float(lab.lon), float(lab.lat)]}
-            feats.append({"type": "Feature", "geometry": geom, "properties": {**props, "style": HALO}})
-            feats.append({"type": "Feature", "geometry": geom,
-                          "properties": {**props, "style": {**DOT, "fillColor": color}}})
-        else:
-            ring = [[float(x), float(y)] for x, y in lab.geometry.exterior.coords]
-            style = {"color": "#1a1a1a", "weight": 4, "opacity": 0.9, "fill": False, "interactive": False}
-            feats.append({"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [ring]},
-                          "properties": {**props, "style": style}})
-            feats.append({"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [ring]},
-                          "properties": {**props, "style": {"color": color, "weight": 2, "fillColor": color,
-                                                            "fillOpacity": 0.3, "interactive": False}}})
-    return {"type": "FeatureCollection", "features": feats}
+        """Show the store's labels (:class:`~tessera_explore.widgets.label_markers.LabelMarkers`):
+        the chunks of labels that changed are sent, so a new label sends the last chunk
+        only and never makes new widgets.  Points are circles with a dark outline and a
+        white halo (readable on any class colour), polygons are outlined; none of them
+        takes clicks (they go through to the map and the drawing tools)."""
+        self.markers.update(self.controller.store)
 
 
 def status_html(state: ExplorerState) -> str:
