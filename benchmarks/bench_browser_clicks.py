@@ -13,8 +13,10 @@ have no paint and are not counted.
 Printed: the median (and max) click -> painted of the clicks around 20, 100 and 300
 labels, the ratio 300 / 20, and the load average.  Not a test: 300 clicks take minutes.
 
-Run: ``.venv/bin/python benchmarks/bench_browser_clicks.py [--n 300] [--no-markers]`` (``--no-markers``:
-the label markers are not sent to the map, to see what they cost a click).
+Run: ``.venv/bin/python benchmarks/bench_browser_clicks.py [--n 300] [--no-markers | --one-layer]``
+(``--no-markers``: the label markers are not sent to the map, to see what they cost a
+click; ``--one-layer``: every label in one marker layer, re-sent on each click, as before
+the markers were sent in chunks).
 """
 
 from __future__ import annotations
@@ -37,10 +39,12 @@ CLASSES5 = {"built-up": "#d62728", "forest": "#1f6b2e", "grassland": "#98df8a", 
 AT = (20, 100, 300)
 
 
-def _notebook(labels: str, info: str, markers: bool = True):
+def _notebook(labels: str, info: str, markers: bool = True, one_layer: bool = False):
     import nbformat
 
     off = "" if markers else "app.map_view.draw_labels = lambda: None  # diagnosis: no label markers sent\n"
+    if one_layer:  # chunks larger than any session: every label in the first layer
+        off += "app.map_view.markers.chunk = app.map_view.markers.base_chunk = 10**9\n"
     src = f"""
 import json, os
 import tessera_explore as te
@@ -106,6 +110,8 @@ def main() -> int:
     ap.add_argument("--height", type=int, default=800)
     ap.add_argument("--no-markers", action="store_true",
                     help="diagnosis: do not send the label markers to the map (what do they cost a click?)")
+    ap.add_argument("--one-layer", action="store_true",
+                    help="every label in one marker layer, re-sent on each click (the markers before chunks)")
     args = ap.parse_args()
 
     import nbformat
@@ -116,7 +122,8 @@ def main() -> int:
 
     root = tempfile.mkdtemp(prefix="bench_browser_clicks_")
     labels, info = os.path.join(root, "labels.geojson"), os.path.join(root, "view.json")
-    nbformat.write(_notebook(labels, info, markers=not args.no_markers), os.path.join(root, "explorer.ipynb"))
+    nb = _notebook(labels, info, markers=not args.no_markers, one_layer=args.one_layer)
+    nbformat.write(nb, os.path.join(root, "explorer.ipynb"))
     env = dict(os.environ, PYTHONPATH=os.getcwd())
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     srv = VoilaServer(root, env)
