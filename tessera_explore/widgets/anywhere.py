@@ -63,7 +63,9 @@ def view_bbox_at(center: tuple[float, float], zoom: float, size: tuple[int, int]
 
 @dataclass
 class View:
-    """One loaded view at one depth: the arrays and what was computed from them."""
+    """One loaded view at one depth: the arrays and what was computed from them
+    (``class_map``: its :class:`~tessera_explore.widgets.classifying.ClassMapSnapshot`
+    as last shown, for a pan back with nothing changed)."""
 
     bbox: tuple
     depth: int
@@ -72,6 +74,7 @@ class View:
     rgb: Any
     projection: Any
     prepared: Any = None
+    class_map: Any = None
 
 
 def colour_view(bbox: tuple, depth: int, da, colours) -> View:

@@ -23,7 +23,7 @@ import xarray as xr
 from ..exceptions import TesseraExploreError
 from .session import EVENT_AREA, EVENT_EVALUATED, EVENT_LAYER, EVENT_TRAINED, Session, plural
 
-__all__ = ["Classifying", "LabelSamples", "predict_pixels", "MAX_PER_LABEL"]
+__all__ = ["Classifying", "ClassMapSnapshot", "LabelSamples", "predict_pixels", "MAX_PER_LABEL"]
 
 #: pixels of one label (a drawn polygon) the classifier trains on: kNN's prediction time
 #: grows with the training pixels, and a 1 km polygon holds 10,000 of them
@@ -53,6 +53,55 @@ def predict_pixels(area, clf, flat: np.ndarray) -> xr.Dataset:
     out["class"].rio.write_nodata(255, encoded=False, inplace=True)
     out["confidence"].rio.write_nodata(np.nan, encoded=False, inplace=True)
     return out.rio.write_crs(g.crs)
+
+
+class ClassMapSnapshot:
+    """The class map of one view as it was last drawn, to show it again without a refit
+    (:meth:`Classifying.snapshot`, :meth:`Classifying.offer`).
+
+    ``key`` says exactly what it rests on: the view (given by the caller), the model, the
+    labelling and shown years, the classes, every label (id, class, geometry, and its stored
+    vectors where the classifier did not sample it from the area), and a digest of the
+    shown pixels.  ``images`` are the class and confidence overlays drawn, valid while
+    ``render_key`` (threshold, confidence shown, colours) still holds.  No area is kept.
+    """
+
+    __slots__ = ("key", "classifier", "prediction", "prediction_year", "evaluation", "accuracy", "area_ids",
+                 "images", "render_key")
+
+    def __init__(self, key, classifier, prediction, prediction_year, evaluation, accuracy, area_ids, images,
+                 render_key):
+        self.key, self.classifier, self.prediction = key, classifier, prediction
+        self.prediction_year, self.evaluation, self.accuracy = prediction_year, evaluation, accuracy
+        self.area_ids, self.images, self.render_key = area_ids, images, render_key
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of its prediction and images (the classifier is shared with the session)."""
+        n = 0 if self.prediction is None else int(sum(v.nbytes for v in self.prediction.data_vars.values()))
+        for img in self.images.values():
+            n += len(getattr(img, "url", "") or "")
+        return n
+
+    def __repr__(self) -> str:
+        return f"ClassMapSnapshot(year={self.prediction_year}, {self.nbytes / 1e6:.1f} MB)"
+
+
+def _digest(pixels) -> str | None:
+    """A digest of the shown pixels (None: all of them)."""
+    import hashlib
+
+    if pixels is None:
+        return None
+    a = np.ascontiguousarray(pixels)
+    return f"{a.dtype}{a.shape}" + hashlib.blake2b(a.tobytes(), digest_size=16).hexdigest()
+
+
+def _labels_key(labels, area_ids: frozenset) -> tuple:
+    """Every label as training sees it: its stored vectors count only where the area did
+    not give its pixels (``sample_labels`` takes those from the area)."""
+    return tuple((lab.id, lab.cls, lab.geometry.wkb, None if lab.id in area_ids else lab.sample)
+                 for lab in labels)
 
 
 def _is_knn(clf) -> bool:
@@ -217,6 +266,13 @@ class Classifying:
         self.samples = LabelSamples()
         #: the kNN class map of the shown pixels, updated label by label (None until the first kNN map)
         self.incremental: Any = None
+        #: refits done, and class maps shown again from a snapshot instead (tests read them)
+        self.fits = 0
+        self.restored = 0
+        self._trained: tuple | None = None  # (labels, classes, model, label year, classifier) of the last refit
+        self._offered: tuple | None = None  # (view, ClassMapSnapshot) the next retrain_now may show
+        self._images: dict = {}  # the overlays render() drew last, and what they rest on
+        self._render_key: tuple | None = None
         session.on(EVENT_AREA, lambda arrays: self._forget_classifier())
 
     def _forget_classifier(self) -> None:
@@ -224,6 +280,7 @@ class Classifying:
         with self._lock:
             self.classifier, self.evaluation, self._inputs = None, None, None
             self.incremental = None
+            self._trained, self._offered = None, None
             self.samples.forget()
 
     # ------------------------------------------------------------------ training
@@ -237,13 +294,19 @@ class Classifying:
         from ..classify import fit_classifier
 
         s = self.session
+        offered, self._offered = self._offered, None
         if not s.trainable():
             return self.drop_now()
+        if offered is not None and self._restore(*offered):
+            return None
         area = s.area(s.label_year)
         t0 = time.perf_counter()
         model = self.state.model
+        labels, classes = s.store.labels, tuple(s.store.classes.items())  # before sampling: a later edit misses
         clf = fit_classifier(area, self.samples.samples(area, s.store), model=model, max_per_label=MAX_PER_LABEL)
         t_fit = time.perf_counter() - t0
+        self.fits += 1
+        self._trained = (labels, classes, model, int(s.label_year), clf)
         skipped = getattr(clf.samples_, "skipped", None) or []
         self.classifier = clf
         self.state.progress = 0.4
@@ -382,15 +445,81 @@ class Classifying:
         colors = s.store.classes
         img = overlay_image(cls, categories=names, colors=[colors.get(n, "#888888") for n in names],
                             **s.render_options, title="classes")
+        images = {"classes": img}
         s.emit(EVENT_LAYER, "classes", img)
         if self.state.show_confidence:
             conf = pred["confidence"]
             conf = conf.where(cls != 255)
             conf.attrs.update(long_name="confidence")
-            s.emit(EVENT_LAYER, "confidence", overlay_image(conf, cmap="viridis", vmin=0.0, vmax=1.0,
-                                                            categorical=False, **s.render_options,
-                                                            title="confidence"))
+            images["confidence"] = overlay_image(conf, cmap="viridis", vmin=0.0, vmax=1.0, categorical=False,
+                                                 **s.render_options, title="confidence")
+            s.emit(EVENT_LAYER, "confidence", images["confidence"])
+        self._images, self._render_key = images, (pred, self._render_state())
         return cls
+
+    def _render_state(self) -> tuple:
+        """What the overlays drawn depend on besides the prediction."""
+        opts = self.session.render_options
+        return (float(self.state.confidence_threshold), bool(self.state.show_confidence),
+                tuple(self.session.store.classes.items()), tuple(sorted((k, repr(v)) for k, v in opts.items())))
+
+    # ------------------------------------------------------------------ a view's class map kept
+    def _key(self, view: Any, labels: tuple, classes: tuple, model: str, label_year: int, area_ids: frozenset,
+             year: int) -> tuple:
+        return (view, model, int(label_year), int(year), classes, _labels_key(labels, area_ids),
+                _digest(self.session.shown_pixels(year)))
+
+    def snapshot(self, view: Any) -> ClassMapSnapshot | None:
+        """The class map drawn now, as the view ``view`` (any hashable the caller names
+        the shown area by) shows it, or None when there is none made by the latest refit on
+        these arrays (a classifier dropped, the arrays replaced since).  Call it on the
+        worker (a job), before the arrays are replaced."""
+        with self._lock:
+            trained, pred, year = self._trained, self.prediction, self.prediction_year
+            if trained is None or pred is None or year is None or trained[4] is not self.classifier:
+                return None
+            labels, classes, model, label_year, clf = trained
+            smp = clf.samples_
+            area_ids = frozenset(np.asarray(smp.label_id)[np.asarray(smp.rows) >= 0].tolist())
+            key = self._key(view, labels, classes, model, label_year, area_ids, year)
+            images = dict(self._images) if self._render_key is not None and self._render_key[0] is pred else {}
+            return ClassMapSnapshot(key, clf, pred, year, self.evaluation, str(self.state.accuracy), area_ids,
+                                    images, self._render_key[1] if images else None)
+
+    def offer(self, view: Any, snap: ClassMapSnapshot | None) -> None:
+        """Let the next :meth:`retrain_now` show ``snap`` instead of refitting, if its key
+        still holds exactly for ``view`` (else it refits as always).  The offer is used
+        or dropped by that next call."""
+        self._offered = None if snap is None else (view, snap)
+
+    def _restore(self, view: Any, snap: ClassMapSnapshot) -> bool:
+        """Show ``snap`` when nothing it rests on changed; True when shown."""
+        s = self.session
+        year = int(self.state.year)
+        if snap.prediction_year != year:
+            return False
+        key = self._key(view, s.store.labels, tuple(s.store.classes.items()), self.state.model, s.label_year,
+                        snap.area_ids, year)
+        if key != snap.key:
+            return False
+        clf, pred = snap.classifier, snap.prediction
+        area = s.area(year)
+        with self._lock:
+            self.classifier, self.evaluation = clf, snap.evaluation
+            self.prediction, self.prediction_year = pred, year
+            self._inputs = (area, clf) if pred.attrs.get("partial") else None
+            self._trained = (s.store.labels, key[4], key[1], key[2], clf)
+        self.restored += 1
+        if snap.images and snap.render_key == self._render_state():
+            for name, img in snap.images.items():
+                s.emit(EVENT_LAYER, name, img)
+            self._images, self._render_key = dict(snap.images), (pred, snap.render_key)
+        else:
+            self.render()
+        self.state.accuracy = snap.accuracy
+        self.state.status = "class map of this view shown again (labels and classifier unchanged)"
+        s.emit(EVENT_TRAINED, clf)  # trust layer and learning curve follow the classifier, as after a refit
+        return True
 
     def redraw(self) -> Future:
         """Queue a redraw of the class map as it stands (a new colour, threshold or

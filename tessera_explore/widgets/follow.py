@@ -89,6 +89,7 @@ class MapFollower:
         self.message = ""
         self._views: OrderedDict[tuple, dict] = OrderedDict()
         self._remember(first)
+        self._shown: View = first  # the view on the map now
         self._lock = threading.Lock()
         self._gen = 0
         self._done: Future = Future()
@@ -247,6 +248,9 @@ class MapFollower:
         s, ctl = self.session, self.controller
         year = self.loader.year
         old = s.prepared.get(year)
+        left = self._shown
+        # the class map of the view being left, to show again on a pan back with nothing changed
+        left.class_map = ctl.classifying.snapshot((left.bbox, left.depth))
         self._store_vectors(old if old is not None else self.area)
         self._keep_query(old if old is not None else self.area)
         s.replace_arrays({year: view.da}, prepared={year: view.prepared} if view.prepared is not None else None)
@@ -255,7 +259,7 @@ class MapFollower:
         inside = query is not None and s.pixel_at(*query) is not None
         if query is not None and not inside:
             ctl.maps.similarity_query = None  # redraw would look for it in this view
-        self.view_bbox, self.area = view.bbox, view.da
+        self.view_bbox, self.area, self._shown = view.bbox, view.da, view
         self._show_depth(view.depth)
         try:
             if view.depth < self._final_depth(view.bbox):
@@ -263,7 +267,13 @@ class MapFollower:
                 # map follows with the full depth, a moment later
                 ctl.colour.show(year)
             else:
-                ctl.redraw()
+                # a pan back with labels, model and years unchanged shows the class map it
+                # had (no refit, no prediction); anything changed refits as always
+                ctl.classifying.offer((view.bbox, view.depth), view.class_map)
+                try:
+                    ctl.redraw()
+                finally:
+                    ctl.classifying.offer(None, None)  # used or not, it never outlives this redraw
         finally:
             if query is not None and not inside:
                 self._similarity_elsewhere(query)

@@ -217,3 +217,66 @@ def test_a_narrower_map_in_the_page_keeps_the_zoom_asked_for(edge_store, tmp_pat
         assert app.view_bbox == (w, s, e, n)
     finally:
         app.close()
+
+
+def test_a_pan_back_shows_the_kept_class_map_until_a_label_changes(edge_store, tmp_path):
+    # A -> B -> A with nothing changed: A's class map comes back as it was (no refit, no
+    # prediction); a label added in B makes the way back to A refit, equal to predict_map
+    from tessera_explore.widgets.classifying import Classifying
+    from tessera_explore.widgets.state import MODELS
+
+    app = _open(str(edge_store / "e.zarr"), tmp_path)
+    cl = app.controller.classifying
+    predicted = []
+    orig = Classifying.predict
+
+    def spy(self, year):
+        predicted.append(year)
+        return orig(self, year)
+
+    try:
+        app.wait(60)
+        _label_a(app)
+        wa = app.view_bbox
+        clf_a = app.controller.classifier
+        cls_a = cl.prediction["class"].values.copy()
+        img_a = app.map_view.layers["classes"].url if hasattr(app.map_view.layers["classes"], "url") else None
+        _pan(app, B)
+        assert app.view_bbox != wa and cl.classifier is not clf_a
+        fits = cl.fits
+        Classifying.predict = spy
+        _pan(app, A)
+        assert app.view_bbox == wa
+        assert cl.fits == fits and predicted == [] and cl.restored == 1
+        assert cl.classifier is clf_a
+        assert np.array_equal(cl.prediction["class"].values, cls_a)
+        if img_a is not None:
+            assert app.map_view.layers["classes"].url == img_a
+        # the whole map is still the classifier's on A
+        ref = te.predict_map(app.area, clf_a)["class"].values
+        assert np.array_equal(cl.complete_prediction()["class"].values, ref)
+        # a label added in B: the way back to A refits and predicts anew
+        _pan(app, B)
+        n = len(app.labels)
+        app.state.active_class = "water"
+        app.click(B[0] + 0.01, B[1])
+        app.wait(60)
+        assert len(app.labels) == n + 1
+        predicted.clear()
+        fits, restored = cl.fits, cl.restored
+        _pan(app, A)
+        assert cl.fits == fits + 1 and predicted and cl.restored == restored
+        clf = cl.classifier
+        assert clf is not clf_a
+        want = te.predict_map(app.area, clf)["class"].values
+        assert np.array_equal(cl.complete_prediction()["class"].values, want)
+        # a model switched in B: no kept map on the way back either
+        _pan(app, B)
+        app.state.model = next(m for m in MODELS if m != app.state.model)
+        app.wait(60)
+        fits, restored = cl.fits, cl.restored
+        _pan(app, A)
+        assert cl.fits == fits + 1 and cl.restored == restored
+    finally:
+        Classifying.predict = orig
+        app.close()
