@@ -21,6 +21,7 @@ import numpy as np
 import xarray as xr
 
 from ..exceptions import TesseraExploreError
+from .kept_maps import ClassMapSnapshot, labels_key, pixels_digest
 from .session import EVENT_AREA, EVENT_EVALUATED, EVENT_LAYER, EVENT_TRAINED, Session, plural
 
 __all__ = ["Classifying", "ClassMapSnapshot", "LabelSamples", "predict_pixels", "MAX_PER_LABEL"]
@@ -53,55 +54,6 @@ def predict_pixels(area, clf, flat: np.ndarray) -> xr.Dataset:
     out["class"].rio.write_nodata(255, encoded=False, inplace=True)
     out["confidence"].rio.write_nodata(np.nan, encoded=False, inplace=True)
     return out.rio.write_crs(g.crs)
-
-
-class ClassMapSnapshot:
-    """The class map of one view as it was last drawn, to show it again without a refit
-    (:meth:`Classifying.snapshot`, :meth:`Classifying.offer`).
-
-    ``key`` says exactly what it rests on: the view (given by the caller), the model, the
-    labelling and shown years, the classes, every label (id, class, geometry, and its stored
-    vectors where the classifier did not sample it from the area), and a digest of the
-    shown pixels.  ``images`` are the class and confidence overlays drawn, valid while
-    ``render_key`` (threshold, confidence shown, colours) still holds.  No area is kept.
-    """
-
-    __slots__ = ("key", "classifier", "prediction", "prediction_year", "evaluation", "accuracy", "area_ids",
-                 "images", "render_key")
-
-    def __init__(self, key, classifier, prediction, prediction_year, evaluation, accuracy, area_ids, images,
-                 render_key):
-        self.key, self.classifier, self.prediction = key, classifier, prediction
-        self.prediction_year, self.evaluation, self.accuracy = prediction_year, evaluation, accuracy
-        self.area_ids, self.images, self.render_key = area_ids, images, render_key
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes of its prediction and images (the classifier is shared with the session)."""
-        n = 0 if self.prediction is None else int(sum(v.nbytes for v in self.prediction.data_vars.values()))
-        for img in self.images.values():
-            n += len(getattr(img, "url", "") or "")
-        return n
-
-    def __repr__(self) -> str:
-        return f"ClassMapSnapshot(year={self.prediction_year}, {self.nbytes / 1e6:.1f} MB)"
-
-
-def _digest(pixels) -> str | None:
-    """A digest of the shown pixels (None: all of them)."""
-    import hashlib
-
-    if pixels is None:
-        return None
-    a = np.ascontiguousarray(pixels)
-    return f"{a.dtype}{a.shape}" + hashlib.blake2b(a.tobytes(), digest_size=16).hexdigest()
-
-
-def _labels_key(labels, area_ids: frozenset) -> tuple:
-    """Every label as training sees it: its stored vectors count only where the area did
-    not give its pixels (``sample_labels`` takes those from the area)."""
-    return tuple((lab.id, lab.cls, lab.geometry.wkb, None if lab.id in area_ids else lab.sample)
-                 for lab in labels)
 
 
 def _is_knn(clf) -> bool:
@@ -466,8 +418,8 @@ class Classifying:
     # ------------------------------------------------------------------ a view's class map kept
     def _key(self, view: Any, labels: tuple, classes: tuple, model: str, label_year: int, area_ids: frozenset,
              year: int) -> tuple:
-        return (view, model, int(label_year), int(year), classes, _labels_key(labels, area_ids),
-                _digest(self.session.shown_pixels(year)))
+        return (view, model, int(label_year), int(year), classes, labels_key(labels, area_ids),
+                pixels_digest(self.session.shown_pixels(year)))
 
     def snapshot(self, view: Any) -> ClassMapSnapshot | None:
         """The class map drawn now, as the view ``view`` (any hashable the caller names
