@@ -45,8 +45,11 @@ __all__ = ["MapFollower", "follows", "explore_anywhere", "view_bbox_at", "DEBOUN
 
 log = logging.getLogger(__name__)
 
-#: seconds the map must be still before its view is loaded
-DEBOUNCE = 0.25
+#: seconds the map must be still before its view is loaded.  The browser sends the map's
+#: centre, zoom and bounds only at the end of a gesture (jupyter-leaflet sets them on
+#: Leaflet's ``moveend`` and ``zoomend``, never during a drag), so this only has to gather
+#: the few changes of one gesture (a zoom's ``zoomend`` and ``moveend`` come together)
+DEBOUNCE = 0.15
 
 
 class MapFollower:
