@@ -21,7 +21,7 @@ import numpy as np
 import xarray as xr
 
 from ..exceptions import TesseraExploreError
-from .kept_maps import ClassMapSnapshot, labels_key, pixels_digest
+from .kept_maps import ClassMapSnapshot, labels_key, pixels_key
 from .session import EVENT_AREA, EVENT_EVALUATED, EVENT_LAYER, EVENT_TRAINED, Session, plural
 
 __all__ = ["Classifying", "ClassMapSnapshot", "LabelSamples", "predict_pixels", "MAX_PER_LABEL"]
@@ -419,7 +419,7 @@ class Classifying:
     def _key(self, view: Any, labels: tuple, classes: tuple, model: str, label_year: int, area_ids: frozenset,
              year: int) -> tuple:
         return (view, model, int(label_year), int(year), classes, labels_key(labels, area_ids),
-                pixels_digest(self.session.shown_pixels(year)))
+                pixels_key(self.session.arrays[year], self.session.render_options))
 
     def snapshot(self, view: Any) -> ClassMapSnapshot | None:
         """The class map drawn now, as the view ``view`` (any hashable the caller names

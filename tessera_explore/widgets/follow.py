@@ -233,6 +233,11 @@ class MapFollower:
             for v in self._views[key].values():
                 v.prepared = None
 
+    def _keeps_prepared(self, view: View) -> bool:
+        """True for a view kept among the last two (those keep their prepared form)."""
+        with self._lock:
+            return any(v is view for key in list(self._views)[-2:] for v in self._views[key].values())
+
     def _swap_later(self, gen: int, view: View, done: Future | None, *, last: bool) -> None:
         def job():
             if self._current(gen):
@@ -254,6 +259,10 @@ class MapFollower:
         left = self._shown
         # the class map of the view being left, to show again on a pan back with nothing changed
         left.class_map = ctl.classifying.snapshot((left.bbox, left.depth))
+        # and its prepared form: made after the view was shown (the first label's refit), it
+        # would otherwise be made again on a pan back (a second or more for a 1 M px view)
+        if old is not None and left.prepared is None and self._keeps_prepared(left):
+            left.prepared = old
         self._store_vectors(old if old is not None else self.area)
         self._keep_query(old if old is not None else self.area)
         s.replace_arrays({year: view.da}, prepared={year: view.prepared} if view.prepared is not None else None)

@@ -280,3 +280,51 @@ def test_a_pan_back_shows_the_kept_class_map_until_a_label_changes(edge_store, t
     finally:
         Classifying.predict = orig
         app.close()
+
+
+def test_a_pan_back_to_a_kept_class_map_prepares_and_warps_nothing(edge_store, tmp_path):
+    # A is shown before any label, so its prepared area is made by the first refit, after
+    # the swap: the way back to A reuses it (no second prepare of the whole view), and the
+    # kept map's key needs no warp of the shown pixels (the session's cache of them went
+    # with the swap); the class map shown is A's
+    from tessera_explore.widgets import classifying as classifying_module
+    from tessera_explore.widgets import reproject
+
+    app = _open(str(edge_store / "e.zarr"), tmp_path)
+    cl = app.controller.classifying
+    s = app.controller.session
+    prepared, warped = [], []
+    orig_area, orig_shown = classifying_module.Session.area, reproject.shown_pixels
+
+    def spy_area(self, year):
+        if self.prepared.get(int(year)) is None:
+            prepared.append(year)
+        return orig_area(self, year)
+
+    def spy_shown(*a, **kw):
+        warped.append(1)
+        return orig_shown(*a, **kw)
+
+    try:
+        app.wait(60)
+        assert s.prepared.get(YEAR) is None  # nothing trained yet: A is not prepared
+        _label_a(app)
+        prep_a, cls_a = s.prepared[YEAR], cl.prediction["class"].values.copy()
+        shown_a = s.shown_pixels(YEAR)
+        _pan(app, B)
+        assert s.prepared[YEAR] is not prep_a
+        classifying_module.Session.area, reproject.shown_pixels = spy_area, spy_shown
+        try:
+            _pan(app, A)
+        finally:
+            classifying_module.Session.area, reproject.shown_pixels = orig_area, orig_shown
+        assert cl.restored == 1
+        assert prepared == [] and s.prepared[YEAR] is prep_a
+        assert warped == []
+        assert np.array_equal(cl.prediction["class"].values, cls_a)
+        # the shown pixels, once warped, are those the kept map was predicted on
+        shown = s.shown_pixels(YEAR)
+        assert (shown is None) == (shown_a is None) and (shown is None or np.array_equal(shown, shown_a))
+    finally:
+        classifying_module.Session.area, reproject.shown_pixels = orig_area, orig_shown
+        app.close()
