@@ -530,9 +530,10 @@ def test_a_year_with_missing_tiles_is_left_out_with_a_note(small_tiles, tmp_path
 
 
 def test_a_hundred_clicks_make_no_new_widgets(app_factory, truth):
-    """Label markers are one layer updated in place: the live widgets stay flat over 100
-    clicks, and each click sends one marker update whatever the number of labels (so the
-    cost of a click cannot grow with the labels the way a widget per marker did)."""
+    """Label markers are a fixed pool of layers (chunks of labels) updated in place: the
+    live widgets stay flat over 100 clicks, and each click sends one chunk of at most 20
+    labels whatever the number of labels (so the cost of a click cannot grow with the
+    labels the way a widget per marker did); ``markers.data`` is their union."""
     from ipywidgets.widgets import widget as W
 
     app = app_factory(classes=["forest", "cereal"])
@@ -558,7 +559,8 @@ def test_a_hundred_clicks_make_no_new_widgets(app_factory, truth):
             assert len(W._instances) == live, f"widgets grew from {live} to {len(W._instances)} after {i + 1} clicks"
     added = sum("labelled" in m for m in said)
     assert len(app.labels) == added > 90 and app.state.error == "", [m for m in said if "labelled" not in m][:3]
-    # one marker message per label added, each holding the labels so far (a halo and a dot each)
+    # one change of the markers' union per label added, holding the labels so far (a halo and a
+    # dot each); what goes to the browser is the chunk the label joins (test_label_markers.py)
     assert len(updates) - n_updates == added - sum("labelled" in m for m in said[:10])
     assert updates[-1] == 2 * added
 
