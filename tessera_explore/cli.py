@@ -130,18 +130,6 @@ def _lab_target(notebook: str | None, cwd: Path) -> tuple[Path, Path | None]:
     return target.parent, target
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    except OSError:
-        return False
-    return True
-
-
 def _lock_owner(lock: Path) -> int | None:
     """The process id a label file's lock names, when the lock is the label store's and of
     this computer (else None: not ours to judge)."""
@@ -165,13 +153,15 @@ def remove_stale_lock(labels: str | os.PathLike, *, wait: float = 0.0) -> bool:
     names (on this computer) is gone, waiting up to ``wait`` seconds for that process to
     exit.  True when a lock was removed; a lock of a live process, of another computer or
     in another format is left alone."""
+    from .classify.labels import pid_alive
+
     lock = Path(os.fspath(labels) + ".lock")
     deadline = time.monotonic() + wait
     while True:
         pid = _lock_owner(lock)
         if pid is None or pid == os.getpid():
             return False
-        if not _pid_alive(pid):
+        if not pid_alive(pid):
             break
         if time.monotonic() >= deadline:
             return False

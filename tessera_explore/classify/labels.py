@@ -113,7 +113,8 @@ _HELD: dict[str, int] = {}  # lock file -> stores of this process bound to its l
 _HELD_GUARD = threading.Lock()
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` runs on this machine (one of another user counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -222,7 +223,7 @@ def _acquire(path: str) -> str | None:
                     f"{path} is open on another computer ({host}, process {pid}, since {held.get('since', '?')}); "
                     "two writers would overwrite each other's labels. Close it there, or if that session is "
                     f"gone, delete {lock}.")
-            if pid > 0 and _pid_alive(pid):
+            if pid > 0 and pid_alive(pid):
                 raise LabelConflictError(
                     f"{path} is open in another process (process {pid}, since {held.get('since', '?')}); two "
                     "writers would overwrite each other's labels. Close it there (LabelStore.close() or the "

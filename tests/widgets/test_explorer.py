@@ -9,47 +9,12 @@ import sys
 
 import numpy as np
 import pytest
+from explorer_points import points_of
 
 
 @pytest.fixture(scope="module")
 def area(area24):
     return area24
-
-
-@pytest.fixture(scope="module")
-def truth(scene24):
-    """lon, lat and true class name of every pixel (scene seed 1)."""
-    from tessera_explore.testing import CLASSES
-
-    lon, lat, k = scene24
-    return lon, lat, np.asarray(CLASSES)[k]
-
-
-def points_of(truth, name, n, seed=0):
-    lon, lat, cls = truth
-    idx = np.flatnonzero(cls.ravel() == name)
-    pick = np.random.default_rng(seed).choice(idx, n, replace=False)
-    return [(float(lon.ravel()[i]), float(lat.ravel()[i])) for i in pick]
-
-
-@pytest.fixture
-def app_factory(area, tmp_path):
-    import tessera_explore as te
-
-    apps = []
-
-    def make(**kw):
-        kw.setdefault("labels", tmp_path / "labels.geojson")
-        kw.setdefault("basemap", False)
-        kw.setdefault("scatter", False)
-        app = te.explore(area, **kw)
-        apps.append(app)
-        app.wait()
-        return app
-
-    yield make
-    for a in apps:
-        a.close()
 
 
 def label(app, truth, per_class, classes=(("forest", "forest"), ("cereal", "cereal"))):

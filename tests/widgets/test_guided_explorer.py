@@ -9,47 +9,21 @@ import time
 
 import numpy as np
 import pytest
+from explorer_points import points_of
 
 from tessera_explore.exceptions import ArgumentError
 
 LAND = ("forest", "grassland", "cereal")
 
 
-@pytest.fixture(scope="module")
-def truth(scene24):
-    """lon, lat and true class name of every pixel (scene seed 1), on the area's grid."""
-    from tessera_explore.testing import CLASSES
-
-    lon, lat, k = scene24
-    return lon, lat, np.asarray(CLASSES)[k]
-
-
-def points_of(truth, name, n, seed=0):
-    lon, lat, cls = truth
-    idx = np.flatnonzero(cls.ravel() == name)
-    pick = np.random.default_rng(seed).choice(idx, n, replace=False)
-    return [(float(lon.ravel()[i]), float(lat.ravel()[i])) for i in pick]
-
-
 @pytest.fixture
-def app_factory(area24, tmp_path):
-    import tessera_explore as te
-
-    apps = []
-
+def app_factory(app_factory):
+    """The explorers of these tests open one year only."""
     def make(**kw):
-        kw.setdefault("labels", tmp_path / "labels.geojson")
-        kw.setdefault("basemap", False)
-        kw.setdefault("scatter", False)
         kw.setdefault("years", [])
-        app = te.explore(area24, **kw)
-        apps.append(app)
-        app.wait()
-        return app
+        return app_factory(**kw)
 
-    yield make
-    for a in apps:
-        a.close()
+    return make
 
 
 def start_labels(app, truth, per_class, classes=LAND, seed=0):

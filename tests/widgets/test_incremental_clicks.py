@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+from explorer_points import points_of
 
 
 @pytest.fixture(scope="module")
@@ -18,33 +19,6 @@ def truth(scene24, area24):
     cls = np.asarray(CLASSES)[k].astype(object)
     cls[~np.isfinite(area24.isel(band=0).values)] = ""
     return lon, lat, cls
-
-
-def points_of(truth, name, n, seed=0):
-    lon, lat, cls = truth
-    idx = np.flatnonzero(cls.ravel() == name)
-    pick = np.random.default_rng(seed).choice(idx, n, replace=False)
-    return [(float(lon.ravel()[i]), float(lat.ravel()[i])) for i in pick]
-
-
-@pytest.fixture
-def make_app(area24, tmp_path):
-    import tessera_explore as te
-
-    apps = []
-
-    def make(**kw):
-        kw.setdefault("labels", tmp_path / "labels.geojson")
-        kw.setdefault("basemap", False)
-        kw.setdefault("scatter", False)
-        app = te.explore(area24, **kw)
-        apps.append(app)
-        app.wait()
-        return app
-
-    yield make
-    for a in apps:
-        a.close()
 
 
 def full_prediction(app):
@@ -88,8 +62,8 @@ def click_in_turn(app, truth, per_class, seed=0, check_every=None):
 
 
 @pytest.mark.parametrize("max_pixels", [None, 1200], ids=["whole", "shown-pixels"])
-def test_incremental_map_equals_full_after_clicks_undo_and_model_switch(make_app, truth, max_pixels):
-    app = make_app(classes=list(CLASSES3))
+def test_incremental_map_equals_full_after_clicks_undo_and_model_switch(app_factory, truth, max_pixels):
+    app = app_factory(classes=list(CLASSES3))
     if max_pixels:  # a map image smaller than the area: only the pixels it shows are classified
         app.controller.max_pixels = max_pixels
     cl = app.controller.classifying
@@ -133,10 +107,10 @@ def test_incremental_map_equals_full_after_clicks_undo_and_model_switch(make_app
     assert cl.incremental.last_update["mode"] == "incremental"
 
 
-def test_a_click_samples_only_the_new_label(make_app, truth):
+def test_a_click_samples_only_the_new_label(app_factory, truth):
     from tessera_explore.classify import sample_labels
 
-    app = make_app(classes=list(CLASSES3))
+    app = app_factory(classes=list(CLASSES3))
     cl = app.controller.classifying
     click_in_turn(app, truth, 3)
     app.wait()
@@ -188,10 +162,10 @@ def test_labels_on_one_pixel_are_sampled_as_the_store_is(area24, truth):
     assert got.skipped == want.skipped and len(want.skipped) == 2
 
 
-def test_label_file_of_a_click_session_carries_vectors(make_app, truth, tmp_path):
+def test_label_file_of_a_click_session_carries_vectors(app_factory, truth, tmp_path):
     from tessera_explore.classify import LabelStore, fit_classifier, predict_map, samples_from_labels
 
-    app = make_app(classes=list(CLASSES3))
+    app = app_factory(classes=list(CLASSES3))
     click_in_turn(app, truth, 3)
     app.state.mode = "draw"
     lon, lat, _ = truth

@@ -8,43 +8,7 @@ from __future__ import annotations
 
 import types
 
-import numpy as np
-import pytest
-
-
-@pytest.fixture(scope="module")
-def truth(scene24):
-    from tessera_explore.testing import CLASSES
-
-    lon, lat, k = scene24
-    return lon, lat, np.asarray(CLASSES)[k]
-
-
-def points_of(truth, name, n, seed=0):
-    lon, lat, cls = truth
-    idx = np.flatnonzero(cls.ravel() == name)
-    pick = np.random.default_rng(seed).choice(idx, n, replace=False)
-    return [(float(lon.ravel()[i]), float(lat.ravel()[i])) for i in pick]
-
-
-@pytest.fixture
-def app_factory(area24, tmp_path):
-    import tessera_explore as te
-
-    apps = []
-
-    def make(**kw):
-        kw.setdefault("labels", tmp_path / "labels.geojson")
-        kw.setdefault("basemap", False)
-        kw.setdefault("scatter", False)
-        app = te.explore(area24, **kw)
-        apps.append(app)
-        app.wait()
-        return app
-
-    yield make
-    for a in apps:
-        a.close()
+from explorer_points import points_of
 
 
 def _label(app, truth, per_class, pairs):
