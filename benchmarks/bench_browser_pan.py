@@ -68,7 +68,8 @@ def baseline(url: str, size: tuple, drags: list) -> dict:
     (load + false colour), and ``open_embeddings(...).values`` of the first pan's view."""
     import tessera_explore as te
     from tessera_explore.io import shards, store
-    from tessera_explore.io.viewport import StoreColours, ViewLoader
+    from tessera_explore.io.viewport import ViewLoader
+    from tessera_explore.project.store_colours import StoreColours
     from tessera_explore.widgets.anywhere import colour_view, view_bbox_at
 
     out = {"pan": [], "back": []}

@@ -12,7 +12,7 @@ Per RTT, each measure from an empty disk cache and a fresh opened store:
 * ``baseline``: ``te.open_embeddings(url, bbox=view).values`` (full depth, then
   ``depth=16`` in its own fresh run): what a user would otherwise run per view;
 * ``ours``: one :class:`~tessera_explore.io.viewport.ViewLoader` and its
-  :class:`~tessera_explore.io.viewport.StoreColours` (``open``: the store opened and the
+  :class:`~tessera_explore.project.store_colours.StoreColours` (``open``: the store opened and the
   PCAs fitted from its statistics, as the explorer does before the first view); per view,
   depth 16 is loaded, the full depth is started (``load_async``) and depth 16 painted
   while it reads, then the full depth is painted: the view, the pan, the pan back.
@@ -84,7 +84,8 @@ def baseline(url: str, bbox, depth: int | None) -> float:
 
 
 def ours(url: str, bbox) -> dict:
-    from tessera_explore.io.viewport import StoreColours, ViewLoader
+    from tessera_explore.io.viewport import ViewLoader
+    from tessera_explore.project.store_colours import StoreColours
 
     _fresh()
     out = {}
@@ -120,7 +121,8 @@ def walk(url: str, bbox) -> dict:
     """20 views at full depth with false colour; peak RSS of this process."""
     import numpy as np
 
-    from tessera_explore.io.viewport import StoreColours, ViewLoader
+    from tessera_explore.io.viewport import ViewLoader
+    from tessera_explore.project.store_colours import StoreColours
 
     with tempfile.TemporaryDirectory() as cache:
         loader = ViewLoader(url, year=YEAR, cache=cache)

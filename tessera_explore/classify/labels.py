@@ -960,9 +960,8 @@ class LabelStore:
         if len(have) >= 254:
             raise LabelError("at most 254 classes")
         if color is None:
-            from ..widgets.colours import class_colour  # by name (woods green...), else colour-blind safe
-
-            color = class_colour(name, [c for c in have.values() if c])
+            used = set(have.values())
+            color = next((c for c in _io.PALETTE if c not in used), _io.PALETTE[len(have) % len(_io.PALETTE)])
         color = _io.check_color(color, where=f"class {name!r}: ")
         return replace(st, classes=st.classes + ((name, color),))
 

@@ -18,10 +18,11 @@ reading only what is new:
   reads only the blocks it lacks, all at once (coalesced ranges through
   :class:`~tessera_explore.io.shards.WindowReader`, whose HTTP store answers from its
   disk cache first), and a pan back to a seen view reads nothing;
-* :class:`StoreColours` fits one PCA per (year, depth) from the store's per-zone
+* :class:`~tessera_explore.project.store_colours.StoreColours` (in ``project``, since it
+  fits a projection) fits one PCA per (year, depth) from the store's per-zone
   statistics (``stretch_stats_*``, summed over every zone: no pixel read), with its
   colour stretch fitted on the stored pixel sample, so every view of every zone gets
-  the same colour for the same embedding; :func:`false_colour` applies it.
+  the same colour for the same embedding; ``false_colour`` applies it.
 
 See ``docs/design/explore-anywhere.md``.
 """
@@ -51,9 +52,7 @@ __all__ = [
     "BlockCache",
     "ViewPlan",
     "ViewLoader",
-    "StoreColours",
-    "false_colour",
-    "view_components",
+    "project_view",
     "coverage_footprint",
     "overview_layer",
 ]
@@ -634,125 +633,39 @@ class ViewLoader:
             self._recent.clear()
 
 
-# -- colours --------------------------------------------------------------------------------------
-class StoreColours:
-    """False colour that holds everywhere: one PCA per depth for a store and year, fitted
-    from the per-zone statistics of every zone of the store (no pixel read), with its
-    colour stretch fitted on the store's pixel sample.
-
-    ``projection(depth)`` gives the fitted
-    :class:`~tessera_explore.project.pca.PCAProjection`; ``rgb(da)`` the RGBA of a view.
-    """
-
-    def __init__(self, store: Any, *, year: int | None = None, zones: Sequence[int] | None = None):
-        self.store = resolve_store(store)
-        self.year = self.store.check_year(year)
-        self.zones = list(zones) if zones is not None else None
-        self._fitted: dict[int, Any] = {}
-        self._sums: tuple | None = None
-
-    def _statistics(self):
-        if self._sums is None:
-            st, n, tot, prod, samples = self.store, 0, None, None, []
-            for z in self.zones if self.zones is not None else st.zones:
-                if z not in st.zones or not any(self.year in p.years for p in st._parts[z]):
-                    continue
-                try:
-                    c, s, m = st.stats(z, self.year)
-                except StoreError:
-                    continue  # a zone without statistics: the others still fit
-                if c <= 0:
-                    continue
-                n += c
-                tot = s.copy() if tot is None else tot + s
-                prod = m.copy() if prod is None else prod + m
-                samples.append(st.sample(z, self.year))
-            if n < 2:
-                raise StoreError(f"{st.url} has no per-zone statistics (stretch_stats_*) for {self.year}: colours "
-                                 "that hold everywhere need them")
-            self._sums = (n, tot, prod, np.concatenate(samples) if samples else None)
-        return self._sums
-
-    def projection(self, depth: int | None = None):
-        """The PCA (3 components) of the leading ``depth`` bands (default: all)."""
-        from .. import _schema
-        from ..project.pca import PCAProjection
-
-        n, tot, prod, smp = self._statistics()
-        d = len(tot) if depth is None else int(depth)
-        if d not in self._fitted:
-            p = PCAProjection(3, from_stats=True).fit_stats(
-                n, tot[:d], prod[:d, :d], sample=None if smp is None or len(smp) < 2 else smp[:, :d])
-            p.dataset_version_ = self.store.version
-            p.dataset_variant_ = self.store.variant
-            p.model_generation_ = _schema.generation_of(self.store.version)
-            p.source_ = f"{self.store.url} statistics ({self.year})"
-            self._fitted[d] = p
-        return self._fitted[d]
-
-    def rgb(self, da: xr.DataArray) -> xr.DataArray:
-        """RGBA uint8 ``(band, y, x)`` of a view (alpha 0 where there is no data)."""
-        return false_colour(da, self.projection(int(da.sizes["band"])))
-
-
-def false_colour(da: xr.DataArray, projection) -> xr.DataArray:
-    """RGBA uint8 ``(band, y, x)`` of ``da`` through a fitted projection and its own
-    stretch (``projection.stretch_``): the same embedding gets the same colour in every
-    view (the stretch does not depend on the view).
-
-    A view of a :class:`ViewLoader` through a PCA is projected straight from the int8
-    blocks in memory, band-major (a ``(3 x d) @ (d x n)`` product per block, no pixel-major
-    copy of the codes); anything else goes through ``projection.transform``.  Both give
-    the same components up to float rounding."""
-    from ..project._base import components_array
-    from ..project.rgb import to_rgb
-
-    comps = view_components(da, projection)
-    comps = projection.transform(da) if comps is None else components_array(comps, da, projection)
-    return to_rgb(comps, stretch=projection)
-
-
-#: Pixels per product in :func:`view_components` (128 bands x 4,096 px = 2 MiB of float32).
+# -- colours: the linear projection of a view's blocks (project.store_colours fits it) ---------------
+#: Pixels per product in :func:`project_view` (128 bands x 4,096 px = 2 MiB of float32).
 _PAINT_PIXELS = 4096
 #: Output window (pixels per side) each worker projects at a time.
 _PAINT_BLOCK = 256
 
 
-def view_components(da: xr.DataArray, projection) -> np.ndarray | None:
-    """The ``(component, y, x)`` float32 components (NaN where there is no data) of a view
-    loaded by a :class:`ViewLoader`, through a fitted
-    :class:`~tessera_explore.project.pca.PCAProjection`, computed from the int8 blocks in
-    memory; None when ``da`` or ``projection`` is of another kind (use
-    ``projection.transform``).
+def project_view(da: xr.DataArray, w: np.ndarray, offset: np.ndarray,
+                 transform_codes: Callable[[np.ndarray, np.ndarray], np.ndarray], *,
+                 check: Callable[[], None] | None = None) -> np.ndarray | None:
+    """The ``(k, y, x)`` float32 linear projection ``(w @ embedding) - offset`` (NaN where
+    there is no data) of a view loaded by a :class:`ViewLoader`, from the int8 blocks in
+    memory; None when ``da`` is not such a view.  ``w`` is ``(k, d)``; ``check()`` runs
+    once ``da`` is known to be a view.
 
     Pixels a tile gives on its own grid are projected band-major from that tile's codes
-    (``components = (W^T codes) * scale - mean @ W``); pixels of a neighbouring zone
-    (resampled) go through the projection's own code path.  Two threads, one BLAS
-    thread each.
+    (``(w @ codes) * scale - offset``); pixels of a neighbouring zone (resampled) go
+    through ``transform_codes(codes, scales)`` (the projection's own code path).  Two
+    threads (the caller limits BLAS threads).
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    from ..project._base import _blas_single_thread
-    from ..project.pca import PCAProjection
     from .codes import codes_window
     from .mosaic import Mosaic
 
-    if not isinstance(projection, PCAProjection) or getattr(projection, "_wt", None) is None:
-        return None
-    if type(projection)._transform_codes is not PCAProjection._transform_codes:
-        return None
     cw = codes_window(da)
     if cw is None or not isinstance(cw.source, Mosaic):
         return None
     m = cw.source
     if not any(isinstance(t, _CachedReads) for t in m.tiles):
         return None
-    from .. import _schema
-
-    _schema.validate(da)
-    projection.check_compatible(da)
-    w = np.ascontiguousarray(projection._wt.T)  # (k, d)
-    offset = projection._offset.astype(np.float32)
+    if check is not None:
+        check()
     k, d = w.shape
     H, W = da.sizes["y"], da.sizes["x"]
     out = np.full((k, H, W), np.nan, np.float32)
@@ -781,13 +694,13 @@ def view_components(da: xr.DataArray, projection) -> np.ndarray | None:
             ok = np.isfinite(s) & (s != 0)
             if not ok.any():
                 continue
-            comps = projection._transform_codes(q[ok], s[ok])
+            comps = transform_codes(q[ok], s[ok])
             rr, cc = np.nonzero(c.take)  # the order in which _gather took them
             view[:, c.ty, c.tx][:, rr[ok], cc[ok]] = comps.T
 
     B = _PAINT_BLOCK
     wins = [(slice(r, min(H, r + B)), slice(c, min(W, c + B))) for r in range(0, H, B) for c in range(0, W, B)]
-    with _blas_single_thread(), ThreadPoolExecutor(max_workers=2) as pool:
+    with ThreadPoolExecutor(max_workers=2) as pool:
         for f in [pool.submit(window, r, c) for r, c in wins]:
             f.result()
     return out
@@ -812,6 +725,8 @@ def _project_band_major(codes: np.ndarray, scales: np.ndarray, w: np.ndarray, of
 
 
 # -- the zoomed-out map -------------------------------------------------------------------------------
+
+
 def coverage_footprint(store: Any, *, year: int | None = None, bbox: Sequence[float] | None = None,
                        densify: int = 8) -> dict:
     """The store's coverage as a GeoJSON FeatureCollection in lon/lat.

@@ -79,9 +79,9 @@ class View:
 
 def colour_view(bbox: tuple, depth: int, da, colours) -> View:
     """A loaded view with its false colour from the store's statistics."""
-    from ..io.viewport import view_components
     from ..project._base import components_array
     from ..project.rgb import to_rgb
+    from ..project.store_colours import view_components
 
     proj = colours.projection(int(da.sizes["band"]))
     c = view_components(da, proj)
@@ -114,7 +114,8 @@ def explore_anywhere(source: Any, *, center=None, zoom=None, year=None, labels=N
     """:func:`~tessera_explore.explore` over a whole store: the explorer follows the map
     (module docstring).  ``center`` is (lon, lat) (default: the middle of the store's
     first covered stretch), ``zoom`` the map's zoom (default :data:`DEFAULT_ZOOM`)."""
-    from ..io.viewport import StoreColours, ViewLoader
+    from ..io.viewport import ViewLoader
+    from ..project.store_colours import StoreColours
     from .app import add_classes, build_app, open_label_store, release_label_store, screen_pixels
     from .controller import ExplorerController
     from .follow import MapFollower

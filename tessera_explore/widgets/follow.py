@@ -9,7 +9,7 @@ and shows whatever the map looks at.  :class:`MapFollower` is the part that does
   <tessera_explore.io.viewport.ViewLoader.plan>` about the view;
 * a view that fits is read on a thread of its own (never the session's worker, so clicks
   on what is shown go on): depth 16 first where the store has it, its false colour
-  computed there from the store's statistics (:class:`~tessera_explore.io.viewport.StoreColours`:
+  computed there from the store's statistics (:class:`~tessera_explore.project.store_colours.StoreColours`:
   the same colour for the same embedding in every view and zone), while the full depth
   is read by :meth:`ViewLoader.load_async`; each depth becomes one short job on the
   worker that swaps the area (:meth:`Session.replace_arrays
@@ -60,7 +60,7 @@ class MapFollower:
     controller : the app's :class:`~tessera_explore.widgets.controller.ExplorerController`.
     map : the leafmap (ipyleaflet) map to follow.
     loader : the :class:`~tessera_explore.io.viewport.ViewLoader` of the store and year.
-    colours : its :class:`~tessera_explore.io.viewport.StoreColours`.
+    colours : its :class:`~tessera_explore.project.store_colours.StoreColours`.
     first : the view the explorer opened on (a ``View`` made by :func:`explore_anywhere`).
     size : the map's size in screen pixels (width, height), until the browser says.
     debounce : seconds the map must be still before a view is loaded.

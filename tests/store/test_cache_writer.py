@@ -6,7 +6,6 @@ clearing a store's cache drops what was queued for it."""
 
 from __future__ import annotations
 
-import asyncio
 import errno
 import threading
 import warnings
@@ -19,6 +18,7 @@ from zarr.core.buffer import default_buffer_prototype
 from tessera_explore.exceptions import TesseraExploreWarning
 from tessera_explore.io import http
 from tessera_explore.io.http import CacheWriter, RemoteStore, flush_cache
+from tessera_explore.io.shards import run
 from tessera_explore.testing.server import serve_folder
 
 SIZE = 64 * 1024
@@ -63,7 +63,7 @@ def _read(store: RemoteStore, ranges=RANGES) -> list[bytes]:
                 out[i] = buf.to_bytes()
         return [out[i] for i in range(len(ranges))]
 
-    return asyncio.run(go())
+    return run(go())  # the package's I/O loop: asyncio.run would refuse a loop another test left running
 
 
 def _entries(cache):

@@ -15,13 +15,12 @@ from tessera_explore.exceptions import AreaTooLargeError, ArgumentError, StoreEr
 from tessera_explore.io import shards, store
 from tessera_explore.io.viewport import (
     BlockCache,
-    StoreColours,
     ViewLoader,
     coverage_footprint,
-    false_colour,
     overview_layer,
     resolve_store,
 )
+from tessera_explore.project.store_colours import StoreColours, false_colour
 from tessera_explore.testing.server import serve_folder
 
 TILES = [(lon, lat) for lon in (5.85, 5.95, 6.05) for lat in (52.05, 52.15, 52.25)]
@@ -174,8 +173,8 @@ def test_view_components_from_the_blocks_equal_the_projection(served):
     of ``projection.transform``, in a zone, across the zone edge (resampled pixels) and
     at depth 16; other projections or arrays fall back to it."""
     from tessera_explore.io.codes import codes_window
-    from tessera_explore.io.viewport import view_components
     from tessera_explore.project.rgb import to_rgb
+    from tessera_explore.project.store_colours import view_components
 
     srv, url, cache = served
     loader = _loader(url, cache)
